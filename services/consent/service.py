@@ -1,0 +1,302 @@
+"""Recording consents: the citizen's preferences (with optimistic concurrency), consents professionals record
+on a patient's behalf, and dissent imported from source records. Every change is audited in its own
+transaction and announced on `consent.changed` once committed (CONTRACTS §2)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.consent import preferences, professional, rules, store
+from services.consent.decisions import DecisionPoint, facts_of, load_facts
+from services.consent.errors import PreconditionRequired
+from services.consent.facts import ConsentFacts, utc
+from services.consent.metrics import AUDIT_FAILURES, CHANGES
+from shared import roles
+from shared.audit import AuditRecord, write_audit
+from shared.auth import Principal
+from shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed
+from shared.events import CONSENT_CHANGED, DatabaseEventLog, EventBus
+from shared.schema import ConsentRecord
+
+log = structlog.get_logger("scr.consent")
+
+RECORDERS = roles.CLINICAL | roles.ADMINISTRATIVE | roles.CALDICOTT_GUARDIAN  # objection forms go via reception
+REVIEWERS = roles.GENERAL_PRACTITIONER | roles.CALDICOTT_GUARDIAN
+STALE = "your choices were changed on another device; reload them and try again"
+
+
+@dataclass(frozen=True)
+class CitizenView:
+    """The citizen's own document, the version it is at (0: nothing recorded yet), and what is in force."""
+
+    preferences: preferences.Preferences
+    version: int
+    standing: rules.Standing
+
+
+@dataclass(frozen=True)
+class Change:
+    nhs_number: str
+    consent_id: str
+    version_id: int
+    kind: str
+    changed_at: datetime
+
+
+class ConsentService:
+    def __init__(self, sessions: sessionmaker[Session], decisions: DecisionPoint, bus: Callable[[], EventBus | None],
+                 service_name: str = "consent") -> None:
+        self._sessions = sessions
+        self._decisions = decisions
+        self._bus = bus
+        self._service = service_name
+
+    # ------------------------------------------------------------ the citizen's preferences
+
+    def citizen_view(self, nhs_number: str) -> CitizenView:
+        """Read from the database, not the decision cache, so a citizen always sees their latest write."""
+        with self._sessions() as session:
+            return _view(session, nhs_number, _now())
+
+    def put_preferences(self, principal: Principal, document: Any, if_match: str | None) -> tuple[CitizenView,
+                                                                                                   bool]:
+        """Replace the citizen's preferences; returns the new view and whether anything changed."""
+        wanted = preferences.parse(document)
+        nhs_number = principal.nhs_number or ""
+        now = _now()
+        try:
+            with self._sessions() as session, session.begin():
+                row = store.preferences_of(session, nhs_number, for_update=True)
+                _check_precondition(row, if_match)
+                current = _view(session, nhs_number, now)
+                if row is not None and current.preferences == wanted:
+                    return current, False
+                change, payload = self._write_preferences(session, principal, row, wanted, current, now)
+        except IntegrityError:
+            # Another device created this citizen's first preferences between our read and our insert.
+            raise PreconditionFailed(STALE, expression=["If-Match"]) from None
+        self._after_commit(change, payload)
+        return self.citizen_view(nhs_number), True
+
+    def _write_preferences(self, session: Session, principal: Principal, row: ConsentRecord | None,
+                           wanted: preferences.Preferences, current: CitizenView,
+                           now: datetime) -> tuple[Change, dict[str, Any] | None]:
+        nhs_number = principal.nhs_number or ""
+        since = _since(wanted, row, current, now)
+        consent_id = row.id if row is not None else str(uuid.uuid4())
+        body = preferences.to_consent(wanted, consent_id=consent_id, nhs_number=nhs_number, recorded=now,
+                                      since=since)
+        author = store.Author("citizen", user=principal.subject)
+        if row is None:
+            version = store.insert(session, consent_id=consent_id, nhs_number=nhs_number, kind="preferences",
+                                   author=author, recorded=now, body=body).version_id
+        elif store.new_version(session, row, recorded=now, body=body, author=author):
+            version = row.version_id
+        else:
+            raise PreconditionFailed(STALE, expression=["If-Match"])
+        change = Change(nhs_number, consent_id, version, "preferences", now)
+        return change, self._record(session, principal, change, "Citizen changed their data-sharing preferences")
+
+    # ------------------------------------------------------------ professionals
+
+    def record_professional(self, principal: Principal, resource: Any) -> dict[str, Any]:
+        """Record a consent, dissent or objection review on a patient's behalf; returns the stored resource."""
+        checked = professional.check(resource)
+        _authorise_recorder(principal, checked.kind)
+        now = _now()
+        body = checked.resource
+        if checked.kind == "safety-override":
+            # A review acts on the objection in force now; it cannot be back-dated before it.
+            body = body | {"dateTime": now.isoformat(),
+                           "provision": body["provision"] | {"period": body["provision"].get("period", {})
+                                                             | {"start": now.isoformat()}}}
+        with self._sessions() as session, session.begin():
+            if checked.kind == "safety-override":
+                _require_objection(session, checked.nhs_number, now)
+            person_id = store.person_id_for(session, checked.nhs_number)
+            consent_id = str(uuid.uuid4())
+            stored = professional.for_storage(body, consent_id=consent_id, kind=checked.kind,
+                                              nhs_number=checked.nhs_number, recorded=now,
+                                              author_ods=principal.ods_code, person_id=person_id)
+            author = store.Author("professional", principal.ods_code, principal.role, principal.subject)
+            row = store.insert(session, consent_id=consent_id, nhs_number=checked.nhs_number, kind=checked.kind,
+                               author=author, recorded=now, body=stored)
+            change = Change(checked.nhs_number, consent_id, 1, checked.kind, now)
+            payload = self._record(session, principal, change, f"Professional recorded a {checked.kind} on the "
+                                   "patient's behalf", person_id=person_id)
+            result = row.body
+        self._after_commit(change, payload)
+        return result
+
+    def read_professional(self, principal: Principal, consent_id: str) -> dict[str, Any]:
+        with self._sessions() as session, session.begin():
+            row = store.get(session, consent_id)
+            if row is None:
+                raise NotFound(f"Consent/{consent_id} is not known")
+            self._audit(session, principal, "consent-read", row.nhs_number, [f"Consent/{row.id}"])
+            return row.body
+
+    def search_professional(self, principal: Principal, nhs_number: str) -> list[dict[str, Any]]:
+        with self._sessions() as session, session.begin():
+            rows = store.consents_for(session, nhs_number)
+            self._audit(session, principal, "consent-read", nhs_number, [f"Consent/{r.id}" for r in rows])
+            return [row.body for row in rows]
+
+    # ------------------------------------------------------------ import of dissent recorded at source
+
+    def import_source_consent(self, resource_id: str) -> str:
+        """Record a Consent that ingest stored from a source system; re-delivery changes nothing. Returns what
+        happened: created | updated | unchanged | skipped."""
+        now = _now()
+        with self._sessions() as session, session.begin():
+            source = store.source_resource(session, "Consent", resource_id)
+            nhs_number = store.nhs_number_of_person(session, source.person_id) if source and source.person_id \
+                else None
+            if source is None or nhs_number is None:
+                return "skipped"  # no person with an NHS number to key it by (yet)
+            outcome, change, payload = self._import(session, source, nhs_number, now)
+        if change:
+            self._after_commit(change, payload)
+        return outcome
+
+    def _import(self, session: Session, source: Any, nhs_number: str,
+                now: datetime) -> tuple[str, Change | None, dict[str, Any] | None]:
+        consent_id = f"src-{source.id}"
+        kind = professional.kind_of(source.body.get("provision") or {})
+        # The source's own time, not ours, fills any gap: the same source version must give the same body.
+        body = professional.for_storage(source.body, consent_id=consent_id, kind=kind, nhs_number=nhs_number,
+                                        recorded=utc(source.last_updated), author_ods=source.source_org,
+                                        person_id=source.person_id)
+        if source.deleted:
+            body["status"] = "inactive"
+        row = store.get(session, consent_id, for_update=True)
+        if row is not None and _same_content(row.body, body):
+            return "unchanged", None, None
+        author = store.Author("professional", source.source_org, None, f"source:{source.source_system}")
+        if row is None:
+            store.insert(session, consent_id=consent_id, nhs_number=nhs_number, kind=kind, author=author,
+                         recorded=now, body=body)
+            version, outcome = 1, "created"
+        else:
+            if not store.new_version(session, row, recorded=now, body=body, author=author):
+                raise Conflict("the imported consent changed while it was being updated")
+            version, outcome = row.version_id, "updated"
+        principal = Principal("system", "consent-import", ods_code=source.source_org)
+        change = Change(nhs_number, consent_id, version, kind, now)
+        payload = self._record(session, principal, change, f"Imported a {kind} recorded at source",
+                               person_id=source.person_id)
+        return outcome, change, payload
+
+    # ------------------------------------------------------------ audit and propagation
+
+    def _record(self, session: Session, principal: Principal, change: Change, description: str, *,
+                person_id: str | None = None) -> dict[str, Any] | None:
+        """Audit a change and stage its event: returns the payload to publish after commit (None when the
+        embedded event log already holds it in this transaction)."""
+        entity = f"Consent/{change.consent_id}/_history/{change.version_id}"
+        self._audit(session, principal, "consent-change", change.nhs_number, [entity], description, person_id)
+        bus = self._bus()
+        if isinstance(bus, DatabaseEventLog):
+            # The embedded event log is a table in this database: the event commits with the change, or neither.
+            bus.publish_in(session, CONSENT_CHANGED, change.nhs_number, _payload(session, change))
+            return None
+        return _payload(session, change)
+
+    def _audit(self, session: Session, principal: Principal, action: str, nhs_number: str, entities: list[str],
+               description: str | None = None, person_id: str | None = None) -> None:
+        person_id = person_id or store.person_id_for(session, nhs_number)
+        try:
+            write_audit(session, AuditRecord(service=self._service, action=action, outcome="success",
+                                             principal=principal, person_id=person_id, nhs_number=nhs_number,
+                                             entities=entities, description=description))
+        except SQLAlchemyError:
+            AUDIT_FAILURES.labels(self._service).inc()
+            raise
+
+    def _after_commit(self, change: Change, payload: dict[str, Any] | None) -> None:
+        self._decisions.invalidate(change.nhs_number)
+        CHANGES.labels(change.kind).inc()
+        bus = self._bus()
+        if bus is not None and payload is not None:
+            bus.publish(CONSENT_CHANGED, change.nhs_number, payload)
+            bus.flush()
+        log.info("consent changed", kind=change.kind, version=change.version_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _view(session: Session, nhs_number: str, now: datetime) -> CitizenView:
+    facts = load_facts(session, nhs_number)
+    standing = rules.standing_of(facts, now)
+    own = next((f for f in facts if f.kind == "preferences"), None)
+    direct_care = "share" if standing.stance.state == "share" else "object"
+    return CitizenView(preferences.from_facts(own, direct_care), own.version_id if own else 0, standing)
+
+
+def _since(wanted: preferences.Preferences, row: ConsentRecord | None, current: CitizenView,
+           now: datetime) -> datetime:
+    """When the citizen's direct-care choice took effect: now if they changed it, else unchanged."""
+    if wanted.direct_care != current.preferences.direct_care:
+        return now
+    if row is not None:
+        return facts_of(row).stated_at
+    decided_by: ConsentFacts | None = current.standing.stance.decided_by
+    return decided_by.stated_at if decided_by else now
+
+
+def parse_etag(value: str) -> int | None:
+    """The version in an ETag / If-Match value (W/"3", "3"), or None if it is not one of ours."""
+    text = value.strip()
+    text = text[2:] if text.startswith("W/") else text
+    text = text.strip('"')
+    return int(text) if text.isdigit() else None
+
+
+def _check_precondition(row: ConsentRecord | None, if_match: str | None) -> None:
+    if row is None:
+        if if_match is not None and if_match.strip() != "*" and parse_etag(if_match) != 0:
+            raise PreconditionFailed(STALE, expression=["If-Match"])
+        return
+    if if_match is None:
+        raise PreconditionRequired("send If-Match with the ETag from your last read, so changes made on another "
+                                   "device are never silently overwritten", expression=["If-Match"])
+    if if_match.strip() != "*" and parse_etag(if_match) != row.version_id:
+        raise PreconditionFailed(STALE, expression=["If-Match"])
+
+
+def _authorise_recorder(principal: Principal, kind: str) -> None:
+    if kind == "safety-override" and principal.role not in REVIEWERS:
+        raise Forbidden("only a GP or a Caldicott Guardian may review an objection")
+    if principal.role not in RECORDERS:
+        raise Forbidden(f"role {principal.role} may not record consent on a patient's behalf")
+
+
+def _require_objection(session: Session, nhs_number: str, now: datetime) -> None:
+    stance = rules.standing_of(load_facts(session, nhs_number), now).stance
+    if stance.objection is None:
+        raise Conflict("there is no objection in force for this patient to review",
+                       expression=["Consent.provision.code"])
+
+
+def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:
+    def strip(body: dict[str, Any]) -> dict[str, Any]:
+        meta = {k: v for k, v in (body.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        return body | {"meta": meta}
+
+    return strip(stored) == strip(new)
+
+
+def _payload(session: Session, change: Change) -> dict[str, Any]:
+    return {"nhs_number": change.nhs_number, "person_id": store.person_id_for(session, change.nhs_number),
+            "consent_id": change.consent_id, "version_id": change.version_id, "kind": change.kind,
+            "changed_at": change.changed_at.isoformat()}

@@ -1,0 +1,122 @@
+"""SQL for the consent service: consents and their versions, the person index and record store it reads, and
+the audit rows behind the citizen's access log. Every query is keyed by NHS number or id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.consent.facts import parse_datetime
+from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, Resource
+
+
+@dataclass(frozen=True)
+class Author:
+    kind: str  # citizen | professional
+    ods: str | None = None
+    role: str | None = None
+    user: str | None = None
+
+
+def consents_for(session: Session, nhs_number: str) -> list[ConsentRecord]:
+    """Every consent (current version) about one person, whatever its status."""
+    return list(session.scalars(select(ConsentRecord).where(ConsentRecord.nhs_number == nhs_number)
+                                .order_by(ConsentRecord.recorded_at, ConsentRecord.id)))
+
+
+def get(session: Session, consent_id: str, *, for_update: bool = False) -> ConsentRecord | None:
+    query = select(ConsentRecord).where(ConsentRecord.id == consent_id)
+    return session.scalars(query.with_for_update() if for_update else query).first()
+
+
+def preferences_of(session: Session, nhs_number: str, *, for_update: bool = False) -> ConsentRecord | None:
+    query = select(ConsentRecord).where(ConsentRecord.nhs_number == nhs_number, ConsentRecord.kind == "preferences")
+    return session.scalars(query.with_for_update() if for_update else query).first()
+
+
+def insert(session: Session, *, consent_id: str, nhs_number: str, kind: str, author: Author, recorded: datetime,
+           body: dict[str, Any]) -> ConsentRecord:
+    """Version 1 of a new consent (flushed, so a second first-preferences row fails here, not at commit)."""
+    stamped = _stamp(body, 1, recorded)
+    row = ConsentRecord(id=consent_id, nhs_number=nhs_number, kind=kind, status=stamped["status"], version_id=1,
+                        recorded_at=recorded, author_kind=author.kind, author_ods=author.ods,
+                        author_role=author.role, author_user=author.user, **_period(stamped))
+    row.body = stamped
+    session.add(row)
+    session.add(ConsentVersion(id=consent_id, version_id=1, nhs_number=nhs_number, recorded_at=recorded,
+                               body=stamped))
+    session.flush()
+    return row
+
+
+def new_version(session: Session, row: ConsentRecord, *, recorded: datetime, body: dict[str, Any],
+                author: Author | None = None) -> bool:
+    """Replace the current version if it is still `row.version_id` (compare-and-set); False if someone else
+    wrote first."""
+    version = row.version_id + 1
+    stamped = _stamp(body, version, recorded)
+    values: dict[str, Any] = {"version_id": version, "status": stamped["status"], "recorded_at": recorded,
+                              "body": stamped, **_period(stamped)}
+    if author:
+        values |= {"author_kind": author.kind, "author_ods": author.ods, "author_role": author.role,
+                   "author_user": author.user}
+    result = session.execute(update(ConsentRecord)
+                             .where(ConsentRecord.id == row.id, ConsentRecord.version_id == row.version_id)
+                             .values(**values).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    session.add(ConsentVersion(id=row.id, version_id=version, nhs_number=row.nhs_number, recorded_at=recorded,
+                               body=stamped))
+    session.flush()
+    session.expire(row)
+    return True
+
+
+def _stamp(body: dict[str, Any], version: int, recorded: datetime) -> dict[str, Any]:
+    return body | {"meta": (body.get("meta") or {}) | {"versionId": str(version),
+                                                        "lastUpdated": recorded.isoformat()}}
+
+
+def _period(body: dict[str, Any]) -> dict[str, Any]:
+    period = (body.get("provision") or {}).get("period") or {}
+    return {"period_start": parse_datetime(period.get("start")), "period_end": parse_datetime(period.get("end"))}
+
+
+def history(session: Session, nhs_number: str, *, limit: int, offset: int) -> list[tuple[ConsentVersion,
+                                                                                          ConsentRecord]]:
+    """Versions of every consent about one person, newest first, with the consent they belong to."""
+    rows = session.execute(
+        select(ConsentVersion, ConsentRecord).join(ConsentRecord, ConsentRecord.id == ConsentVersion.id)
+        .where(ConsentVersion.nhs_number == nhs_number)
+        .order_by(ConsentVersion.recorded_at.desc(), ConsentVersion.id.desc(), ConsentVersion.version_id.desc())
+        .limit(limit).offset(offset)
+    ).all()
+    return [(version, consent) for version, consent in rows]
+
+
+def version(session: Session, consent_id: str, version_id: int) -> ConsentVersion | None:
+    return session.get(ConsentVersion, (consent_id, version_id))
+
+
+def access_log(session: Session, nhs_number: str, *, before: int | None, limit: int) -> list[AuditEventRow]:
+    """Audit rows about one person, newest first, strictly older than the `before` cursor."""
+    query = select(AuditEventRow).where(AuditEventRow.nhs_number == nhs_number)
+    if before is not None:
+        query = query.where(AuditEventRow.id < before)
+    return list(session.scalars(query.order_by(AuditEventRow.id.desc()).limit(limit)))
+
+
+def person_id_for(session: Session, nhs_number: str) -> str | None:
+    return session.scalar(select(Person.id).where(Person.nhs_number == nhs_number))
+
+
+def nhs_number_of_person(session: Session, person_id: str) -> str | None:
+    return session.scalar(select(Person.nhs_number).where(Person.id == person_id))
+
+
+def source_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:
+    return session.get(Resource, (resource_type, resource_id))

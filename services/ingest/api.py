@@ -1,0 +1,255 @@
+"""Ingest's HTTP routes: the feeds (FHIR Bundles, HL7 v2, community CSV, social-care events), the published
+event schema, and the admin endpoints (raw archive retry, match reviews, merge undo). Routes only: parse,
+authorise, call the pipeline, shape the answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from services.ingest.hl7_ack import ack_for, reject
+from services.ingest.records import Change
+from services.ingest.schemas import ReviewDecision, socialcare_schema
+from services.ingest.service import Outcome, Pipeline
+from shared.auth import Principal, require
+from shared.errors import InvalidInput, TooLarge
+from shared.fhir import FHIR_JSON, Issue, operation_outcome
+
+router = APIRouter(prefix="/ingest", tags=["ingest"])
+
+HL7_MEDIA_TYPE = "x-application/hl7-v2+er7"
+ADMIN_TYPE = "IngestAdmin"  # scope system/IngestAdmin.* (named explicitly: a wildcard does not grant it)
+_STATUS = {"create": "201 Created", "update": "200 OK", "relink": "200 OK", "unchanged": "200 OK",
+           "stale": "200 OK"}
+_HTTP_FOR_ISSUE = {"too-costly": 413, "forbidden": 403}
+
+
+def _sender(principal: Principal) -> str | None:
+    return None if principal.ods_code else "a feed token must carry the sending organisation's ods_code"
+
+
+def _admin(interaction: str) -> Any:
+    def check(principal: Principal) -> str | None:
+        granted = any(s.context == "system" and s.resource_type == ADMIN_TYPE and interaction in s.interactions
+                      for s in principal.scopes)
+        return None if granted else f"needs the system/{ADMIN_TYPE}.{interaction} scope"
+
+    return check
+
+
+def pipeline(request: Request) -> Pipeline:
+    return request.app.state.runtime.extras["pipeline"]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the body is over {limit} bytes; at most {limit} are accepted")
+    if not body:
+        raise InvalidInput("the body is empty")
+    return bytes(body)
+
+
+def _source_system(request: Request, principal: Principal) -> str:
+    return (request.headers.get("x-source-system") or principal.subject or "unknown")[:128]
+
+
+def _refusal_status(outcome: Outcome) -> int:
+    if outcome.status == "failed":
+        return 500
+    return next((_HTTP_FOR_ISSUE[i.code] for i in outcome.issues if i.code in _HTTP_FOR_ISSUE), 400)
+
+
+def _refusal(outcome: Outcome) -> JSONResponse:
+    """A rejected or failed message as an OperationOutcome with the right status."""
+    return JSONResponse(operation_outcome(outcome.issues), status_code=_refusal_status(outcome),
+                        media_type=FHIR_JSON, headers={"X-Raw-Message-Id": outcome.raw_id})
+
+
+# ----------------------------------------------------------------------------------- feeds
+
+@router.post("/fhir")
+async def ingest_fhir(request: Request, principal: Principal = Depends(require("system", scope=("Bundle", "c"),
+                                                                              check=_sender)),
+                      pipe: Pipeline = Depends(pipeline)) -> Response:
+    """A batch, transaction or collection Bundle; answers a batch- or transaction-response Bundle."""
+    body = await read_body(request, pipe.settings.max_body_bytes)
+    outcome = await run_in_threadpool(pipe.receive, "fhir", body, content_type=FHIR_JSON,
+                                      sender_org=principal.ods_code, sender_system=_source_system(request, principal))
+    if outcome.status != "processed":
+        return _refusal(outcome)
+    bundle = json.loads(body)
+    return JSONResponse(_response_bundle(bundle, outcome), media_type=FHIR_JSON,
+                        headers={"X-Raw-Message-Id": outcome.raw_id})
+
+
+def _response_bundle(bundle: dict[str, Any], outcome: Outcome) -> dict[str, Any]:
+    entries: list[dict[str, Any]] = [{"response": {"status": "400 Bad Request"}} for _ in bundle["entry"]]
+    for change in outcome.changes:
+        if change.entry is not None and change.where and change.where.startswith("Bundle.entry"):
+            entries[change.entry] = {"response": _entry_response(change)}
+    for rejected in outcome.rejected:
+        if rejected.index is not None:
+            entries[rejected.index] = {"response": {"status": "400 Bad Request",
+                                                    "outcome": operation_outcome(rejected.issues)}}
+    kind = "transaction-response" if bundle["type"] == "transaction" else "batch-response"
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+def _entry_response(change: Change) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": _STATUS[change.change],
+                                "location": f"{change.resource_type}/{change.id}/_history/{change.version_id}",
+                                "etag": f'W/"{change.version_id}"'}
+    if change.change in ("unchanged", "stale"):
+        why = "identical to the stored version" if change.change == "unchanged" else \
+            "older than the stored version; not applied"
+        response["outcome"] = operation_outcome(Issue(why, severity="information", code="informational"))
+    return response
+
+
+@router.post("/hl7v2")
+async def ingest_hl7v2(request: Request, principal: Principal = Depends(require("system",
+                                                                               scope=("Encounter", "c"),
+                                                                               check=_sender)),
+                       pipe: Pipeline = Depends(pipeline)) -> Response:
+    """One HL7 v2 ADT message; answers its ACK (AA, AE or AR with ERR naming the segment and field)."""
+    try:
+        body = await read_body(request, pipe.settings.max_hl7_bytes)
+    except TooLarge as exc:
+        return Response(reject("", exc.message), status_code=413, media_type=HL7_MEDIA_TYPE)
+    outcome = await run_in_threadpool(pipe.receive, "hl7v2", body, content_type=HL7_MEDIA_TYPE,
+                                      sender_org=principal.ods_code, sender_system=None)
+    code, ack = ack_for(outcome, body.decode("latin-1"))
+    status = 200 if code == "AA" else 500 if outcome.status == "failed" else 400
+    return Response(ack, status_code=status, media_type=HL7_MEDIA_TYPE,
+                    headers={"X-Raw-Message-Id": outcome.raw_id})
+
+
+@router.post("/community")
+async def ingest_community(request: Request, principal: Principal = Depends(require("system",
+                                                                                   scope=("Encounter", "c"),
+                                                                                   check=_sender)),
+                           pipe: Pipeline = Depends(pipeline)) -> Response:
+    """A CSV extract of community contacts; bad rows are reported by row number, good rows kept."""
+    body = await read_body(request, pipe.settings.max_body_bytes)
+    outcome = await run_in_threadpool(pipe.receive, "community", body, content_type="text/csv",
+                                      sender_org=principal.ods_code, sender_system=_source_system(request, principal))
+    if outcome.status != "processed":
+        return _refusal(outcome)
+    accepted = len({c.entry for c in outcome.changes if c.entry is not None})
+    summary = Issue(f"{accepted} row(s) accepted, {len(outcome.rejected)} row(s) rejected; archived as raw message "
+                    f"{outcome.raw_id}", severity="information", code="informational")
+    issues = [summary] + [issue for rejected in outcome.rejected for issue in rejected.issues]
+    return JSONResponse(operation_outcome(issues), status_code=200 if accepted else 400, media_type=FHIR_JSON,
+                        headers={"X-Raw-Message-Id": outcome.raw_id})
+
+
+@router.post("/socialcare")
+async def ingest_socialcare(request: Request, principal: Principal = Depends(require("system",
+                                                                                    scope=("EpisodeOfCare", "c"),
+                                                                                    check=_sender)),
+                            pipe: Pipeline = Depends(pipeline)) -> Response:
+    """One social-care event or a JSON array of them (the same events as topic socialcare.events)."""
+    body = await read_body(request, pipe.settings.max_body_bytes)
+    events = _split_events(body)
+    results = []
+    for raw in events:
+        outcome = await run_in_threadpool(pipe.receive, "socialcare", raw, content_type="application/json",
+                                          sender_org=principal.ods_code, sender_system=None)
+        results.append(outcome)
+    issues = []
+    for index, outcome in enumerate(results):
+        where = f"event[{index}]" if len(events) > 1 else "event"
+        if outcome.status == "processed":
+            issues.append(Issue(f"{where} accepted as raw message {outcome.raw_id}", where, "information",
+                                "informational"))
+        else:
+            issues += [Issue(i.diagnostics, f"{where}.{i.expression}" if i.expression else where, code=i.code)
+                       for i in outcome.issues]
+    accepted = sum(o.status == "processed" for o in results)
+    status = 200 if accepted == len(results) else 207 if accepted else _refusal_status(results[0])
+    return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON)
+
+
+def _split_events(body: bytes) -> list[bytes]:
+    """A JSON array becomes one message per event (each archived on its own); anything else is one message."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return [body]
+    if isinstance(value, list) and value:
+        if len(value) > 1000:
+            raise TooLarge(f"{len(value)} events in one request; at most 1000 are accepted")
+        return [json.dumps(item, ensure_ascii=False).encode() for item in value]
+    return [body]
+
+
+@router.get("/socialcare/schema")
+def socialcare_event_schema(_principal: Principal = Depends(require("system", "clinician"))) -> Response:
+    """The JSON Schema of a social-care event."""
+    return JSONResponse(socialcare_schema(), media_type="application/schema+json")
+
+
+# ----------------------------------------------------------------------------------- admin
+
+@router.get("/raw")
+def list_raw(status: str | None = Query(None, pattern="^(received|processed|failed|rejected)$"),
+             limit: int = Query(50, ge=1, le=500),
+             _principal: Principal = Depends(require("system", check=_admin("r"))),
+             pipe: Pipeline = Depends(pipeline)) -> list[dict[str, Any]]:
+    """Archived messages, newest first (e.g. ?status=failed)."""
+    return pipe.list_raw(status, limit)
+
+
+@router.post("/raw/{raw_id}/retry")
+def retry_raw(raw_id: str, _principal: Principal = Depends(require("system", check=_admin("u"))),
+              pipe: Pipeline = Depends(pipeline)) -> Response:
+    """Process an archived message again (after a fault, or a fix to code lists or mappings)."""
+    outcome = pipe.retry(raw_id)
+    pipe.refresh_gauges()
+    if outcome.status != "processed":
+        return _refusal(outcome)
+    return JSONResponse({"raw_id": raw_id, "status": outcome.status,
+                         "changes": [_change_json(c) for c in outcome.changes]})
+
+
+@router.get("/reviews")
+def list_reviews(status: str | None = Query("open", pattern="^(open|linked|rejected)$"),
+                 limit: int = Query(50, ge=1, le=500),
+                 _principal: Principal = Depends(require("system", check=_admin("r"))),
+                 pipe: Pipeline = Depends(pipeline)) -> list[dict[str, Any]]:
+    """Possible matches waiting for a person's decision, with the per-field explanation."""
+    return pipe.list_reviews(status, limit)
+
+
+@router.post("/reviews/{review_id}")
+def resolve_review(review_id: str, decision: ReviewDecision,
+                   _principal: Principal = Depends(require("system", check=_admin("u"))),
+                   pipe: Pipeline = Depends(pipeline)) -> dict[str, Any]:
+    """Link the record to the candidate person (moving its resources) or reject the match."""
+    changes = pipe.admin_change("review", review_id=review_id, decision=decision.decision,
+                                reviewer=decision.reviewer)
+    return {"review_id": review_id, "decision": decision.decision, "changes": [_change_json(c) for c in changes]}
+
+
+@router.post("/merges/{merge_id}/undo")
+def undo_merge(merge_id: str, _principal: Principal = Depends(require("system", check=_admin("u"))),
+               pipe: Pipeline = Depends(pipeline)) -> dict[str, Any]:
+    """Undo an A40 merge: the retired record returns to its own person."""
+    changes = pipe.admin_change("undo-merge", merge_id=merge_id)
+    return {"merge_id": merge_id, "undone": True, "changes": [_change_json(c) for c in changes]}
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    return {"resource_type": change.resource_type, "id": change.id, "version_id": change.version_id,
+            "person_id": change.person_id, "change": change.change}

@@ -1,0 +1,99 @@
+"""Operator commands for ingest, run against SCR_DATABASE_URL (and Kafka when configured):
+
+    python -m services.ingest.cli list [--status failed] [--limit 50]
+    python -m services.ingest.cli retry RAW_ID [RAW_ID ...]
+    python -m services.ingest.cli retry --all-failed
+    python -m services.ingest.cli reviews [--status open]
+    python -m services.ingest.cli review REVIEW_ID link|reject --reviewer USER_ID
+    python -m services.ingest.cli undo-merge MERGE_ID
+
+Each prints one JSON object per line; exit status 1 if anything asked for could not be done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from services.ingest.service import Pipeline
+from services.ingest.settings import IngestSettings
+from shared.db import create_db_engine, make_session_factory
+from shared.errors import ScrError
+from shared.events import create_event_bus
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m services.ingest.cli", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="archived raw messages, newest first")
+    listing.add_argument("--status", choices=["received", "processed", "failed", "rejected"])
+    listing.add_argument("--limit", type=int, default=50)
+    retry = commands.add_parser("retry", help="process archived messages again")
+    retry.add_argument("raw_ids", nargs="*")
+    retry.add_argument("--all-failed", action="store_true", help="every message whose processing failed")
+    reviews = commands.add_parser("reviews", help="possible matches and their explanations")
+    reviews.add_argument("--status", default="open", choices=["open", "linked", "rejected"])
+    reviews.add_argument("--limit", type=int, default=50)
+    review = commands.add_parser("review", help="decide a possible match")
+    review.add_argument("review_id")
+    review.add_argument("decision", choices=["link", "reject"])
+    review.add_argument("--reviewer", required=True)
+    undo = commands.add_parser("undo-merge", help="undo an A40 merge")
+    undo.add_argument("merge_id")
+    return parser
+
+
+def _print(item: dict[str, Any]) -> None:
+    print(json.dumps(item, default=str), flush=True)
+
+
+def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
+    """Carry out one command; the exit status."""
+    if args.command == "list":
+        for item in pipeline.list_raw(args.status, args.limit):
+            _print(item)
+        return 0
+    if args.command == "reviews":
+        for item in pipeline.list_reviews(args.status, args.limit):
+            _print(item)
+        return 0
+    if args.command == "retry":
+        ids = list(args.raw_ids) + ([r["id"] for r in pipeline.list_raw("failed", 10_000)] if args.all_failed else [])
+        status = 0
+        for raw_id in ids:
+            outcome = pipeline.retry(raw_id)
+            _print({"raw_id": raw_id, "status": outcome.status, "changes": len(outcome.changes),
+                    "error": outcome.error_text or None})
+            status |= outcome.status != "processed"
+        pipeline.refresh_gauges()
+        return status
+    if args.command == "review":
+        changes = pipeline.admin_change("review", review_id=args.review_id, decision=args.decision,
+                                        reviewer=args.reviewer)
+    else:
+        changes = pipeline.admin_change("undo-merge", merge_id=args.merge_id)
+    _print({"command": args.command, "changes": len(changes)})
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = IngestSettings()
+    engine = create_db_engine(settings.database_url)
+    bus = create_event_bus(settings, engine)
+    try:
+        return run(args, Pipeline(make_session_factory(engine), bus, settings))
+    except ScrError as exc:
+        print(f"ingest: {exc.message}", file=sys.stderr)
+        return 1
+    finally:
+        bus.flush()
+        bus.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""How ADT events move an Encounter: admit, transfer, discharge and their cancellations.
+
+ADT sends changes, not states, so each event is a pure function from the stored Encounter (or none) to the
+new one. Each is idempotent: applying the same event twice gives the same Encounter. Events older than
+the stored state never reach here (the pipeline compares MSH-7 with the stored source timestamp).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+ADMIT = frozenset({"A01", "A04"})
+PRE_ADMIT = "A05"
+TRANSFER, DISCHARGE, UPDATE = "A02", "A03", "A08"
+CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE = "A11", "A12", "A13"
+EVENTS = ADMIT | {PRE_ADMIT, TRANSFER, DISCHARGE, UPDATE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE}
+
+
+@dataclass(frozen=True)
+class EncounterEvent:
+    """One ADT event as it bears on the visit: the static fields from PV1, and the times and location."""
+
+    event: str
+    at: str  # the event time (FHIR dateTime)
+    fields: dict[str, Any]  # identifier, class, subject, serviceType, hospitalization ... (replace stored)
+    location: str | None  # PV1-3 as a display string
+    admitted: str | None  # PV1-44
+    discharged: str | None  # PV1-45
+
+    def __call__(self, current: dict[str, Any] | None) -> dict[str, Any]:
+        return apply(current, self)
+
+
+def apply(current: dict[str, Any] | None, event: EncounterEvent) -> dict[str, Any]:
+    """The Encounter after `event`."""
+    encounter = copy.deepcopy(current) if current else {"resourceType": "Encounter"}
+    encounter.update(copy.deepcopy(event.fields))
+    handler = _HANDLERS[event.event]
+    handler(encounter, event, current is None)
+    return encounter
+
+
+def _admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+    if encounter.get("status") in (None, "planned", "arrived", "in-progress"):
+        encounter["status"] = "in-progress"
+    encounter.setdefault("period", {})["start"] = event.admitted or encounter.get("period", {}).get("start") \
+        or event.at
+    _move_to(encounter, event.location, event.admitted or event.at)
+
+
+def _pre_admit(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    if new or encounter.get("status") == "planned":
+        encounter["status"] = "planned"
+        if event.admitted:
+            encounter["period"] = {"start": event.admitted}
+        if event.location:
+            encounter["location"] = [{"location": {"display": event.location}, "status": "planned"}]
+
+
+def _transfer(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    if new:
+        encounter["status"] = "in-progress"
+        encounter["period"] = {"start": event.admitted or event.at}
+    _move_to(encounter, event.location, event.at)
+
+
+def _discharge(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    end = event.discharged or event.at
+    encounter["status"] = "finished"
+    period = encounter.setdefault("period", {})
+    period["end"] = end
+    if new or "start" not in period:
+        period["start"] = event.admitted or end
+        _move_to(encounter, event.location, period["start"])
+    for location in encounter.get("location", []):
+        if location.get("status") == "active":
+            location["status"] = "completed"
+            location.setdefault("period", {})["end"] = end
+
+
+def _update(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    """A08 corrects details; it does not move the visit through its states (except to create it)."""
+    if new:
+        encounter["status"] = "finished" if event.discharged else "in-progress" if event.admitted else "planned"
+        encounter["period"] = {k: v for k, v in (("start", event.admitted), ("end", event.discharged)) if v} or \
+            {"start": event.at}
+    elif event.admitted:
+        encounter.setdefault("period", {})["start"] = event.admitted
+    active = _active(encounter)
+    if event.location and active is not None and active["location"].get("display") != event.location:
+        active["location"] = {"display": event.location}  # a correction, not a move
+    elif event.location and active is None and encounter["status"] == "in-progress":
+        _move_to(encounter, event.location, event.admitted or event.at)
+
+
+def _cancel_admit(encounter: dict[str, Any], _event: EncounterEvent, _new: bool) -> None:
+    encounter["status"] = "cancelled"
+
+
+def _cancel_transfer(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+    """Back to the location before the last transfer (PV1-3 names it, when sent)."""
+    locations = encounter.get("location", [])
+    active = _active(encounter)
+    if active is None or len(locations) < 2:
+        return
+    if event.location and active["location"].get("display") == event.location:
+        return  # already back where the cancel says: a re-send
+    locations.remove(active)
+    previous = locations[-1]
+    previous["status"] = "active"
+    previous.get("period", {}).pop("end", None)
+
+
+def _cancel_discharge(encounter: dict[str, Any], _event: EncounterEvent, _new: bool) -> None:
+    encounter["status"] = "in-progress"
+    encounter.get("period", {}).pop("end", None)
+    locations = encounter.get("location", [])
+    if locations and _active(encounter) is None:
+        locations[-1]["status"] = "active"
+        locations[-1].get("period", {}).pop("end", None)
+
+
+def _active(encounter: dict[str, Any]) -> dict[str, Any] | None:
+    return next((loc for loc in reversed(encounter.get("location", [])) if loc.get("status") == "active"), None)
+
+
+def _move_to(encounter: dict[str, Any], location: str | None, at: str) -> None:
+    """Make `location` the active one from `at`, closing the one before; nothing if already there."""
+    if not location:
+        return
+    active = _active(encounter)
+    if active is not None and active["location"].get("display") == location:
+        return
+    if active is not None:
+        active["status"] = "completed"
+        active.setdefault("period", {})["end"] = at
+    encounter.setdefault("location", []).append(
+        {"location": {"display": location}, "status": "active", "period": {"start": at}})
+
+
+_HANDLERS = {
+    "A01": _admit, "A04": _admit, PRE_ADMIT: _pre_admit, TRANSFER: _transfer, DISCHARGE: _discharge,
+    UPDATE: _update, CANCEL_ADMIT: _cancel_admit, CANCEL_TRANSFER: _cancel_transfer,
+    CANCEL_DISCHARGE: _cancel_discharge,
+}

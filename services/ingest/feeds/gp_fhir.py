@@ -1,0 +1,229 @@
+"""GP and community FHIR: batch, transaction and collection Bundles of UK Core resources.
+
+Each entry is checked (R4 structure, required value sets, NHS number check digits, supported type, a patient
+reference that resolves in the Bundle or names a stored Patient) and mapped as it is, with its references
+rewritten to local references the pipeline resolves after identity matching.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected, parse_instant
+from shared.fhir import NHS_NUMBER_SYSTEM, Issue, canonical_system, validate_resource
+
+# Clinical types and the element holding their patient reference.
+PATIENT_ELEMENT: dict[str, str] = {
+    "Encounter": "subject", "Condition": "subject", "Observation": "subject", "MedicationStatement": "subject",
+    "MedicationRequest": "subject", "Procedure": "subject", "CarePlan": "subject", "Flag": "subject",
+    "DocumentReference": "subject", "ServiceRequest": "subject", "DiagnosticReport": "subject",
+    "AllergyIntolerance": "patient", "Immunization": "patient", "EpisodeOfCare": "patient",
+    "Consent": "patient", "RelatedPerson": "patient",
+}
+# Resources about no one patient, stored so references to them resolve.
+SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "Location", "Medication"})
+BUNDLE_TYPES = frozenset({"batch", "transaction", "collection"})
+_STORED_PATIENT = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
+_KEPT_META = ("profile", "security")
+
+
+def map_bundle(bundle: Any, *, max_entries: int) -> MappedMessage:
+    """Map a Bundle. Raises AdapterError when the Bundle itself is unusable, or when any entry of a
+    transaction is (all or nothing); a batch or collection keeps its good entries and lists the bad."""
+    entries = _entries(bundle, max_entries)
+    default_updated = parse_instant((bundle.get("meta") or {}).get("lastUpdated")) or \
+        parse_instant(bundle.get("timestamp"))
+    index = _reference_index(entries)
+    message = MappedMessage(atomic=bundle["type"] == "transaction")
+    bad: dict[int, list[Issue]] = {}
+    for position, entry in enumerate(entries):
+        where = f"Bundle.entry[{position}]"
+        issues = _entry_issues(entry, bundle["type"], where)
+        if issues:
+            bad[position] = issues
+            continue
+        item, issues = _map_entry(entry, position, where, index, entries, default_updated)
+        if issues:
+            bad[position] = issues
+        else:
+            message.items.append(item)
+    _drop_orphans(message, bad)
+    if bad and bundle["type"] == "transaction":
+        raise AdapterError([i for position in sorted(bad) for i in bad[position]])
+    message.rejected = [Rejected(f"Bundle.entry[{p}]", issues, p) for p, issues in sorted(bad.items())]
+    return message
+
+
+def _entries(bundle: Any, max_entries: int) -> list[Any]:
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise AdapterError(Issue("the body must be a FHIR Bundle", "Bundle.resourceType", code="structure"))
+    if not isinstance(bundle.get("type"), str) or bundle["type"] not in BUNDLE_TYPES:
+        raise AdapterError(Issue(f"Bundle.type {bundle.get('type')!r} is not accepted; send "
+                                 f"{', '.join(sorted(BUNDLE_TYPES))}", "Bundle.type", code="not-supported"))
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or not entries:
+        raise AdapterError(Issue("the Bundle has no entries", "Bundle.entry", code="required"))
+    if len(entries) > max_entries:
+        raise AdapterError(Issue(f"the Bundle has {len(entries)} entries; at most {max_entries} are accepted",
+                                 "Bundle.entry", code="too-costly"))
+    return entries
+
+
+def _reference_index(entries: list[Any]) -> dict[str, int]:
+    """Every way an entry may be referred to within the Bundle: its fullUrl and its Type/id."""
+    index: dict[str, int] = {}
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        resource = entry.get("resource")
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url:
+            index[full_url] = position
+            if not full_url.startswith("urn:") and "/" in full_url:
+                index["/".join(full_url.rstrip("/").split("/")[-2:])] = position
+        if isinstance(resource, dict) and isinstance(resource.get("id"), str):
+            index[f"{resource.get('resourceType')}/{resource['id']}"] = position
+    return index
+
+
+def _entry_issues(entry: Any, bundle_type: str, where: str) -> list[Issue]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+        return [Issue("each entry must hold a resource", f"{where}.resource", code="required")]
+    resource = entry["resource"]
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or (resource_type != "Patient" and resource_type not in PATIENT_ELEMENT
+                                              and resource_type not in SHARED_TYPES):
+        return [Issue(f"resourceType {resource_type!r} is not accepted by this feed",
+                      f"{where}.resource.resourceType", code="not-supported")]
+    request = entry.get("request")
+    if bundle_type != "collection" and isinstance(request, dict) and request.get("method") not in ("POST", "PUT"):
+        return [Issue(f"request.method {request.get('method')!r} is not accepted; send POST or PUT",
+                      f"{where}.request.method", code="not-supported")]
+    if (path := _oversized_string(resource)) is not None:
+        return [Issue(f"a string over FHIR's limit of {MAX_STRING} characters", f"{where}.resource{path}",
+                      code="too-long")]
+    return validate_resource(resource, where=f"{where}.resource")
+
+
+MAX_STRING = 1024 * 1024  # FHIR R4 datatypes: "strings SHALL NOT exceed 1MB"
+
+
+def _oversized_string(node: Any, path: str = "") -> str | None:
+    """Where the first string longer than FHIR allows is, or None."""
+    if isinstance(node, str):
+        return path if len(node) > MAX_STRING else None
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+        if (found := _oversized_string(value, where)) is not None:
+            return found
+    return None
+
+
+def _map_entry(entry: dict[str, Any], position: int, where: str, index: dict[str, int], entries: list[Any],
+               default_updated: Any) -> tuple[Mapped | None, list[Issue]]:
+    resource = entry["resource"]
+    resource_type = resource["resourceType"]
+    body = _rewrite_references(_without_server_fields(resource), index)
+    if dangling := _dangling_uuid(body):
+        return None, [Issue(f"reference {dangling!r} resolves to no entry of the Bundle", f"{where}.resource",
+                            code="not-found")]
+    patient_ref = None
+    if resource_type in PATIENT_ELEMENT:
+        patient_ref, issue = _patient_reference(body, resource_type, where, index, entries)
+        if issue:
+            return None, [issue]
+    item = Mapped(
+        resource=body,
+        source_key=_source_key(resource),
+        source_updated=parse_instant((resource.get("meta") or {}).get("lastUpdated")) or default_updated,
+        refs=(_local_ref(position),),
+        patient_ref=patient_ref,
+        where=where,
+        entry=position,
+    )
+    return item, []
+
+
+def _local_ref(position: int) -> str:
+    return f"urn:scr:entry:{position}"
+
+
+def _without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource without the sender's server-side fields (id, versionId, lastUpdated); profile and
+    security labels stay, as the sender's statement about the resource."""
+    body = {k: v for k, v in resource.items() if k not in ("id", "meta")}
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k in _KEPT_META}
+    if meta:
+        body["meta"] = meta
+    return body
+
+
+def _rewrite_references(node: Any, index: dict[str, int]) -> Any:
+    """References to other entries become `urn:scr:entry:N`; the pipeline maps those to stored ids."""
+    if isinstance(node, dict):
+        out = {k: _rewrite_references(v, index) for k, v in node.items()}
+        reference = node.get("reference")
+        if isinstance(reference, str) and reference in index:
+            out["reference"] = _local_ref(index[reference])
+        return out
+    if isinstance(node, list):
+        return [_rewrite_references(v, index) for v in node]
+    return node
+
+
+def _dangling_uuid(node: Any) -> str | None:
+    """A `urn:uuid:` reference left after rewriting names nothing in the Bundle (FHIR transaction rules)."""
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str) and reference.startswith("urn:uuid:"):
+            return reference
+        return next((r for v in node.values() if (r := _dangling_uuid(v))), None)
+    if isinstance(node, list):
+        return next((r for v in node if (r := _dangling_uuid(v))), None)
+    return None
+
+
+def _patient_reference(body: dict[str, Any], resource_type: str, where: str, index: dict[str, int],
+                       entries: list[Any]) -> tuple[str | None, Issue | None]:
+    element = PATIENT_ELEMENT[resource_type]
+    path = f"{where}.resource.{element}.reference"
+    reference = (body.get(element) or {}).get("reference") if isinstance(body.get(element), dict) else None
+    if not isinstance(reference, str) or not reference:
+        return None, Issue(f"{resource_type}.{element} must reference the Patient", path, code="required")
+    if reference.startswith("urn:scr:entry:"):
+        entry = entries[int(reference.rsplit(":", 1)[1])]
+        target = entry.get("resource") if isinstance(entry, dict) else None
+        target_type = target.get("resourceType") if isinstance(target, dict) else None
+        if target_type != "Patient":
+            return None, Issue(f"{element} references a {target_type or 'bad entry'}, not a Patient", path,
+                               code="invalid")
+        return reference, None
+    if _STORED_PATIENT.match(reference):
+        return reference, None  # a stored record: the pipeline checks it exists
+    return None, Issue(f"{element} reference {reference!r} resolves neither within the Bundle nor to a stored "
+                           "Patient", path, code="not-found")
+
+
+def _source_key(resource: dict[str, Any]) -> str:
+    """The sender's own identity for the record: a local identifier, else the NHS number (Patients), else
+    the sender's resource id; an empty string asks the pipeline to key it by content."""
+    identifiers = [i for i in resource.get("identifier") or [] if isinstance(i, dict)
+                   and isinstance(i.get("value"), str) and i.get("system")]
+    local = [i for i in identifiers if canonical_system(i["system"]) != NHS_NUMBER_SYSTEM]
+    chosen = (local or identifiers)[:1]
+    if chosen:
+        return f"{canonical_system(chosen[0]['system'])}|{chosen[0]['value']}"
+    if isinstance(resource.get("id"), str):
+        return f"id:{resource['id']}"
+    return ""
+
+
+def _drop_orphans(message: MappedMessage, bad: dict[int, list[Issue]]) -> None:
+    """Entries whose Patient entry was refused cannot be stored either."""
+    refused = {_local_ref(p) for p in bad}
+    for item in list(message.items):
+        if item.patient_ref in refused:
+            message.items.remove(item)
+            bad[item.entry] = [Issue("its Patient entry was refused", f"{item.where}.resource", code="invalid")]

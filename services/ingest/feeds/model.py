@@ -1,0 +1,99 @@
+"""What every feed adapter returns: the mapped resources of one message, and the error it raises for bad input.
+
+Resources refer to each other (and to their source Patient) by local references; the pipeline turns those
+into stored ids once identity has decided which person each source Patient belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared.fhir import Issue
+
+# Times without a zone from English systems (HL7 v2 timestamps, CSV contact times) are local time in England.
+LOCAL_ZONE = ZoneInfo("Europe/London")
+# A function from the stored body (None when new) to the new body: for feeds that send changes, not states.
+Merge = Callable[[dict[str, Any] | None], dict[str, Any]]
+
+
+@dataclass
+class Mapped:
+    """One FHIR resource mapped from a message, with what makes a re-send idempotent."""
+
+    resource: dict[str, Any]
+    source_key: str
+    source_updated: datetime | None = None
+    refs: tuple[str, ...] = ()  # the local references other resources in the message use for this one
+    patient_ref: str | None = None  # local reference of the source Patient it belongs to
+    confidential: bool = False  # the source marked it confidential/sealed/private
+    restricted: bool = False  # Patient only: the S-flag (location hiding) from the source
+    merge: Merge | None = None
+    where: str | None = None  # where in the message it came from, for per-entry outcomes
+    entry: int | None = None  # its position among the message's entries (Bundle entry, CSV row)
+
+    @property
+    def resource_type(self) -> str:
+        return str(self.resource["resourceType"])
+
+
+@dataclass
+class MergeRequest:
+    """An A40: the retired record (by its source key) is replaced by the surviving Patient (by local ref)."""
+
+    surviving_ref: str
+    retired_source_key: str
+    where: str
+
+
+@dataclass
+class MappedMessage:
+    """Everything one inbound message maps to."""
+
+    items: list[Mapped] = field(default_factory=list)
+    source_system: str | None = None
+    source_org: str | None = None
+    merge: MergeRequest | None = None
+    # All or nothing (a transaction, an ADT message, an event); otherwise bad parts are refused, good ones kept.
+    atomic: bool = True
+    # Per-entry problems in feeds that keep the good parts of a message (batch Bundles, CSV rows).
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def patients(self) -> list[Mapped]:
+        return [m for m in self.items if m.resource_type == "Patient"]
+
+
+@dataclass
+class Rejected:
+    """A part of a message that was refused while the rest was kept (a batch entry, a CSV row)."""
+
+    where: str
+    issues: list[Issue]
+    index: int | None = None
+
+
+class AdapterError(Exception):
+    """The message is bad input: it says where and why, and nothing of it is stored."""
+
+    def __init__(self, issues: list[Issue] | Issue, *, hl7_location: tuple[str, int, int] | None = None,
+                 hl7_code: str = "102") -> None:
+        self.issues = [issues] if isinstance(issues, Issue) else issues
+        self.hl7_location = hl7_location  # (segment, field, component) for the ACK's ERR segment
+        self.hl7_code = hl7_code  # HL7 table 0357 error condition
+        super().__init__("; ".join(i.diagnostics for i in self.issues))
+
+
+def parse_instant(value: Any) -> datetime | None:
+    """A FHIR instant/dateTime as an aware UTC datetime (dates count as midnight UTC), or None."""
+    if not isinstance(value, str) or len(value) < 4:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        moment = datetime.fromisoformat(text if len(text) > 7 else f"{text}-01-01"[:10])
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

@@ -1,0 +1,229 @@
+"""Social-care events (schemas.SocialCareEvent) to UK Core FHIR: EpisodeOfCare and CarePlan for care
+packages, Observation for assessments, Flag for safeguarding concerns, RelatedPerson for carers and contacts,
+ServiceRequest for hospital discharge support. Pure: one decoded JSON event in, mapped resources out."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage
+from services.ingest.schemas import (
+    EVENT_ADAPTER,
+    AssessmentCompleted,
+    CarePackageEvent,
+    ContactRecorded,
+    DischargeSupportRequested,
+    SafeguardingEvent,
+)
+from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_ENGLAND, NHS_VERIFICATION_EXT, ODS_ORG_SYSTEM, Issue
+
+PATIENT_REF = "urn:scr:socialcare:patient"
+FLAG_SYSTEM = "urn:scr:socialcare:flag"
+ASSESSMENT_SYSTEM = "urn:scr:socialcare:assessment"
+LOCAL_ID_SYSTEM = "urn:scr:local-patient-id:{}"
+SOCIAL_CARE = {"coding": [{"system": "http://snomed.info/sct", "code": "410606002",
+                           "display": "Social service procedure"}], "text": "Social care"}
+_PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-{}"
+
+
+def map_event(payload: Any) -> MappedMessage:
+    """Check one event against the schema and map it; AdapterError names each field at fault."""
+    try:
+        event = EVENT_ADAPTER.validate_python(payload)
+    except ValidationError as exc:
+        raise AdapterError([_issue(e) for e in exc.errors(include_url=False)[:20]]) from None
+    message = MappedMessage(source_system=event.provider.system, source_org=event.provider.ods_code)
+    occurred = event.occurred_at.astimezone(UTC)
+    message.items.append(Mapped(_patient(event), f"person:{event.person.local_id}", occurred,
+                                refs=(PATIENT_REF,), restricted=event.person.restricted, where="person"))
+    for resource, key in _map(event):
+        resource.setdefault("meta", {"profile": [_PROFILE.format(resource["resourceType"])]})
+        message.items.append(Mapped(resource, key, occurred, patient_ref=PATIENT_REF,
+                                    confidential=event.confidential, where=event.event_type))
+    return message
+
+
+def _issue(error: dict[str, Any]) -> Issue:
+    location = ".".join(str(p) for p in error.get("loc", ()) if not _is_union_tag(p))
+    if error.get("type") in ("union_tag_not_found", "union_tag_invalid"):
+        location = "event_type"
+    code = "required" if error.get("type") == "missing" else "value"
+    return Issue(str(error.get("msg", "invalid value")), location or "event", code=code)
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the discriminator value in error locations; the sender's field path has no such step."""
+    return isinstance(part, str) and "." in part and part.split(".")[0] in {
+        "assessment", "care_package", "safeguarding", "carer", "contact", "hospital_discharge_support"}
+
+
+def _patient(event: Any) -> dict[str, Any]:
+    person = event.person
+    identifiers: list[dict[str, Any]] = [{"system": LOCAL_ID_SYSTEM.format(event.provider.ods_code),
+                                          "value": person.local_id}]
+    if person.nhs_number:
+        status = "01" if person.nhs_number_verified else "02"
+        identifiers.insert(0, {"system": NHS_NUMBER_SYSTEM, "value": person.nhs_number, "extension": [
+            {"url": NHS_VERIFICATION_EXT, "valueCodeableConcept": {"coding": [
+                {"system": NHS_VERIFICATION_ENGLAND, "code": status}]}}]})
+    patient: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers,
+                               "meta": {"profile": [_PROFILE.format("Patient")]}}
+    name = {k: v for k, v in (("family", person.family_name),
+                              ("given", [person.given_name] if person.given_name else None)) if v}
+    if name:
+        patient["name"] = [{"use": "official"} | name]
+    if person.birth_date:
+        patient["birthDate"] = person.birth_date.isoformat()
+    if person.sex:
+        patient["gender"] = person.sex
+    if person.postcode:
+        patient["address"] = [{"use": "home", "postalCode": person.postcode}]
+    return patient
+
+
+def _map(event: Any) -> list[tuple[dict[str, Any], str]]:
+    if isinstance(event, AssessmentCompleted):
+        return [(_assessment(event), f"assessment:{event.assessment.id}")]
+    if isinstance(event, CarePackageEvent):
+        package = event.care_package
+        return [(_episode(event), f"care-package:{package.id}"), (_care_plan(event), f"care-plan:{package.id}")]
+    if isinstance(event, SafeguardingEvent):
+        return [(_flag(event), f"safeguarding:{event.concern.id}")]
+    if isinstance(event, ContactRecorded):
+        return [(_related_person(event), f"contact:{event.contact.id}")]
+    if isinstance(event, DischargeSupportRequested):
+        return [(_service_request(event), f"discharge-support:{event.request.id}")]
+    raise AdapterError(Issue(f"event type {event.event_type!r} has no mapping", "event_type",
+                             code="not-supported"))
+
+
+def _subject() -> dict[str, str]:
+    return {"reference": PATIENT_REF}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:64] or "unspecified"
+
+
+def _assessment(event: AssessmentCompleted) -> dict[str, Any]:
+    assessment = event.assessment
+    observation: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final", "subject": _subject(),
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "social-history"}]}],
+        "code": {"coding": [{"system": ASSESSMENT_SYSTEM, "code": _slug(assessment.name),
+                             "display": assessment.name}], "text": assessment.name},
+        "effectiveDateTime": assessment.completed_on.isoformat(),
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:assessment",
+                        "value": assessment.id}],
+        "performer": [{"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}}],
+    }
+    if assessment.outcome:
+        observation["valueString"] = assessment.outcome
+    return observation
+
+
+def _episode(event: CarePackageEvent) -> dict[str, Any]:
+    package = event.care_package
+    ended = event.event_type == "care_package.ended" or package.end_date is not None
+    period = {"start": package.start_date.isoformat()}
+    if package.end_date:
+        period["end"] = package.end_date.isoformat()
+    elif event.event_type == "care_package.ended":
+        period["end"] = event.occurred_at.date().isoformat()
+    return {
+        "resourceType": "EpisodeOfCare", "status": "finished" if ended else "active", "patient": _subject(),
+        "type": [SOCIAL_CARE, {"text": package.service}], "period": period,
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:care-package",
+                        "value": package.id}],
+        "managingOrganization": {"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}},
+    }
+
+
+def _care_plan(event: CarePackageEvent) -> dict[str, Any]:
+    package = event.care_package
+    episode = _episode(event)
+    detail: dict[str, Any] = {"status": "completed" if episode["status"] == "finished" else "in-progress",
+                              "description": package.service}
+    if package.frequency:
+        detail["scheduledString"] = package.frequency
+    if package.supplier:
+        detail["performer"] = [{"display": package.supplier}]
+    plan: dict[str, Any] = {
+        "resourceType": "CarePlan", "status": "completed" if episode["status"] == "finished" else "active",
+        "intent": "plan", "subject": _subject(), "category": [SOCIAL_CARE],
+        "title": f"Care package: {package.service}", "period": episode["period"],
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:care-package",
+                        "value": package.id}],
+        "activity": [{"detail": detail}],
+    }
+    notes = [text for text in (f"{package.hours_per_week:g} hours per week" if package.hours_per_week is not None
+                               else None, f"Ended: {package.end_reason}" if package.end_reason else None) if text]
+    if notes:
+        plan["note"] = [{"text": text} for text in notes]
+    return plan
+
+
+def _flag(event: SafeguardingEvent) -> dict[str, Any]:
+    concern = event.concern
+    closed = event.event_type == "safeguarding.concern_closed" or concern.closed_on is not None
+    period = {"start": concern.raised_on.isoformat()}
+    if closed:
+        period["end"] = (concern.closed_on or event.occurred_at.date()).isoformat()
+    flag: dict[str, Any] = {
+        "resourceType": "Flag", "status": "inactive" if closed else "active", "subject": _subject(),
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
+                                  "code": "safety"}]}],
+        "code": {"coding": [{"system": FLAG_SYSTEM, "code": "safeguarding-concern",
+                             "display": "Safeguarding concern"}],
+                 "text": f"Safeguarding concern: {concern.category}" if concern.category else "Safeguarding concern"},
+        "period": period,
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:safeguarding", "value": concern.id}],
+        "author": {"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}},
+    }
+    return flag
+
+
+def _related_person(event: ContactRecorded) -> dict[str, Any]:
+    contact = event.contact
+    relationship: dict[str, Any] = {"text": contact.relationship}
+    if contact.is_carer or event.event_type == "carer.recorded":
+        relationship["coding"] = [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleClass",
+                                   "code": "CAREGIVER", "display": "caregiver"}]
+    person: dict[str, Any] = {
+        "resourceType": "RelatedPerson", "active": True, "patient": _subject(), "relationship": [relationship],
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:contact", "value": contact.id}],
+    }
+    name = {k: v for k, v in (("family", contact.family_name),
+                              ("given", [contact.given_name] if contact.given_name else None)) if v}
+    if name:
+        person["name"] = [name]
+    if contact.phone:
+        person["telecom"] = [{"system": "phone", "value": contact.phone}]
+    return person
+
+
+def _service_request(event: DischargeSupportRequested) -> dict[str, Any]:
+    request = event.request
+    service: dict[str, Any] = {
+        "resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": _subject(),
+        "category": [SOCIAL_CARE],
+        "code": {"coding": [{"system": "urn:scr:socialcare:service", "code": "hospital-discharge-support",
+                             "display": "Hospital discharge support"}], "text": "Hospital discharge support"},
+        "authoredOn": event.occurred_at.isoformat(),
+        "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:discharge-support",
+                        "value": request.id}],
+        "performer": [{"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}}],
+    }
+    if request.expected_discharge_date:
+        service["occurrenceDateTime"] = request.expected_discharge_date.isoformat()
+    if request.hospital_ods:
+        service["requester"] = {"identifier": {"system": ODS_ORG_SYSTEM, "value": request.hospital_ods}}
+    notes = ([f"Discharge to assess pathway {request.pathway}"] if request.pathway else []) + request.support
+    if notes:
+        service["note"] = [{"text": text} for text in notes]
+    return service

@@ -1,0 +1,25 @@
+"""The HL7 ACK for a processed, rejected or failed message (HTTP and MLLP answer the same way)."""
+
+from __future__ import annotations
+
+from services.ingest.feeds.hl7v2_message import build_ack
+from services.ingest.service import Outcome
+
+# Structural faults and unsupported messages are application rejects (AR); content faults are errors (AE).
+_REJECT_CODES = frozenset({"100", "200", "201", "203"})
+
+
+def ack_for(outcome: Outcome, text: str) -> tuple[str, str]:
+    """(MSA-1, the ACK message) for one inbound message."""
+    if outcome.status == "processed":
+        note = "duplicate of a message already processed" if outcome.duplicate_of else ""
+        return "AA", build_ack(text, "AA", note)
+    if outcome.status == "rejected":
+        code = "AR" if outcome.hl7_code in _REJECT_CODES else "AE"
+        return code, build_ack(text, code, outcome.error_text, outcome.hl7_location, outcome.hl7_code)
+    return "AE", build_ack(text, "AE", f"processing failed; archived as {outcome.raw_id} for retry", None, "207")
+
+
+def reject(text: str, reason: str, error_code: str = "100") -> str:
+    """An AR for a message refused before it could be archived (too large)."""
+    return build_ack(text, "AR", reason, ("MSH", 0, 0), error_code)

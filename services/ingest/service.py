@@ -1,0 +1,277 @@
+"""The ingest pipeline: raw archive -> adapter -> identity -> labelling -> store (with provenance) -> events.
+
+Every message is archived byte for byte and committed before anything parses it; processing then runs in one
+transaction, so a message is either wholly stored or not at all (a batch Bundle or CSV keeps its good parts
+and lists the bad). Bad input is `rejected` with the reason; a fault here leaves it `failed`, retryable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.ingest import metrics, person_index, store
+from services.ingest.feeds import community_csv, gp_fhir, hl7v2, socialcare_events
+from services.ingest.feeds.model import AdapterError, MappedMessage, Rejected
+from services.ingest.labelling import load_code_lists
+from services.ingest.person_index import Thresholds
+from services.ingest.records import Change, WriteContext
+from services.ingest.settings import IngestSettings
+from services.ingest.writer import MessageWriter
+from shared.db import transaction
+from shared.errors import Conflict, NotFound, ScrError
+from shared.events import RECORD_CHANGED, DatabaseEventLog, EventBus
+from shared.fhir import Issue
+
+log = structlog.get_logger("scr.ingest")
+
+HL7_CHANNELS = ("hl7v2", "mllp")
+RETRYABLE = frozenset({"failed", "received", "rejected"})
+_ATTEMPTS = 3  # a concurrent first sighting of the same record loses a unique race; the retry then finds it
+
+
+@dataclass
+class Outcome:
+    """What became of one raw message."""
+
+    raw_id: str
+    status: str  # processed | rejected | failed
+    changes: list[Change] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    hl7_location: tuple[str, int, int] | None = None
+    hl7_code: str = "207"
+    duplicate_of: str | None = None
+
+    @property
+    def error_text(self) -> str:
+        return describe(self.issues)[:1000]
+
+
+def describe(issues: list[Issue]) -> str:
+    """Issues as one line a sender or operator can act on: `where: what`."""
+    return "; ".join(f"{i.expression}: {i.diagnostics}" if i.expression else i.diagnostics for i in issues)
+
+
+class Pipeline:
+    """One per process: the adapters, identity, labelling and store wired to a database and an event bus."""
+
+    def __init__(self, sessions: sessionmaker[Session], bus: EventBus | None, settings: IngestSettings) -> None:
+        self.sessions, self.bus, self.settings = sessions, bus, settings
+        self.writer = MessageWriter(load_code_lists(settings.label_code_lists),
+                                    Thresholds(settings.match_link_threshold, settings.match_review_threshold))
+
+    # ----------------------------------------------------------------------------------- entry points
+
+    def receive(self, channel: str, content: bytes, *, content_type: str, sender_org: str | None,
+                sender_system: str | None, detail: dict[str, Any] | None = None) -> Outcome:
+        """Archive the message (committed), then process it."""
+        with transaction(self.sessions) as session:
+            raw = store.archive(session, channel=channel, content=content, content_type=content_type,
+                                sender_org=sender_org, sender_system=sender_system, detail=detail)
+        return self.process(raw.id)
+
+    def process(self, raw_id: str) -> Outcome:
+        """Process (or re-process) an archived message."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                return self._process_once(raw_id)
+            except IntegrityError:
+                if attempt == _ATTEMPTS - 1:
+                    return self._failed(raw_id, "IntegrityError", "a concurrent change collided; retry")
+        raise AssertionError("unreachable")
+
+    def retry(self, raw_id: str) -> Outcome:
+        with self.sessions() as session:
+            raw = store.get_raw(session, raw_id)
+            if raw is None:
+                raise NotFound(f"no raw message {raw_id}")
+            if raw.status not in RETRYABLE:
+                raise Conflict(f"raw message {raw_id} is {raw.status}; only failed, rejected or unfinished "
+                               "messages are retried")
+        return self.process(raw_id)
+
+    # ----------------------------------------------------------------------------------- processing
+
+    def _process_once(self, raw_id: str) -> Outcome:
+        channel = "unknown"
+        try:
+            with transaction(self.sessions) as session:
+                raw = store.get_raw(session, raw_id, lock=True)
+                if raw is None:
+                    raise LookupError(f"raw message {raw_id} vanished")
+                channel = raw.channel
+                if channel in HL7_CHANNELS and (original := store.processed_duplicate(session, raw, HL7_CHANNELS)):
+                    store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
+                    outcome = Outcome(raw_id, "processed", duplicate_of=original)
+                else:
+                    mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
+                    changes = self.writer.write(session, raw.id, raw.channel, mapped)
+                    self._publish_in(session, changes)
+                    summary = _summary(changes, mapped.rejected)
+                    store.finish_raw(session, raw.id, "processed", detail=raw.detail | summary)
+                    outcome = Outcome(raw_id, "processed", changes, mapped.rejected)
+        except AdapterError as exc:
+            return self._rejected(raw_id, channel, exc)
+        except ScrError as exc:  # a rule checked against the store (an A40 naming no record, ...)
+            location = ("MRG", 1, 0) if exc.expression and exc.expression[0].startswith("MRG") else None
+            return self._rejected(raw_id, channel, AdapterError(Issue(exc.message, exc.expression[0] if
+                                                                      exc.expression else None, code=exc.code),
+                                                                hl7_location=location, hl7_code="204"))
+        except IntegrityError:
+            raise
+        except Exception as exc:  # any fault here: the message stays archived as failed, retryable
+            return self._failed(raw_id, type(exc).__name__, str(exc))
+        self._publish(outcome.changes)
+        if created := [c.id for c in outcome.changes if c.resource_type == "Patient" and c.change == "create"]:
+            with self.sessions() as session:  # a new source Patient may have opened a review
+                if store.has_reviews(session, created):  # recount only then: a count(*) per message is not free
+                    metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
+        metrics.MESSAGES.labels(channel, "accepted").inc()
+        for change in outcome.changes:
+            metrics.RESOURCES.labels(channel, "unchanged" if change.change == "stale" else change.change).inc()
+        return outcome
+
+    def _rejected(self, raw_id: str, channel: str, exc: AdapterError) -> Outcome:
+        text = describe(exc.issues)[:2000]
+        with transaction(self.sessions) as session:
+            store.finish_raw(session, raw_id, "rejected", error=text)
+        metrics.MESSAGES.labels(channel, "rejected").inc()
+        log.info("message rejected", raw_id=raw_id, channel=channel, issues=len(exc.issues))
+        return Outcome(raw_id, "rejected", issues=exc.issues, hl7_location=exc.hl7_location, hl7_code=exc.hl7_code)
+
+    def _failed(self, raw_id: str, kind: str, text: str) -> Outcome:
+        # The exception text may quote the message (SQL parameters): it goes to the archive row, never the log.
+        log.error("message processing failed", raw_id=raw_id, error_type=kind)
+        channel = "unknown"
+        try:
+            with transaction(self.sessions) as session:
+                store.finish_raw(session, raw_id, "failed", error=f"{kind}: {text}"[:2000])
+                raw = store.get_raw(session, raw_id)
+                channel = raw.channel if raw else channel
+                metrics.RAW_FAILED.set(store.count_raw(session, "failed"))
+        except Exception as exc:  # the database itself is down: the raw row stays `received`, still retryable
+            log.error("could not record the failure", raw_id=raw_id, error_type=type(exc).__name__)
+        metrics.MESSAGES.labels(channel, "failed").inc()
+        return Outcome(raw_id, "failed", issues=[Issue(f"processing failed ({kind}); the message is archived "
+                                                       "and will be retried", code="exception")])
+
+    def _map(self, channel: str, content: bytes, sender_org: str | None, sender_system: str | None) -> MappedMessage:
+        if channel == "fhir":
+            mapped = gp_fhir.map_bundle(_json(content), max_entries=self.settings.max_bundle_entries)
+        elif channel in HL7_CHANNELS:
+            mapped = hl7v2.map_adt(_text(content))
+            _same_sender(mapped.source_org, sender_org, "MSH-4", ("MSH", 4, 0))
+        elif channel == "community":
+            mapped = community_csv.map_csv(content, org=sender_org or "", max_rows=self.settings.max_csv_rows)
+        elif channel == "socialcare":
+            mapped = socialcare_events.map_event(_json(content))
+            _same_sender(mapped.source_org, sender_org, "provider.ods_code", None)
+        else:
+            raise AdapterError(Issue(f"unknown channel {channel!r}", code="not-supported"))
+        mapped.source_org = mapped.source_org or sender_org
+        mapped.source_system = mapped.source_system or sender_system or channel
+        if not mapped.source_org:
+            raise AdapterError(Issue("the sending organisation's ODS code is unknown", code="required"))
+        return mapped
+
+    # ----------------------------------------------------------------------------------- admin actions
+
+    def admin_change(self, action: str, **kwargs: Any) -> list[Change]:
+        """Run a person-index action (undo-merge, review) in one transaction, then publish its changes."""
+        with transaction(self.sessions) as session:
+            ctx = WriteContext("", "", None, datetime.now(UTC))
+            if action == "undo-merge":
+                changes = person_index.undo_merge(session, ctx, kwargs["merge_id"])
+            else:
+                changes = person_index.resolve_review(session, ctx, kwargs["review_id"], kwargs["decision"],
+                                                      kwargs["reviewer"])
+            ctx.flush_search(session)
+            self._publish_in(session, changes)
+            metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
+        self._publish(changes)
+        return changes
+
+    def list_raw(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [{"id": r.id, "channel": r.channel, "received_at": r.received_at.isoformat(), "status": r.status,
+                     "attempts": r.attempts, "error": r.error, "content_hash": r.content_hash,
+                     "sender_org": r.sender_org, "sender_system": r.sender_system}
+                    for r in store.list_raw(session, status, limit)]
+
+    def list_reviews(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        with self.sessions() as session:
+            return [{"id": r.id, "source_patient_id": r.source_patient_id,
+                     "candidate_person_id": r.candidate_person_id, "score": r.score, "explanation": r.explanation,
+                     "status": r.status, "created": r.created.isoformat()}
+                    for r in store.list_reviews(session, status, limit)]
+
+    def refresh_gauges(self) -> None:
+        with self.sessions() as session:
+            metrics.RAW_FAILED.set(store.count_raw(session, "failed"))
+            metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
+
+    def _publish(self, changes: list[Change]) -> None:
+        """record.changed for every new version, after the commit (CONTRACTS.md §2)."""
+        if self.bus is None or isinstance(self.bus, DatabaseEventLog):
+            return  # the embedded event log was written in the same transaction as the change
+        events = _record_changed(changes)
+        for key, payload in events:
+            self.bus.publish(RECORD_CHANGED, key, payload)
+        if events:
+            self.bus.flush()
+
+    def _publish_in(self, session: Session, changes: list[Change]) -> None:
+        """The embedded event log is a table: its events commit with the change they announce."""
+        if isinstance(self.bus, DatabaseEventLog):
+            DatabaseEventLog.publish_many_in(session, RECORD_CHANGED, _record_changed(changes))
+
+
+def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, Any]]]:
+    return [(c.person_id, {"person_id": c.person_id, "resource_type": c.resource_type, "id": c.id,
+                           "version_id": c.version_id, "change": c.change, "source_org": c.source_org})
+            for c in changes if c.changed and c.resource_type != "Provenance"]
+
+
+def _summary(changes: list[Change], rejected: list[Rejected]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for change in changes:
+        counts[change.change] = counts.get(change.change, 0) + 1
+    return {"changes": counts, "rejected_entries": [r.where for r in rejected][:500]}
+
+
+def _json(content: bytes) -> Any:
+    if b"\\u0000" in content:  # PostgreSQL JSON cannot hold NUL characters
+        raise AdapterError(Issue("the JSON contains a NUL character (\\u0000)", code="structure"))
+    try:
+        value = json.loads(content)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # lone surrogates (\\ud800) cannot be stored
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterError(Issue(f"the body is not valid JSON: {exc}", code="structure")) from None
+    except UnicodeEncodeError:
+        raise AdapterError(Issue("the JSON contains an unpaired UTF-16 surrogate", code="structure")) from None
+    except RecursionError:
+        raise AdapterError(Issue("the body nests too deeply", code="structure")) from None
+    return value
+
+
+def _text(content: bytes) -> str:
+    """HL7 v2 from English PAS systems is often ISO-8859-1 rather than UTF-8."""
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return content.decode("latin-1")
+
+
+def _same_sender(claimed: str | None, authenticated: str | None, where: str,
+                 hl7_location: tuple[str, int, int] | None) -> None:
+    """Over HTTP the token names the sender; the message may not claim another organisation."""
+    if authenticated and claimed and claimed.upper() != authenticated.upper():
+        raise AdapterError(Issue(f"{where} {claimed!r} is not the organisation the token was issued to",
+                                 where, code="forbidden"), hl7_location=hl7_location, hl7_code="204")

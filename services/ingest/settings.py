@@ -1,0 +1,41 @@
+"""Ingest service settings (SCR_ environment variables)."""
+
+from pathlib import Path
+
+from shared.events import SOCIALCARE_DLQ, SOCIALCARE_EVENTS
+from shared.settings import ServiceSettings
+
+_HERE = Path(__file__).resolve().parent
+
+
+class IngestSettings(ServiceSettings):
+    service_name: str = "ingest"
+    port: int = 8002
+
+    # MLLP listener for HL7 v2 (port 0 picks a free port, for tests); off for processes that only serve HTTP.
+    mllp_enabled: bool = True
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = 2575
+
+    # The socialcare.events consumer (Kafka in real mode, the embedded event log otherwise).
+    consumer_enabled: bool = True
+    consumer_group: str = "ingest"
+    socialcare_topic: str = SOCIALCARE_EVENTS
+    socialcare_dlq_topic: str = SOCIALCARE_DLQ
+    consumer_poll_seconds: float = 1.0
+    # How often an event whose processing fails (not a bad event: a fault here) is retried before it is
+    # dead-lettered; its raw copy stays archived as `failed` for the admin retry.
+    consumer_max_attempts: int = 3
+
+    # Size limits: bodies and MLLP frames over these are refused (413 / AR) before anything is parsed.
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_bundle_entries: int = 5000
+    max_csv_rows: int = 50_000
+    max_hl7_bytes: int = 1024 * 1024
+
+    # Person-index thresholds on the explainable demographic score (see services/ingest/identity.py).
+    match_link_threshold: float = 13.0
+    match_review_threshold: float = 7.0
+
+    # Sensitivity code lists (SNOMED CT, ICD-10, Read) per label; an operator may point this at their own file.
+    label_code_lists: str = str(_HERE / "labels.json")

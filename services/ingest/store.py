@@ -1,0 +1,287 @@
+"""SQL for ingest: the raw archive, resources with their versions and search rows, and the person index
+(persons, links, reviews, merges). No logic beyond what a query needs; service.py decides."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Collection, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from shared.fhir import NHS_NUMBER_SYSTEM
+from shared.schema import (
+    MatchReview,
+    PatientMerge,
+    Person,
+    PersonLink,
+    RawMessage,
+    Resource,
+    ResourceVersion,
+    SearchParam,
+)
+from shared.search import SearchRow, normalise_postcode, normalise_text
+
+CANDIDATE_LIMIT = 200
+_SEARCH_COLUMNS = ("resource_type", "resource_id", "person_id", "param", "system", "code", "text", "date_low",
+                   "date_high", "ref_type", "ref_id")
+_VERSION_COLUMNS = ("resource_type", "id", "version_id", "person_id", "source_org", "raw_message_id", "labels",
+                    "last_updated", "deleted", "body")
+# One resource_version row, in _VERSION_COLUMNS order.
+VersionRow = tuple[str, str, int, str | None, str, str | None, list[str], datetime, bool, dict[str, Any]]
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+# ------------------------------------------------------------------------------------------- raw archive
+
+def archive(session: Session, *, channel: str, content: bytes, content_type: str, sender_org: str | None,
+            sender_system: str | None, detail: dict[str, Any] | None = None) -> RawMessage:
+    """Store one inbound message byte for byte, with its hash and receipt time, before anything reads it."""
+    raw = RawMessage(id=new_id(), channel=channel, received_at=datetime.now(UTC),
+                     content_hash=hashlib.sha256(content).hexdigest(), content=content,
+                     content_type=content_type[:128], sender_org=sender_org, sender_system=sender_system,
+                     status="received", attempts=0, detail=detail or {})
+    session.add(raw)
+    session.flush()
+    return raw
+
+
+def get_raw(session: Session, raw_id: str, *, lock: bool = False) -> RawMessage | None:
+    query = select(RawMessage).where(RawMessage.id == raw_id)
+    return session.scalar(query.with_for_update() if lock else query)
+
+
+def finish_raw(session: Session, raw_id: str, status: str, *, error: str | None = None,
+               detail: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"status": status, "error": error, "processed_at": datetime.now(UTC),
+                              "attempts": RawMessage.attempts + 1}
+    if detail is not None:
+        values["detail"] = detail
+    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values))
+
+
+def list_raw(session: Session, status: str | None, limit: int) -> list[RawMessage]:
+    query = select(RawMessage).order_by(RawMessage.received_at.desc()).limit(limit)
+    if status:
+        query = query.where(RawMessage.status == status)
+    return list(session.scalars(query))
+
+
+def processed_duplicate(session: Session, raw: RawMessage, channels: tuple[str, ...]) -> str | None:
+    """An earlier, processed message with the same bytes on one of `channels` (an exact re-send)."""
+    return session.scalar(select(RawMessage.id).where(
+        RawMessage.content_hash == raw.content_hash, RawMessage.status == "processed",
+        RawMessage.channel.in_(channels), RawMessage.id != raw.id).limit(1))
+
+
+def count_raw(session: Session, status: str) -> int:
+    return session.scalar(select(func.count()).select_from(RawMessage).where(RawMessage.status == status)) or 0
+
+
+# ------------------------------------------------------------------------------------------- resources
+
+def by_source_keys(session: Session, source_org: str, source_system: str, resource_type: str,
+                   keys: Iterable[str]) -> dict[str, Resource]:
+    wanted = list(dict.fromkeys(keys))
+    if not wanted:
+        return {}
+    rows = session.scalars(select(Resource).where(
+        Resource.source_org == source_org, Resource.source_system == source_system,
+        Resource.resource_type == resource_type, Resource.source_key.in_(wanted)).with_for_update())
+    return {row.source_key: row for row in rows if row.source_key}
+
+
+def by_typed_source_keys(session: Session, source_org: str, source_system: str,
+                         keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Resource]:
+    """`by_source_keys` for several resource types in one round trip, keyed by (type, source key)."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(Resource).where(
+        Resource.source_org == source_org, Resource.source_system == source_system,
+        Resource.resource_type.in_(sorted({t for t, _ in wanted})),
+        Resource.source_key.in_(sorted({k for _, k in wanted}))).with_for_update())
+    found = {(row.resource_type, row.source_key or ""): row for row in rows}
+    return {key: row for key, row in found.items() if key in wanted}
+
+
+def get_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:
+    return session.get(Resource, (resource_type, resource_id))
+
+
+def of_source_patient(session: Session, source_patient_id: str) -> list[Resource]:
+    return list(session.scalars(select(Resource).where(Resource.source_patient_id == source_patient_id,
+                                                       Resource.deleted.is_(False))
+                                .order_by(Resource.resource_type, Resource.id).with_for_update()))
+
+
+def version_row(row: Resource, raw_message_id: str | None) -> VersionRow:
+    """The `resource_version` row for the version `row` now holds."""
+    return (row.resource_type, row.id, row.version_id, row.person_id, row.source_org, raw_message_id,
+            row.labels, row.last_updated, row.deleted, row.body)
+
+
+def add_versions(session: Session, rows: list[VersionRow]) -> None:
+    """Insert version rows in one statement: COPY on PostgreSQL (versions are only ever appended)."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        with connection.connection.cursor() as cursor, cursor.copy(
+                f"COPY resource_version ({', '.join(_VERSION_COLUMNS)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((*row[:6], Jsonb(row[6]), *row[7:9], Jsonb(row[9])))
+    else:
+        session.execute(ResourceVersion.__table__.insert(), [dict(zip(_VERSION_COLUMNS, row, strict=True))
+                                                             for row in rows])
+
+
+def replace_search_rows(session: Session, entries: list[tuple[str, str, str | None, list[SearchRow]]],
+                        fresh: Collection[tuple[str, str]] = ()) -> None:
+    """Drop the search rows of each (type, id) and insert its new ones: one delete per type (none for `fresh`
+    resources, created in this transaction and never indexed before), one insert."""
+    by_type: dict[str, list[str]] = {}
+    for resource_type, resource_id, _person, _rows in entries:
+        if (resource_type, resource_id) not in fresh:
+            by_type.setdefault(resource_type, []).append(resource_id)
+    for resource_type, ids in by_type.items():
+        session.execute(delete(SearchParam).where(SearchParam.resource_type == resource_type,
+                                                  SearchParam.resource_id.in_(ids)))
+    values = [(t, i, p, r.param, r.system, r.code, r.text, r.date_low, r.date_high, r.ref_type, r.ref_id)
+              for t, i, p, rows in entries for r in rows]
+    if not values:
+        return
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # COPY: one round trip for every search row of the message, the bulk path PostgreSQL is built for.
+        with connection.connection.cursor() as cursor, cursor.copy(
+                f"COPY search_param ({', '.join(_SEARCH_COLUMNS)}) FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
+    else:
+        session.execute(SearchParam.__table__.insert(), [dict(zip(_SEARCH_COLUMNS, row, strict=True))
+                                                         for row in values])
+
+
+# ------------------------------------------------------------------------------------------- persons
+
+def get_person(session: Session, person_id: str) -> Person | None:
+    return session.get(Person, person_id)
+
+
+def person_by_nhs_number(session: Session, number: str) -> Person | None:
+    return session.scalar(select(Person).where(Person.nhs_number == number))
+
+
+def create_person(session: Session, nhs_number: str | None) -> Person:
+    now = datetime.now(UTC)
+    person = Person(id=new_id(), nhs_number=nhs_number, status="active", merged_into=None, version=1,
+                    created=now, updated=now)
+    session.add(person)
+    session.flush()
+    return person
+
+
+def get_link(session: Session, source_patient_id: str) -> PersonLink | None:
+    return session.get(PersonLink, source_patient_id)
+
+
+def set_link(session: Session, source_patient_id: str, person_id: str, method: str, score: float | None,
+             explanation: dict[str, Any]) -> PersonLink:
+    now = datetime.now(UTC)
+    link = session.get(PersonLink, source_patient_id)
+    if link is None:
+        link = PersonLink(source_patient_id=source_patient_id, person_id=person_id, method=method, score=score,
+                          explanation=explanation, created=now, updated=now)
+        session.add(link)
+    else:
+        link.person_id, link.method, link.score, link.explanation, link.updated = (person_id, method, score,
+                                                                                   explanation, now)
+    session.flush()
+    return link
+
+
+def links_of_person(session: Session, person_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(PersonLink).where(PersonLink.person_id == person_id)) or 0
+
+
+def candidate_patients(session: Session, *, birth_dates: list[date], nhs: str | None, family: str | None,
+                       postcode: str | None, exclude: str) -> list[tuple[Resource, str]]:
+    """Source Patients worth scoring (blocking): same or transposed birth date, same NHS number, or same
+    family name and postcode. Each with the person it is linked to."""
+    patient = SearchParam.resource_type == "Patient"
+    blocks = []
+    if birth_dates:
+        lows = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in birth_dates]
+        blocks.append(and_(SearchParam.param == "birthdate", SearchParam.date_low.in_(lows)))
+    if nhs:
+        blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
+                           SearchParam.code == nhs))
+    ids = set()
+    if blocks:
+        ids |= set(session.scalars(select(SearchParam.resource_id).where(patient, or_(*blocks))
+                                   .limit(CANDIDATE_LIMIT)))
+    if family and postcode:
+        other = aliased(SearchParam)
+        ids |= set(session.scalars(
+            select(SearchParam.resource_id).join(other, and_(other.resource_id == SearchParam.resource_id,
+                                                             other.resource_type == "Patient"))
+            .where(patient, SearchParam.param == "family", SearchParam.text == normalise_text(family),
+                   other.param == "address-postalcode", other.text == normalise_postcode(postcode))
+            .limit(CANDIDATE_LIMIT)))
+    ids.discard(exclude)
+    if not ids:
+        return []
+    rows = session.execute(select(Resource, PersonLink.person_id)
+                           .join(PersonLink, PersonLink.source_patient_id == Resource.id)
+                           .where(Resource.resource_type == "Patient", Resource.id.in_(ids),
+                                  Resource.deleted.is_(False)))
+    return [(resource, person_id) for resource, person_id in rows]
+
+
+# ------------------------------------------------------------------------------------------- reviews, merges
+
+def add_review(session: Session, source_patient_id: str, candidate_person_id: str, score: float,
+               explanation: dict[str, Any]) -> MatchReview:
+    review = MatchReview(id=new_id(), source_patient_id=source_patient_id, candidate_person_id=candidate_person_id,
+                         score=score, explanation=explanation, status="open", created=datetime.now(UTC))
+    session.add(review)
+    session.flush()
+    return review
+
+
+def list_reviews(session: Session, status: str | None, limit: int) -> list[MatchReview]:
+    query = select(MatchReview).order_by(MatchReview.created).limit(limit)
+    return list(session.scalars(query.where(MatchReview.status == status) if status else query))
+
+
+def get_review(session: Session, review_id: str) -> MatchReview | None:
+    return session.scalar(select(MatchReview).where(MatchReview.id == review_id).with_for_update())
+
+
+def has_reviews(session: Session, source_patient_ids: list[str]) -> bool:
+    """Whether any of these source Patients is waiting for (or had) a match review."""
+    return session.scalar(select(MatchReview.id).where(MatchReview.source_patient_id.in_(source_patient_ids))
+                          .limit(1)) is not None
+
+
+def count_open_reviews(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(MatchReview).where(MatchReview.status == "open")) or 0
+
+
+def add_merge(session: Session, surviving: str, retired: str, previous_state: dict[str, Any],
+              raw_message_id: str | None) -> PatientMerge:
+    merge = PatientMerge(id=new_id(), surviving_patient_id=surviving, retired_patient_id=retired,
+                         previous_state=previous_state, raw_message_id=raw_message_id, created=datetime.now(UTC))
+    session.add(merge)
+    session.flush()
+    return merge
+
+
+def get_merge(session: Session, merge_id: str) -> PatientMerge | None:
+    return session.scalar(select(PatientMerge).where(PatientMerge.id == merge_id).with_for_update())

@@ -1,0 +1,203 @@
+"""Storing one mapped message: identity for each source Patient, labels, then every resource as a new version
+(or not: unchanged re-sends and late, older updates write nothing), and one Provenance. Runs inside the
+pipeline's transaction; nothing here commits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from services.ingest import person_index, records, store
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected
+from services.ingest.labelling import CodeLists, labels_for
+from services.ingest.person_index import Thresholds
+from services.ingest.provenance import provenance_for
+from services.ingest.records import Change, WriteContext
+from shared.fhir import Issue
+
+
+class MessageWriter:
+    """Identity, labelling and the store for mapped messages."""
+
+    def __init__(self, code_lists: CodeLists, thresholds: Thresholds) -> None:
+        self.code_lists, self.thresholds = code_lists, thresholds
+
+    def write(self, session: Session, raw_id: str, channel: str, mapped: MappedMessage) -> list[Change]:
+        """Store one mapped message in the caller's transaction; every resource it touched, and how."""
+        ctx = WriteContext(mapped.source_org or "", mapped.source_system or channel, raw_id, datetime.now(UTC))
+        for item in mapped.items:
+            item.source_key = item.source_key or f"hash:{records.content_hash(item.resource)}"
+        persons: dict[str, tuple[str | None, str]] = {}
+        self._resolve_stored_patients(session, mapped, persons)
+        refs: dict[str, str] = {}
+        changes = self._store_patients(session, ctx, channel, mapped, persons, refs)
+        if mapped.merge:
+            surviving_id = persons[mapped.merge.surviving_ref][0] or ""
+            surviving = ctx.written.get(("Patient", surviving_id)) or store.get_resource(session, "Patient",
+                                                                                         surviving_id)
+            if surviving is None:
+                raise AdapterError(Issue("the surviving record is missing", mapped.merge.where))
+            changes += person_index.merge(session, ctx, surviving, mapped.merge.retired_source_key)
+        changes += self._store_others(session, ctx, channel, mapped, persons, refs)
+        if changed := [c for c in changes if c.changed]:
+            self._store_provenance(session, ctx, changed)
+        ctx.flush_search(session)  # every version and search row of the message, Provenance's included
+        return changes
+
+    def _resolve_stored_patients(self, session: Session, mapped: MappedMessage,
+                                 persons: dict[str, tuple[str | None, str]]) -> None:
+        """Resources that name a stored Patient (FHIR `Patient/<id>`): a person id or a source Patient id."""
+        for item in list(mapped.items):
+            ref = item.patient_ref
+            if not ref or not ref.startswith("Patient/") or ref in persons:
+                continue
+            target = ref.split("/", 1)[1]
+            person = store.get_person(session, target)
+            if person is not None:
+                persons[ref] = (None, person_index.follow(session, person).id)
+                continue
+            row = store.get_resource(session, "Patient", target)
+            if row is not None and not row.deleted and (link := store.get_link(session, row.id)):
+                persons[ref] = (row.id, link.person_id)
+                continue
+            issue = Issue(f"patient reference {ref!r} names no stored Patient", f"{item.where}.resource",
+                          code="not-found")
+            if mapped.atomic:
+                raise AdapterError(issue)
+            mapped.items.remove(item)
+            mapped.rejected.append(Rejected(item.where or "", [issue], item.entry))
+
+    def _store_patients(self, session: Session, ctx: WriteContext, channel: str, mapped: MappedMessage,
+                        persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> list[Change]:
+        patients = mapped.patients
+        existing = store.by_source_keys(session, ctx.source_org, ctx.source_system, "Patient",
+                                        [p.source_key for p in patients])
+        changes = []
+        for item in patients:
+            change, more = self._store_patient(session, ctx, channel, item, existing.get(item.source_key))
+            if ("Patient", change.id) in ctx.written:  # a second entry for the same record updates this one
+                existing[item.source_key] = ctx.written[("Patient", change.id)]
+            person_id = person_index.person_of(session, change.id)
+            for ref in item.refs:
+                refs[ref] = f"Patient/{person_id}"
+                persons[ref] = (change.id, person_id)
+            changes += [change, *more]
+        return changes
+
+    def _store_patient(self, session: Session, ctx: WriteContext, channel: str, item: Mapped,
+                       existing: Any) -> tuple[Change, list[Change]]:
+        body = _keep_merge_links(existing.body if existing else None, item.resource)
+        labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential,
+                            restricted=item.restricted)
+        digest = records.content_hash(body, flags=("R",) if item.restricted else ())
+        if existing is not None:
+            verdict = _verdict(existing, item, digest)
+            if verdict:
+                return _located(Change("Patient", existing.id, existing.version_id, existing.person_id, verdict,
+                                       existing.source_org), item), []
+            change = records.write(session, ctx, existing=existing, resource_type="Patient", resource_id=existing.id,
+                                   body=body, labels=labels, person_id=existing.person_id,
+                                   source_patient_id=existing.id, source_key=item.source_key,
+                                   source_updated=item.source_updated, digest=digest)
+            ctx.flush_search(session)
+            return _located(change, item), person_index.after_update(session, ctx, existing.id, body)
+        resource_id = store.new_id()
+        ctx.flush_search(session)  # an earlier Patient of this message may be this one's match
+        person_id = person_index.assign_new(session, resource_id, body, self.thresholds)
+        change = records.write(session, ctx, existing=None, resource_type="Patient", resource_id=resource_id,
+                               body=body, labels=labels, person_id=person_id, source_patient_id=resource_id,
+                               source_key=item.source_key, source_updated=item.source_updated, digest=digest)
+        return _located(change, item), []
+
+    def _store_others(self, session: Session, ctx: WriteContext, channel: str, mapped: MappedMessage,
+                      persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> list[Change]:
+        others = [item for item in mapped.items if item.resource_type != "Patient"]
+        existing: dict[tuple[str, str], Any] = store.by_typed_source_keys(
+            session, ctx.source_org, ctx.source_system, [(item.resource_type, item.source_key) for item in others])
+        for item in others:
+            key = (item.resource_type, item.source_key)
+            if key not in existing:
+                existing[key] = _Pending(store.new_id())
+            for ref in item.refs:
+                refs[ref] = f"{item.resource_type}/{existing[key].id}"
+        changes = []
+        for item in others:
+            row = existing[(item.resource_type, item.source_key)]
+            if isinstance(row, _Pending):  # new, or first written by an earlier entry of this message
+                resource_id, row = row.id, ctx.written.get((item.resource_type, row.id))
+            else:
+                resource_id = row.id
+            changes.append(self._store_other(session, ctx, channel, item, row, resource_id, persons, refs))
+        return changes
+
+    def _store_other(self, session: Session, ctx: WriteContext, channel: str, item: Mapped, existing: Any,
+                     resource_id: str, persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> Change:
+        source_patient_id, person_id = persons[item.patient_ref] if item.patient_ref else (None, None)
+        body = item.merge(records.unstamped(existing)) if item.merge and existing is not None else item.resource
+        body = records.rewrite_references(body, refs)
+        if dangling := records.unresolved_local_reference(body):
+            raise AdapterError(Issue(f"reference {dangling!r} does not resolve within the message", item.where))
+        labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential)
+        digest = records.content_hash(body, flags=("V",) if item.confidential else ())
+        if existing is not None:
+            verdict = _verdict(existing, item, digest)
+            # Stale never writes; an unchanged body still moves if the record now belongs to another person.
+            if verdict == "stale" or (verdict and existing.person_id == person_id):
+                return _located(Change(item.resource_type, existing.id, existing.version_id, existing.person_id,
+                                       verdict, existing.source_org), item)
+        change = records.write(session, ctx, existing=existing, resource_type=item.resource_type,
+                               resource_id=resource_id, body=body, labels=labels, person_id=person_id,
+                               source_patient_id=source_patient_id, source_key=item.source_key,
+                               source_updated=item.source_updated, digest=digest)
+        return _located(change, item)
+
+    def _store_provenance(self, session: Session, ctx: WriteContext, changed: list[Change]) -> None:
+        key = f"raw:{ctx.raw_id}"
+        existing = store.by_source_keys(session, ctx.source_org, ctx.source_system, "Provenance", [key]).get(key)
+        people = {c.person_id for c in changed if c.person_id}
+        body = provenance_for(changed, ctx)
+        records.write(session, ctx, existing=existing, resource_type="Provenance",
+                      resource_id=existing.id if existing else store.new_id(), body=body, labels=[],
+                      person_id=people.pop() if len(people) == 1 else None, source_patient_id=None,
+                      source_key=key, source_updated=None)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A resource not stored yet: its id is chosen up front so references to it resolve, and a later entry of
+    the same message with the same key updates it rather than making a second one."""
+
+    id: str
+
+
+def _verdict(existing: Any, item: Mapped, digest: str) -> str | None:
+    """`stale` for an update older than what is stored, `unchanged` for a re-send, None to write."""
+    newer = existing.source_updated
+    if item.source_updated and newer and _aware(item.source_updated) < _aware(newer):
+        return "stale"
+    if existing.content_hash == digest:
+        return "unchanged"
+    return None
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were stored as UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _keep_merge_links(current: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, Any]:
+    """A re-sent source Patient keeps the merge links (and retirement) the person index gave it."""
+    if not current or not current.get("link") or body.get("link"):
+        return body
+    kept = dict(body) | {"link": current["link"]}
+    if current.get("active") is False:
+        kept["active"] = False
+    return kept
+
+
+def _located(change: Change, item: Mapped) -> Change:
+    change.entry, change.where = item.entry, item.where
+    return change

@@ -1,0 +1,196 @@
+"""The record API's routes: parse, authorise (every route but /fhir/metadata takes `enforcement.guard`),
+call the service, shape the answer. Read-only: other methods get 405 with an OperationOutcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
+
+from services.record_api import audit_search, bundles, service
+from services.record_api.capability import capability_statement
+from services.record_api.enforcement import Guard, guard
+from services.record_api.paging import decode_cursor, fingerprint
+from services.record_api.query import Parser, is_valid_id, parse_count, parse_date
+from services.record_api.resource_types import searchable_types
+from services.record_api.settings import RecordApiSettings
+from shared.errors import InvalidInput, ScrError
+from shared.fhir import FHIR_JSON
+
+router = APIRouter(prefix="/fhir")
+
+
+class NotSupported(ScrError):
+    status, code = 400, "not-supported"
+
+
+def _settings(request: Request) -> RecordApiSettings:
+    return request.app.state.runtime.settings
+
+
+def _session(request: Request) -> Session:
+    return request.app.state.runtime.sessions()
+
+
+def _strict(request: Request) -> bool:
+    prefer = request.headers.get("prefer", "")
+    return any(part.strip().lower() == "handling=strict" for part in prefer.split(","))
+
+
+def _parser(request: Request) -> Parser:
+    settings = _settings(request)
+    return Parser(strict=_strict(request), default_count=settings.default_page_size,
+                  max_count=settings.max_page_size)
+
+
+def _items(request: Request) -> list[tuple[str, str]]:
+    items = request.query_params.multi_items()
+    for name, value in items:
+        if "\x00" in name or "\x00" in value:  # PostgreSQL text cannot hold NUL: refuse it before any SQL
+            raise InvalidInput(f"parameter {name[:40]!r} contains a NUL character", expression=[name[:40]])
+    return items
+
+
+def _check_cursor(request: Request) -> None:
+    """Refuse a bad page position before any data is touched."""
+    if cursor := request.query_params.get("_cursor"):
+        decode_cursor(cursor, fingerprint(_items(request)))
+
+
+@router.get("/metadata")
+def metadata(request: Request) -> Response:
+    return JSONResponse(capability_statement(_settings(request), bundles.fhir_base(request)), media_type=FHIR_JSON)
+
+
+@router.get("/AuditEvent")
+def search_audit(request: Request, current: Guard = Depends(guard("audit-search", "AuditEvent"))) -> Response:
+    clauses, count, ascending, cursor_text, ignored = audit_search.parse(_parser(request), _items(request))
+    stamp = fingerprint(_items(request))
+    cursor = decode_cursor(cursor_text, stamp) if cursor_text else None
+    with _session(request) as session:
+        events, next_cursor, previous_cursor = audit_search.page(session, clauses, count, ascending, cursor, stamp)
+    base = bundles.fhir_base(request)
+    current.description = f"audit search returned {len(events)} event(s)"
+    payload = bundles.bundle("searchset", request, [bundles.entry(base, e) for e in events],
+                             next_cursor=next_cursor, previous_cursor=previous_cursor,
+                             issues=[bundles.ignored_issue(ignored)] if ignored else [])
+    return current.respond(payload)
+
+
+@router.get("/Patient/{id}/$everything")
+def patient_everything(request: Request, id: str, current: Guard = Depends(guard("everything", "Patient"))
+                       ) -> Response:
+    params = _everything_params(request)
+    with _session(request) as session:
+        payload = service.everything(session, current, request, id, params)
+    return current.respond(payload)
+
+
+@router.get("/{resource_type}")
+def search(request: Request, resource_type: str, current: Guard = Depends(guard("search"))) -> Response:
+    if resource_type not in searchable_types():
+        raise NotSupported(f"{resource_type} can be read by id but not searched", expression=[resource_type])
+    query = _parser(request).search(resource_type, _items(request))
+    _check_cursor(request)
+    with _session(request) as session:
+        payload = service.search(session, current, request, _settings(request), query, fingerprint(_items(request)))
+    return current.respond(payload)
+
+
+@router.get("/{resource_type}/_history")
+def type_history(request: Request, resource_type: str, current: Guard = Depends(guard("history"))) -> Response:
+    if resource_type not in searchable_types():
+        raise NotSupported(f"{resource_type} has no type-level history here", expression=[resource_type])
+    params = _history_params(request, allow_patient=True)
+    with _session(request) as session:
+        payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
+                                  resource_id=None, params=params)
+    return current.respond(payload)
+
+
+@router.get("/{resource_type}/{id}")
+def read(request: Request, resource_type: str, id: str, current: Guard = Depends(guard("read"))) -> Response:
+    with _session(request) as session:
+        found = service.read(session, current, resource_type, id)
+    return _conditional(request, current, found)
+
+
+@router.get("/{resource_type}/{id}/_history")
+def instance_history(request: Request, resource_type: str, id: str,
+                     current: Guard = Depends(guard("history"))) -> Response:
+    params = _history_params(request, allow_patient=False)
+    with _session(request) as session:
+        payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
+                                  resource_id=id, params=params)
+    return current.respond(payload)
+
+
+@router.get("/{resource_type}/{id}/_history/{version}")
+def vread(request: Request, resource_type: str, id: str, version: str,
+          current: Guard = Depends(guard("vread"))) -> Response:
+    with _session(request) as session:
+        found = service.vread(session, current, resource_type, id, version)
+    return _conditional(request, current, found)
+
+
+def _conditional(request: Request, current: Guard, found: service.Found) -> Response:
+    """ETag/If-None-Match: an unchanged resource answers 304 (still audited: the caller looked)."""
+    headers = found.headers()
+    tags = {t.strip().removeprefix("W/").strip('"') for t in request.headers.get("if-none-match", "").split(",")}
+    if found.version_id in tags or "*" in tags:
+        return current.respond(None, status=304, headers=headers)
+    return current.respond(found.body, headers=headers)
+
+
+def _everything_params(request: Request) -> service.EverythingParams:
+    parser = _parser(request)
+    count, since, types, ignored = _settings(request).default_page_size, None, None, []
+    for name, value in _items(request):
+        if name == "_count":
+            count = max(1, parse_count(value, parser.max_count))
+        elif name == "_since":
+            since = _instant(name, value)
+        elif name == "_type":
+            types = [t.strip() for t in value.split(",") if t.strip()]
+            unknown = [t for t in types if t not in searchable_types()]
+            if unknown or not types:
+                raise InvalidInput(f"parameter '_type': not a type served here: {', '.join(unknown) or value!r}",
+                                   expression=["_type"])
+        elif name not in ("_cursor", "_format", "_pretty"):
+            _unknown(parser, name, "Patient/$everything")
+            ignored.append(name)
+    stamp = fingerprint(_items(request))
+    cursor = request.query_params.get("_cursor")
+    return service.EverythingParams(count, since, types, decode_cursor(cursor, stamp) if cursor else None, stamp,
+                                    ignored)
+
+
+def _history_params(request: Request, *, allow_patient: bool) -> service.HistoryParams:
+    parser = _parser(request)
+    count, since, patient = _settings(request).default_page_size, None, None
+    for name, value in _items(request):
+        if name == "_count":
+            count = max(1, parse_count(value, parser.max_count))
+        elif name == "_since":
+            since = _instant(name, value)
+        elif name == "patient" and allow_patient:
+            patient = value.rsplit("/", 1)[-1]
+            if not is_valid_id(patient):
+                raise InvalidInput(f"parameter 'patient': {value[:40]!r} is not a Patient id", expression=["patient"])
+        elif name not in ("_cursor", "_format", "_pretty"):
+            _unknown(parser, name, "_history")
+    stamp = fingerprint(_items(request))
+    cursor = request.query_params.get("_cursor")
+    return service.HistoryParams(count, since, decode_cursor(cursor, stamp) if cursor else None, stamp, patient)
+
+
+def _instant(name: str, value: str) -> Any:
+    return parse_date(name, value).low
+
+
+def _unknown(parser: Parser, name: str, where: str) -> None:
+    if parser.strict:
+        raise InvalidInput(f"unknown or unsupported parameter '{name}' for {where} (Prefer: handling=strict)",
+                           expression=[name])

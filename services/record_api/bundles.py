@@ -1,0 +1,91 @@
+"""FHIR Bundles and response shaping: searchset and history Bundles with stable paging links, the
+withheld-items signal, and `_elements` / `_summary` subsetting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from shared.fhir import LIST_WARNING_SYSTEM
+
+SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
+ALWAYS_KEPT = ("resourceType", "id", "meta")
+
+
+def fhir_base(request: Request) -> str:
+    return f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+def page_url(request: Request, cursor: str | None = None) -> str:
+    """This request's URL with the page position replaced (or removed, for the first page)."""
+    items = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
+    if cursor:
+        items.append(("_cursor", cursor))
+    query = urlencode(items)
+    return f"{str(request.base_url).rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
+
+
+def entry(base: str, body: dict[str, Any], mode: str | None = "match") -> dict[str, Any]:
+    item: dict[str, Any] = {"fullUrl": f"{base}/{body['resourceType']}/{body['id']}", "resource": body}
+    if mode:
+        item["search"] = {"mode": mode}
+    return item
+
+
+def withheld_issue() -> dict[str, Any]:
+    """How UK systems say items were left out (GP Connect's List warning), without saying which or why."""
+    return {"severity": "information", "code": "suppressed",
+            "details": {"coding": [{"system": LIST_WARNING_SYSTEM, "code": "confidential-items",
+                                    "display": "Confidential Items"}],
+                        "text": "Items excluded due to confidentiality and/or patient preferences"},
+            "diagnostics": "Some items are not shown because of confidentiality and/or the patient's preferences."}
+
+
+def ignored_issue(names: Sequence[str]) -> dict[str, Any]:
+    return {"severity": "warning", "code": "not-supported",
+            "diagnostics": f"ignored unknown or unsupported parameter(s): {', '.join(names)} "
+                           f"(send Prefer: handling=strict to have them refused)",
+            "expression": list(names)}
+
+
+def outcome_entry(issues: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"fullUrl": "urn:scr:outcome", "resource": {"resourceType": "OperationOutcome", "issue": issues},
+            "search": {"mode": "outcome"}}
+
+
+def bundle(kind: str, request: Request, entries: list[dict[str, Any]], *, total: int | None = None,
+           next_cursor: str | None = None, previous_cursor: str | None = None,
+           issues: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    links = [{"relation": "self", "url": page_url(request, request.query_params.get("_cursor"))}]
+    if next_cursor:
+        links.append({"relation": "next", "url": page_url(request, next_cursor)})
+    if previous_cursor:
+        links.append({"relation": "previous", "url": page_url(request, previous_cursor)})
+    result: dict[str, Any] = {"resourceType": "Bundle", "type": kind,
+                              "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+    if total is not None:
+        result["total"] = total
+    result["link"] = links
+    if issues:
+        entries = [*entries, outcome_entry(issues)]
+    result["entry"] = entries
+    return result
+
+
+def shape(body: dict[str, Any], elements: Sequence[str] | None, summary: str | None) -> dict[str, Any]:
+    """Apply `_elements` (top-level elements named, plus the mandatory ones) or `_summary=data` (no text)."""
+    if elements:
+        wanted = {e.split(".", 1)[0] for e in elements}
+        kept = {k: v for k, v in body.items() if k in ALWAYS_KEPT or k in wanted}
+    elif summary == "data" and "text" in body:
+        kept = {k: v for k, v in body.items() if k != "text"}
+    else:
+        return body
+    meta = dict(kept.get("meta") or {})
+    meta["tag"] = [*meta.get("tag", []), SUBSETTED]
+    kept["meta"] = meta
+    return kept

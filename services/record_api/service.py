@@ -1,0 +1,504 @@
+"""The record API's logic, no HTTP: read, vread, history, search, $everything. Each function follows the read
+path of STYLE.md top to bottom: resolve the person, admit (consent decision), query, filter before paging,
+page, fetch bodies, redact after paging, and hand the Guard what was returned for the audit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.orm import Session
+
+from services.record_api import bundles, duplicates, store
+from services.record_api.enforcement import Grant, Guard
+from services.record_api.paging import Cursor, Key, decode_cursor, fingerprint, paginate
+from services.record_api.patient import last_updated as person_last_updated
+from services.record_api.patient import person_patient, version_of
+from services.record_api.query import PATIENT_REFERENCE_PARAMS, Include, Reference, SearchQuery, Sort, is_valid_id
+from services.record_api.resource_types import DIRECTORY_TYPES, searchable_types
+from services.record_api.settings import RecordApiSettings
+from services.record_api.store import CensusRow
+from shared.errors import Gone, InvalidInput, NotFound, TooLarge
+from shared.schema import Person, Resource
+
+# Types $everything leaves out unless _type names them: source Patients are folded into the person's Patient,
+# Consent belongs to the consent service, and Provenance would double the result.
+EVERYTHING_EXCLUDED = frozenset({"Patient", "Consent", "Provenance"})
+LOCATION_SEARCH_PARAMS = frozenset({"address-postalcode", "general-practitioner"})
+
+
+@dataclass
+class Found:
+    """A single resource as it will be served, with what conditional reads need."""
+
+    body: dict[str, Any]
+    version_id: str
+    last_updated: datetime
+
+    def headers(self) -> dict[str, str]:
+        return {"ETag": f'W/"{self.version_id}"', "Last-Modified": format_datetime(self.last_updated, usegmt=True)}
+
+
+# ---------------------------------------------------------------- persons
+
+
+def resolve_person(session: Session, patient_id: str) -> Person | None:
+    """The person a Patient id stands for: a person's own id or a source Patient's; 410 if merged away."""
+    person = store.get_person(session, patient_id) if is_valid_id(patient_id) else None
+    if person is None and is_valid_id(patient_id):
+        row = store.get_resource(session, "Patient", patient_id)
+        person = store.get_person(session, row.person_id) if row is not None and row.person_id else None
+    if person is not None and person.status == "merged":
+        raise Gone(f"Patient/{patient_id} has been merged into Patient/{person.merged_into}; use that id",
+                   expression=[f"Patient/{person.merged_into}"])
+    return person
+
+
+def person_view(session: Session, guard: Guard, grant: Grant) -> Found | None:
+    """The person's Patient built from the source records this caller may see, or None if they see none."""
+    person = grant.person
+    sources = store.source_patients(session, [person.id])[person.id]
+    visible = []
+    for row in sources:
+        reason = grant.reason_hidden(row)
+        if reason is None:
+            visible.append(row)
+        else:
+            grant.note_withheld(f"Patient/{row.id}", reason)
+    if not visible:
+        return None
+    channels = store.patient_channels(session, [row.id for row in visible])
+    body = grant.redact(person_patient(person, visible, channels))
+    return Found(body, version_of(person, visible), person_last_updated(person, visible))
+
+
+# ---------------------------------------------------------------- read and vread
+
+
+def read(session: Session, guard: Guard, resource_type: str, resource_id: str) -> Found:
+    if resource_type == "Patient" and (person := _person_by_id(session, resource_id)) is not None:
+        grant = guard.admit(session, person)
+        assert grant is not None
+        found = person_view(session, guard, grant)
+        if found is None:
+            guard.withhold_item(grant, "objection")
+        assert found is not None
+        grant.returned([f"Patient/{person.id}"])
+        return found
+    row = store.get_resource(session, resource_type, resource_id) if is_valid_id(resource_id) else None
+    if row is None:
+        raise NotFound(f"{resource_type}/{resource_id[:64]} is not known", expression=[resource_type])
+    if row.deleted:
+        raise Gone(f"{resource_type}/{resource_id} has been deleted", expression=[resource_type])
+    body = _served(session, guard, row)
+    return Found(body, str(row.version_id), store.utc(row.last_updated))  # type: ignore[arg-type]
+
+
+def vread(session: Session, guard: Guard, resource_type: str, resource_id: str, version: str) -> Found:
+    if resource_type == "Patient" and _person_by_id(session, resource_id) is not None:
+        found = read(session, guard, resource_type, resource_id)
+        if found.version_id != version:
+            raise NotFound(f"Patient/{resource_id} is served in its current version only ({found.version_id}); "
+                           f"earlier demographics are in the history of its source records (Patient.link)",
+                           expression=["Patient"])
+        return found
+    if not version.isdigit() or not is_valid_id(resource_id):
+        raise NotFound(f"{resource_type}/{resource_id[:64]}/_history/{version[:16]} is not known")
+    row = store.get_version(session, resource_type, resource_id, int(version))
+    if row is None:
+        raise NotFound(f"{resource_type}/{resource_id}/_history/{version} is not known", expression=[resource_type])
+    if row.deleted:
+        raise Gone(f"version {version} of {resource_type}/{resource_id} is a deletion", expression=[resource_type])
+    body = _served(session, guard, row)  # type: ignore[arg-type]
+    return Found(body, str(row.version_id), store.utc(row.last_updated))  # type: ignore[arg-type]
+
+
+def _person_by_id(session: Session, person_id: str) -> Person | None:
+    person = store.get_person(session, person_id) if is_valid_id(person_id) else None
+    if person is not None and person.status == "merged":
+        raise Gone(f"Patient/{person_id} has been merged into Patient/{person.merged_into}; use that id",
+                   expression=[f"Patient/{person.merged_into}"])
+    return person
+
+
+def _served(session: Session, guard: Guard, row: Resource) -> dict[str, Any]:
+    """One stored resource (or version) as this caller may see it: admitted, visible, redacted."""
+    ref = f"{row.resource_type}/{row.id}"
+    if row.person_id is None:
+        if row.resource_type in DIRECTORY_TYPES:
+            guard.other_entities.append(ref)
+            return row.body
+        guard.deny(None, f"{ref} is not linked to a person, so its sharing cannot be decided")
+    person = store.get_person(session, row.person_id)  # type: ignore[arg-type]
+    if person is None:
+        guard.deny(None, f"{ref} belongs to no known person, so its sharing cannot be decided")
+    assert person is not None
+    grant = guard.admit(session, person)
+    assert grant is not None
+    reason = grant.reason_hidden(row)
+    if reason is not None:
+        grant.note_withheld(ref, reason)
+        guard.withhold_item(grant, reason)
+    grant.returned([ref])
+    return _present(session, grant, row.body)
+
+
+def _present(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, Any]:
+    body = grant.redact(body)
+    if body.get("resourceType") == "Provenance":
+        body = _provenance_targets(session, grant, body)
+    return body
+
+
+def _provenance_targets(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, Any]:
+    """A Provenance lists what one message changed; keep only the targets this caller may see."""
+    keys = []
+    for target in body.get("target") or []:
+        parts = str(target.get("reference") or "").split("/")
+        if len(parts) >= 2:
+            keys.append((parts[-2], parts[-1]))
+    visible = {row.ref for row in store.census_of(session, keys) if grant.can_see(row)}
+    visible.add(f"Patient/{grant.person.id}")
+    kept = [t for t in body.get("target") or [] if "/".join(str(t.get("reference", "")).split("/")[-2:]) in visible]
+    return body | {"target": kept}
+
+
+# ---------------------------------------------------------------- history
+
+
+def history(session: Session, guard: Guard, request: Request, settings: RecordApiSettings, *, resource_type: str,
+            resource_id: str | None, params: HistoryParams) -> dict[str, Any]:
+    if resource_id is not None and resource_type == "Patient" and _person_by_id(session, resource_id):
+        found = read(session, guard, resource_type, resource_id)
+        entry = {"fullUrl": f"{bundles.fhir_base(request)}/Patient/{resource_id}", "resource": found.body,
+                 "request": {"method": "GET", "url": f"Patient/{resource_id}"}, "response": {"status": "200"}}
+        return bundles.bundle("history", request, [entry], total=1)
+    rows, person = _history_rows(session, resource_type, resource_id, params)
+    if rows is None:
+        return bundles.bundle("history", request, [], total=0)
+    grant = None
+    if person is not None:
+        grant = guard.admit(session, person)
+        rows = grant.filter(rows)  # type: ignore[union-attr]
+    elif resource_type in DIRECTORY_TYPES:
+        guard.other_entities.append(f"{resource_type}/{resource_id}")
+    else:
+        guard.deny(None, f"{resource_type}/{resource_id} is not linked to a person, so its sharing cannot be decided")
+    visible = sorted(rows, key=_history_key, reverse=True)
+    page = paginate(visible, _history_key, True, params.count, params.cursor)
+    found = store.version_bodies(session, [(r.resource_type, r.id, r.version_id) for r in page.items])
+    base = bundles.fhir_base(request)
+    entries = [_history_entry(base, grant, session, row, found.get((row.resource_type, row.id, row.version_id)))
+               for row in page.items]
+    issues = []
+    if grant is not None:
+        grant.returned(f"{r.ref}/_history/{r.version_id}" for r in page.items if not r.deleted)
+        issues = [bundles.withheld_issue()] if grant.withheld_count else []
+    return bundles.bundle("history", request, entries, total=len(visible), issues=issues,
+                          next_cursor=_cursor(page.next_key, "n", params.fingerprint),
+                          previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
+
+
+def _history_rows(session: Session, resource_type: str, resource_id: str | None,
+                  params: HistoryParams) -> tuple[list[CensusRow] | None, Person | None]:
+    """The versions asked for and the person they belong to (rows None: an unknown patient, so no history)."""
+    if resource_id is None:
+        person = _required_person(session, params.patient)
+        if person is None:
+            return None, None
+        return store.history_census(session, resource_type=resource_type, person_id=person.id,
+                                    since=params.since), person
+    current = store.get_resource(session, resource_type, resource_id) if is_valid_id(resource_id) else None
+    if current is None:
+        raise NotFound(f"{resource_type}/{resource_id[:64]} is not known", expression=[resource_type])
+    rows = store.history_census(session, resource_type=resource_type, resource_id=resource_id, since=params.since)
+    person = store.get_person(session, current.person_id) if current.person_id else None
+    return rows, person
+
+
+@dataclass
+class HistoryParams:
+    count: int
+    since: datetime | None
+    cursor: Cursor | None
+    fingerprint: str
+    patient: str | None = None
+
+
+def _history_key(row: CensusRow) -> Key:
+    return (_instant(row.last_updated), row.resource_type, row.id, f"{row.version_id:010d}")
+
+
+def _history_entry(base: str, grant: Grant | None, session: Session, row: CensusRow, body: Any) -> dict[str, Any]:
+    url = f"{row.resource_type}/{row.id}"
+    if row.deleted or body is None:
+        return {"fullUrl": f"{base}/{url}", "request": {"method": "DELETE", "url": url},
+                "response": {"status": "410", "lastModified": row.last_updated.isoformat()}}
+    method = "POST" if row.version_id == 1 else "PUT"
+    shown = _present(session, grant, body) if grant is not None else body
+    return {"fullUrl": f"{base}/{url}", "resource": shown,
+            "request": {"method": method, "url": url if method == "PUT" else row.resource_type},
+            "response": {"status": "201" if method == "POST" else "200",
+                         "etag": f'W/"{row.version_id}"', "lastModified": row.last_updated.isoformat()}}
+
+
+def _required_person(session: Session, patient: str | None) -> Person | None:
+    if not patient:
+        raise InvalidInput("type-level history and clinical searches need one patient (patient=<id>): the record "
+                           "is shared per person", expression=["patient"])
+    return resolve_person(session, patient)
+
+
+# ---------------------------------------------------------------- search within one person
+
+
+def search(session: Session, guard: Guard, request: Request, settings: RecordApiSettings,
+           query: SearchQuery, fingerprint_: str) -> dict[str, Any]:
+    if query.resource_type == "Patient":
+        return patient_search(session, guard, request, settings, query, fingerprint_)
+    person = _required_person(session, _patient_of(query))
+    issues = [bundles.ignored_issue(query.ignored)] if query.ignored else []
+    if person is None:
+        return bundles.bundle("searchset", request, [], total=0, issues=issues)
+    grant = guard.admit(session, person)
+    assert grant is not None
+    rows = store.search_census(session, person_id=person.id, types=[query.resource_type],
+                               criteria=query.without(*PATIENT_REFERENCE_PARAMS),
+                               sort_by_date=query.sort.key == "date")
+    visible = sorted(grant.filter(rows), key=_sort_key(query.sort), reverse=query.sort.descending)
+    if grant.withheld_count:
+        issues.insert(0, bundles.withheld_issue())
+    if query.summary == "count" or query.count == 0:
+        return bundles.bundle("searchset", request, [], total=len(visible), issues=issues)
+    cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
+    page = paginate(visible, _sort_key(query.sort), query.sort.descending, query.count, cursor)
+    found = store.bodies(session, [(r.resource_type, r.id) for r in page.items])
+    base = bundles.fhir_base(request)
+    entries = [bundles.entry(base, bundles.shape(_present(session, grant, found[(r.resource_type, r.id)]),
+                                                 query.elements, query.summary))
+               for r in page.items if (r.resource_type, r.id) in found]
+    entries += _included(session, guard, grant, base, query, page.items)
+    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in entries)
+    return bundles.bundle("searchset", request, entries, total=len(visible), issues=issues,
+                          next_cursor=_cursor(page.next_key, "n", fingerprint_),
+                          previous_cursor=_cursor(page.previous_key, "p", fingerprint_))
+
+
+def _patient_of(query: SearchQuery) -> str | None:
+    criteria = query.criteria_named(*PATIENT_REFERENCE_PARAMS)
+    if not criteria:
+        return None
+    values = [v for c in criteria for v in c.values]
+    if len({v.id for v in values if isinstance(v, Reference)}) > 1:
+        raise InvalidInput("a clinical search names exactly one patient", expression=[criteria[0].name])
+    reference = values[0]
+    assert isinstance(reference, Reference)
+    if reference.type not in (None, "Patient"):
+        raise InvalidInput(f"parameter '{criteria[0].name}' must reference a Patient", expression=[criteria[0].name])
+    return reference.id
+
+
+def _sort_key(sort: Sort):  # type: ignore[no-untyped-def]
+    if sort.key == "_id":
+        return lambda r: (r.id, r.resource_type)
+    if sort.key == "date":
+        return lambda r: (_instant(r.sort_date) if r.sort_date else "", r.resource_type, r.id)
+    return lambda r: (_instant(r.last_updated), r.resource_type, r.id)
+
+
+def _instant(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _cursor(key: Key | None, direction: str, fingerprint_: str) -> str | None:
+    return Cursor(direction, key, fingerprint_).encode() if key is not None else None
+
+
+def _included(session: Session, guard: Guard, grant: Grant, base: str, query: SearchQuery,
+              matches: Sequence[CensusRow]) -> list[dict[str, Any]]:
+    """_include and _revinclude targets of one page, in batched queries, each through the same grant."""
+    entries: list[dict[str, Any]] = []
+    keys: list[tuple[str, str]] = []
+    ids = [r.id for r in matches]
+    refs = [(r.resource_type, r.id) for r in matches]
+    for include in query.includes:
+        if include.reverse:  # only Provenance:target outside Patient searches
+            keys += [("Provenance", i) for i in store.referencing(session, "Provenance", "target", refs)]
+            continue
+        for ref_type, ref_id in store.references_from(session, include.source_type, ids, include.param):
+            if ref_type == "Patient":
+                if not any(e["resource"]["resourceType"] == "Patient" for e in entries):
+                    found = person_view(session, guard, grant)
+                    if found is not None:
+                        entries.append(bundles.entry(base, found.body, "include"))
+            else:
+                keys.append((ref_type, ref_id))
+    return entries + _entries_for(session, grant, base, keys, "include")
+
+
+def _entries_for(session: Session, grant: Grant, base: str, keys: Sequence[tuple[str, str]],
+                 mode: str) -> list[dict[str, Any]]:
+    rows = store.census_of(session, list(dict.fromkeys(keys)))
+    shown = [r for r in rows if r.person_id is None and r.resource_type in DIRECTORY_TYPES]
+    shown += grant.filter(r for r in rows if r.person_id is not None)
+    found = store.bodies(session, [(r.resource_type, r.id) for r in shown])
+    return [bundles.entry(base, _present(session, grant, found[(r.resource_type, r.id)]), mode)
+            for r in shown if (r.resource_type, r.id) in found]
+
+
+# ---------------------------------------------------------------- Patient search (across persons)
+
+
+def patient_search(session: Session, guard: Guard, request: Request, settings: RecordApiSettings,
+                   query: SearchQuery, fingerprint_: str) -> dict[str, Any]:
+    """Persons whose source records match, one Patient each, walked in id order: persons the caller may not see
+    are skipped before paging (pages stay full) within a bounded scan (then the page is short, with a next link)."""
+    if not query.criteria:
+        # Listing every person a clinician could see is a trawl, not care: the Spine's PDS refuses it too.
+        raise InvalidInput("a Patient search needs at least one search parameter (identifier, family, given, "
+                           "birthdate, gender, address-postalcode...)", expression=["Patient"])
+    if any(k == "_sort" for k, _ in request.query_params.multi_items()) and query.sort.key != "_id":
+        raise InvalidInput("parameter '_sort': Patient searches are ordered by _id", expression=["_sort"])
+    issues = [bundles.ignored_issue(query.ignored)] if query.ignored else []
+    cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
+    counting = query.summary == "count" or query.count == 0
+    forwards = cursor is None or cursor.direction == "n"
+    mark = cursor.key[0] if cursor else None
+    wanted = settings.patient_search_scan_limit if counting else query.count
+    shown, last_examined, exhausted = _walk_persons(session, guard, query, settings, mark, forwards, wanted)
+    exhausted = exhausted or last_examined is None or not _more_persons(session, query, last_examined, forwards)
+    if counting:
+        if not exhausted:
+            raise TooLarge("too many patients match to count; narrow the search", expression=["_summary"])
+        withheld = [bundles.withheld_issue()] if guard.withheld_count else []
+        return bundles.bundle("searchset", request, [], total=len(shown), issues=withheld + issues)
+    if not forwards:
+        shown.reverse()
+    base = bundles.fhir_base(request)
+    entries = [bundles.entry(base, bundles.shape(found.body, query.elements, query.summary)) for _g, found in shown]
+    for grant, _found in shown:
+        grant.returned([f"Patient/{grant.person.id}"])
+        included = _patient_revincludes(session, grant, base, query.includes)
+        grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in included)
+        entries += included
+    if guard.withheld_count:
+        issues.insert(0, bundles.withheld_issue())
+    first = shown[0][0].person.id if shown else mark
+    last = shown[-1][0].person.id if shown else mark
+    if forwards:
+        next_key = last_examined if not exhausted else None
+        previous_key = first if cursor and first and _more_persons(session, query, first, False) else None
+    else:
+        previous_key = last_examined if not exhausted else None
+        next_key = last
+    return bundles.bundle("searchset", request, entries, issues=issues,
+                          next_cursor=_cursor((next_key,) if next_key else None, "n", fingerprint_),
+                          previous_cursor=_cursor((previous_key,) if previous_key else None, "p", fingerprint_))
+
+
+def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: RecordApiSettings,
+                  mark: str | None, forwards: bool, wanted: int
+                  ) -> tuple[list[tuple[Grant, Found]], str | None, bool]:
+    """(visible persons with their Patient in walk order, the last person id examined, whether that was the
+    last candidate there is)."""
+    candidates = store.matching_persons(session, query.criteria, after=mark if forwards else None,
+                                        before=None if forwards else mark,
+                                        limit=settings.patient_search_scan_limit)
+    locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
+    shown: list[tuple[Grant, Found]] = []
+    last = None
+    for person in store.persons(session, candidates):
+        last = person.id
+        grant = guard.admit(session, person, soft=True)
+        if grant is None:
+            continue
+        found = person_view(session, guard, grant)
+        if found is None or (locating and grant.redacts_location):
+            # An S-flagged person must not be findable by where they live or who their GP is.
+            guard.grants.remove(grant)
+            continue
+        shown.append((grant, found))
+        if len(shown) >= wanted:
+            return shown, last, False
+    return shown, last, len(candidates) < settings.patient_search_scan_limit
+
+
+def _more_persons(session: Session, query: SearchQuery, beyond: str, forwards: bool) -> bool:
+    return bool(store.matching_persons(session, query.criteria, after=beyond if forwards else None,
+                                       before=None if forwards else beyond, limit=1))
+
+
+def _patient_revincludes(session: Session, grant: Grant, base: str,
+                         includes: Sequence[Include]) -> list[dict[str, Any]]:
+    keys: list[tuple[str, str]] = []
+    for include in includes:
+        if not include.reverse:
+            continue
+        if include.source_type == "Provenance":
+            sources = store.source_patients(session, [grant.person.id])[grant.person.id]
+            targets = [("Patient", grant.person.id)] + [("Patient", s.id) for s in sources]
+            keys += [("Provenance", i) for i in store.referencing(session, "Provenance", "target", targets)]
+        else:
+            rows = store.search_census(session, person_id=grant.person.id, types=[include.source_type])
+            keys += [(r.resource_type, r.id) for r in rows]
+    return _entries_for(session, grant, base, keys, "include")
+
+
+# ---------------------------------------------------------------- $everything
+
+
+@dataclass
+class EverythingParams:
+    count: int
+    since: datetime | None
+    types: list[str] | None
+    cursor: Cursor | None
+    fingerprint: str
+    ignored: list[str]
+
+
+def everything(session: Session, guard: Guard, request: Request, person_id: str,
+               params: EverythingParams) -> dict[str, Any]:
+    person = resolve_person(session, person_id)
+    if person is None:
+        raise NotFound(f"Patient/{person_id[:64]} is not known", expression=["Patient"])
+    grant = guard.admit(session, person)
+    assert grant is not None
+    types = [t for t in (params.types or [t for t in searchable_types() if t not in EVERYTHING_EXCLUDED])
+             if guard.caller.may(t, "read")]  # types the token cannot read are simply not asked for
+    rows = store.search_census(session, person_id=person.id, types=types, since=params.since)
+    key = _sort_key(Sort("_lastUpdated", True))
+    visible = sorted(grant.filter(rows), key=key, reverse=True)
+    groups = duplicates.group(visible, store.equivalence_codes(session, person.id, duplicates.KEY_PARAMS,
+                                                               [(r.resource_type, r.id) for r in visible]))
+    presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
+    page = paginate(presented, key, True, params.count, params.cursor)
+    others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
+    found = store.bodies(session, [(r.resource_type, r.id) for r in [*page.items, *others]])
+    base = bundles.fhir_base(request)
+    entries = []
+    if params.cursor is None:
+        patient = person_view(session, guard, grant)
+        if patient is not None:
+            entries.append(bundles.entry(base, patient.body))
+    for row in page.items:
+        body = _present(session, grant, found[(row.resource_type, row.id)])
+        if (row.resource_type, row.id) in groups.others:
+            body = duplicates.attach_sources(body, groups.others[(row.resource_type, row.id)], found)
+        entries.append(bundles.entry(base, body))
+    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in entries)
+    grant.returned(r.ref for r in others)
+    issues = ([bundles.withheld_issue()] if grant.withheld_count else []) + \
+        ([bundles.ignored_issue(params.ignored)] if params.ignored else [])
+    return bundles.bundle("searchset", request, entries, total=len(presented) + 1, issues=issues,
+                          next_cursor=_cursor(page.next_key, "n", params.fingerprint),
+                          previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
+
+
+def new_fingerprint(request: Request) -> str:
+    return fingerprint(request.query_params.multi_items())
+

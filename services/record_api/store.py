@@ -1,0 +1,325 @@
+"""SQL for the record API: it reads what ingest stores (docs/CONTRACTS.md §1) and never writes it.
+
+Every patient-data query is keyed by person (`person_id` leads the index it uses) so that one person's record
+is one index range, and later one Citus shard. Census queries fetch only the small columns enforcement and
+paging need; bodies are fetched afterwards for one page, in one query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from services.record_api.query import Criterion, DateValue, Reference, Token
+from shared.schema import Person, RawMessage, Resource, ResourceVersion, SearchParam
+from shared.search import DATE, REFERENCE, STRING, TOKEN
+
+
+@dataclass(frozen=True)
+class CensusRow:
+    """What enforcement and paging need to know about one stored resource (or version), without its body."""
+
+    resource_type: str
+    id: str
+    last_updated: datetime
+    source_org: str
+    labels: tuple[str, ...]
+    person_id: str | None
+    version_id: int = 0
+    deleted: bool = False
+    sort_date: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- persons and source Patients
+
+
+def get_person(session: Session, person_id: str) -> Person | None:
+    return session.get(Person, person_id)
+
+
+def source_patients(session: Session, person_ids: Sequence[str]) -> dict[str, list[Resource]]:
+    """Each person's linked source Patient records (current versions, not deleted)."""
+    found: dict[str, list[Resource]] = {p: [] for p in person_ids}
+    if not person_ids:
+        return found
+    rows = session.scalars(select(Resource).where(Resource.person_id.in_(person_ids),
+                                                  Resource.resource_type == "Patient",
+                                                  Resource.deleted.is_(False)).order_by(Resource.id))
+    for row in rows:
+        found[row.person_id].append(row)  # type: ignore[index]
+    return found
+
+
+def patient_channels(session: Session, patient_ids: Sequence[str]) -> dict[str, str]:
+    """The inbound channel (fhir, hl7v2, mllp, community, socialcare) each source Patient first arrived by."""
+    if not patient_ids:
+        return {}
+    rows = session.execute(
+        select(ResourceVersion.id, RawMessage.channel)
+        .join(RawMessage, RawMessage.id == ResourceVersion.raw_message_id)
+        .where(ResourceVersion.resource_type == "Patient", ResourceVersion.id.in_(patient_ids))
+        .order_by(ResourceVersion.version_id.desc())
+    ).all()
+    return {patient_id: channel for patient_id, channel in rows}  # the lowest version wins (last written)
+
+
+def person_record_summary(session: Session, person_id: str) -> list[tuple[str, str, list[str]]]:
+    """(resource_type, source_org, labels) of every current resource of a person: its labels and contributors."""
+    return [(t, o, list(lab or [])) for t, o, lab in session.execute(
+        select(Resource.resource_type, Resource.source_org, Resource.labels)
+        .where(Resource.person_id == person_id, Resource.deleted.is_(False)))]
+
+
+def organization_ods_codes(session: Session, ids: Sequence[str]) -> dict[str, str]:
+    """ODS codes of stored Organization resources, by id (for registered-GP references by id)."""
+    if not ids:
+        return {}
+    found = {}
+    for row_id, body in session.execute(select(Resource.id, Resource.body).where(
+            Resource.resource_type == "Organization", Resource.id.in_(ids))):
+        for identifier in body.get("identifier") or []:
+            if isinstance(identifier, dict) and identifier.get("system", "").endswith("ods-organization-code"):
+                found[row_id] = str(identifier.get("value"))
+    return found
+
+
+# ---------------------------------------------------------------- single resources and versions
+
+
+def get_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:
+    return session.get(Resource, (resource_type, resource_id))
+
+
+def get_version(session: Session, resource_type: str, resource_id: str, version_id: int) -> ResourceVersion | None:
+    return session.get(ResourceVersion, (resource_type, resource_id, version_id))
+
+
+def bodies(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Current bodies for (type, id) pairs, in one query."""
+    if not keys:
+        return {}
+    rows = session.execute(select(Resource.resource_type, Resource.id, Resource.body)
+                           .where(tuple_(Resource.resource_type, Resource.id).in_(list(keys))))
+    return {(t, i): body for t, i, body in rows}
+
+
+def version_bodies(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str, int], Any]:
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(ResourceVersion.resource_type, ResourceVersion.id, ResourceVersion.version_id, ResourceVersion.body)
+        .where(tuple_(ResourceVersion.resource_type, ResourceVersion.id, ResourceVersion.version_id)
+               .in_(list(keys))))
+    return {(t, i, v): body for t, i, v, body in rows}
+
+
+def census_of(session: Session, keys: Iterable[tuple[str, str]]) -> list[CensusRow]:
+    keys = list(keys)
+    if not keys:
+        return []
+    return _census(session, select(*_CENSUS_COLUMNS).where(
+        tuple_(Resource.resource_type, Resource.id).in_(keys), Resource.deleted.is_(False)))
+
+
+# ---------------------------------------------------------------- searches within one person
+
+
+_CENSUS_COLUMNS = (Resource.resource_type, Resource.id, Resource.last_updated, Resource.source_org,
+                   Resource.labels, Resource.person_id, Resource.version_id)
+
+
+def search_census(session: Session, *, person_id: str, types: Sequence[str], criteria: Sequence[Criterion] = (),
+                  since: datetime | None = None, sort_by_date: bool = False) -> list[CensusRow]:
+    """Every current resource of one person of the given types matching every criterion."""
+    columns: list[Any] = list(_CENSUS_COLUMNS)
+    if sort_by_date:
+        columns.append(select(func.min(SearchParam.date_low)).where(
+            SearchParam.resource_type == Resource.resource_type, SearchParam.resource_id == Resource.id,
+            SearchParam.param == "date").scalar_subquery())
+    statement = select(*columns).where(Resource.person_id == person_id, Resource.resource_type.in_(types),
+                                       Resource.deleted.is_(False))
+    if since is not None:
+        statement = statement.where(Resource.last_updated >= since)
+    for criterion in criteria:
+        statement = statement.where(criterion_clause(criterion))
+    return _census(session, statement)
+
+
+def _census(session: Session, statement: Any) -> list[CensusRow]:
+    rows = []
+    for row in session.execute(statement):
+        rows.append(CensusRow(row[0], row[1], utc(row[2]), row[3], tuple(row[4] or ()), row[5],  # type: ignore[arg-type]
+                              version_id=row[6], sort_date=utc(row[7]) if len(row) > 7 else None))
+    return rows
+
+
+def history_census(session: Session, *, resource_type: str, resource_id: str | None = None,
+                   person_id: str | None = None, since: datetime | None = None) -> list[CensusRow]:
+    statement = select(ResourceVersion.resource_type, ResourceVersion.id, ResourceVersion.last_updated,
+                       ResourceVersion.source_org, ResourceVersion.labels, ResourceVersion.person_id,
+                       ResourceVersion.version_id, ResourceVersion.deleted
+                       ).where(ResourceVersion.resource_type == resource_type)
+    if resource_id is not None:
+        statement = statement.where(ResourceVersion.id == resource_id)
+    if person_id is not None:
+        statement = statement.where(ResourceVersion.person_id == person_id)
+    if since is not None:
+        statement = statement.where(ResourceVersion.last_updated >= since)
+    return [CensusRow(t, i, utc(lu), org, tuple(lab or ()), pid, version_id=v, deleted=bool(d))  # type: ignore[arg-type]
+            for t, i, lu, org, lab, pid, v, d in session.execute(statement)]
+
+
+def criterion_clause(criterion: Criterion) -> ColumnElement[bool]:
+    """A WHERE clause on `resource` for one criterion (its values ORed)."""
+    if criterion.name == "_id":
+        return Resource.id.in_([v.code for v in criterion.values if isinstance(v, Token) and v.code])
+    if criterion.name == "_lastUpdated":
+        return or_(*(_instant_clause(Resource.last_updated, v) for v in criterion.values
+                     if isinstance(v, DateValue)))
+    matches = or_(*(_value_clause(criterion, v) for v in criterion.values))
+    return select(SearchParam.row_id).where(
+        SearchParam.resource_type == Resource.resource_type, SearchParam.resource_id == Resource.id,
+        SearchParam.param == criterion.name, matches).exists()
+
+
+def _value_clause(criterion: Criterion, value: Any) -> ColumnElement[bool]:
+    if criterion.kind == TOKEN:
+        return token_clause(value)
+    if criterion.kind == STRING:
+        if criterion.modifier == "exact":
+            return SearchParam.text == value
+        if criterion.modifier == "contains":
+            return SearchParam.text.contains(value, autoescape=True)
+        return SearchParam.text.startswith(value, autoescape=True)
+    if criterion.kind == DATE:
+        return date_clause(value)
+    if criterion.kind == REFERENCE:
+        assert isinstance(value, Reference)
+        clause = SearchParam.ref_id == value.id
+        return and_(clause, SearchParam.ref_type == value.type) if value.type else clause
+    raise ValueError(criterion.kind)
+
+
+def token_clause(token: Token) -> ColumnElement[bool]:
+    clauses = []
+    if token.code is not None:
+        clauses.append(SearchParam.code == token.code)
+    if token.system == "":
+        clauses.append(SearchParam.system.is_(None))
+    elif token.system is not None:
+        clauses.append(SearchParam.system == token.system)
+    return and_(*clauses)
+
+
+def date_clause(value: DateValue) -> ColumnElement[bool]:
+    """FHIR date prefixes against the indexed range [date_low, date_high] of the resource's value."""
+    low, high = SearchParam.date_low, SearchParam.date_high
+    return {
+        "eq": and_(low >= value.low, high <= value.high),
+        "gt": high > value.high,
+        "lt": low < value.low,
+        "ge": high >= value.low,
+        "le": low <= value.high,
+        "sa": low > value.high,
+        "eb": high < value.low,
+    }[value.prefix]
+
+
+def _instant_clause(column: Any, value: DateValue) -> ColumnElement[bool]:
+    return {
+        "eq": and_(column >= value.low, column <= value.high),
+        "gt": column > value.high, "sa": column > value.high,
+        "lt": column < value.low, "eb": column < value.low,
+        "ge": column >= value.low,
+        "le": column <= value.high,
+    }[value.prefix]
+
+
+# ---------------------------------------------------------------- Patient search (across persons)
+
+
+def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: str | None = None,
+                     before: str | None = None, limit: int) -> list[str]:
+    """Ids of active persons with source Patients satisfying every criterion: ascending after `after`, or
+    descending before `before` (walking back for a previous page).
+
+    Criteria are ANDed over the person: a criterion is met if any of the person's source records meets it,
+    so a merged person is found by any source's identifiers and demographics."""
+    statement = select(Person.id).where(Person.status == "active")
+    for criterion in criteria:
+        if criterion.name == "_id":
+            ids = [v.code for v in criterion.values if isinstance(v, Token) and v.code]
+            source_owners = select(Resource.person_id).where(Resource.resource_type == "Patient",
+                                                             Resource.id.in_(ids))
+            statement = statement.where(or_(Person.id.in_(ids), Person.id.in_(source_owners)))
+            continue
+        owners = select(Resource.person_id).where(Resource.resource_type == "Patient", Resource.deleted.is_(False),
+                                                  criterion_clause(criterion))
+        statement = statement.where(Person.id.in_(owners))
+    if after is not None:
+        statement = statement.where(Person.id > after)
+    if before is not None:
+        statement = statement.where(Person.id < before)
+    order = Person.id.desc() if before is not None else Person.id.asc()
+    return list(session.scalars(statement.order_by(order).limit(limit)))
+
+
+def persons(session: Session, ids: Sequence[str]) -> list[Person]:
+    """Person rows in the order of `ids`."""
+    found = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
+    return [found[i] for i in ids if i in found]
+
+
+# ---------------------------------------------------------------- _include, _revinclude, duplicates
+
+
+def references_from(session: Session, resource_type: str, ids: Sequence[str], param: str) -> list[tuple[str, str]]:
+    """(ref_type, ref_id) of the `param` references of the given resources."""
+    if not ids:
+        return []
+    return [(t, i) for t, i in session.execute(
+        select(SearchParam.ref_type, SearchParam.ref_id).where(
+            SearchParam.resource_type == resource_type, SearchParam.resource_id.in_(ids),
+            SearchParam.param == param, SearchParam.ref_id.is_not(None)).distinct())]
+
+
+def referencing(session: Session, source_type: str, param: str, targets: Sequence[tuple[str, str]]) -> list[str]:
+    """Ids of `source_type` resources whose `param` reference points at any of `targets`."""
+    if not targets:
+        return []
+    return list(session.scalars(select(SearchParam.resource_id).where(
+        SearchParam.resource_type == source_type, SearchParam.param == param,
+        tuple_(SearchParam.ref_type, SearchParam.ref_id).in_(list(targets))).distinct()))
+
+
+def equivalence_codes(session: Session, person_id: str, params: dict[str, tuple[str, ...]],
+                      keys: Sequence[tuple[str, str]]) -> list[tuple[str, str, str, str | None, str | None,
+                                                                  datetime | None]]:
+    """(type, id, param, system, code, date_low) index rows that clinical-duplicate detection compares, for the
+    given resources of one person: `params` maps each resource type to the parameters that make its key.
+    Keyed by person (index ix_search_person_param) so the plan never depends on the table's size."""
+    wanted = {k for k in keys if k[0] in params}
+    if not wanted:
+        return []
+    names = sorted({p for ps in params.values() for p in ps})
+    rows = session.execute(select(SearchParam.resource_type, SearchParam.resource_id, SearchParam.param,
+                                  SearchParam.system, SearchParam.code, SearchParam.date_low)
+                           .where(SearchParam.person_id == person_id, SearchParam.param.in_(names)))
+    return [(t, i, p, s, c, utc(d)) for t, i, p, s, c, d in rows
+            if (t, i) in wanted and p in params.get(t, ())]

@@ -1,0 +1,167 @@
+"""Audit: every access, denial and change becomes a FHIR AuditEvent row, hash-chained per person so that a
+removed or altered row is detectable, and written in the caller's transaction so an access whose audit
+cannot be written fails with it rather than going unrecorded."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from shared.auth import Principal
+from shared.fhir import ACT_REASON_SYSTEM, ODS_ORG_SYSTEM, SDS_USER_SYSTEM, canonical_json
+from shared.schema import AuditEventRow
+
+DCM = "http://dicom.nema.org/resources/ontology/DCM"
+RESTFUL = "http://hl7.org/fhir/restful-interaction"
+JOB_ROLE_SYSTEM = "https://fhir.hl7.org.uk/CodeSystem/UKCore-SDSJobRoleName"
+GENESIS = "0" * 64
+
+# action -> (AuditEvent.type DCM code, display, AuditEvent.action CRUDE code)
+_TYPES = {
+    "read": ("110110", "Patient Record", "R"),
+    "vread": ("110110", "Patient Record", "R"),
+    "history": ("110110", "Patient Record", "R"),
+    "search": ("110112", "Query", "E"),
+    "everything": ("110110", "Patient Record", "R"),
+    "export": ("110106", "Export", "R"),
+    "decide": ("110113", "Security Alert", "E"),
+    "consent-change": ("110110", "Patient Record", "U"),
+    "consent-read": ("110110", "Patient Record", "R"),
+    "audit-search": ("110112", "Query", "E"),
+}
+_OUTCOMES = {"success": "0", "denied": "4", "error": "8"}
+
+
+@dataclass
+class AuditRecord:
+    """What happened, to whom, by whom, and why; `entities` are the references returned or changed."""
+
+    service: str
+    action: str
+    outcome: str
+    principal: Principal | None
+    person_id: str | None = None
+    nhs_number: str | None = None
+    purpose: str | None = None
+    break_glass_reason: str | None = None
+    entities: list[str] = field(default_factory=list)
+    withheld_count: int = 0
+    description: str | None = None
+
+
+def write_audit(session: Session, record: AuditRecord) -> AuditEventRow:
+    """Append one audit row in the caller's transaction, chained to the previous row of the same person."""
+    chain = record.person_id or record.nhs_number or "-"
+    _lock_chain(session, chain)
+    previous = session.scalar(
+        select(AuditEventRow.hash).where(_chain_filter(record)).order_by(AuditEventRow.id.desc()).limit(1)
+    ) or GENESIS
+    recorded = datetime.now(UTC)
+    body = audit_event_resource(record, recorded)
+    digest = hashlib.sha256(previous.encode() + canonical_json(body)).hexdigest()
+    principal = record.principal
+    row = AuditEventRow(
+        recorded=recorded, service=record.service, action=record.action, outcome=record.outcome,
+        person_id=record.person_id, nhs_number=record.nhs_number,
+        actor_kind=principal.kind if principal else "anonymous",
+        actor_user=principal.subject if principal else None,
+        actor_ods=principal.ods_code if principal else None,
+        actor_role=principal.role if principal else None,
+        purpose=record.purpose, break_glass_reason=record.break_glass_reason,
+        body=body, prev_hash=previous, hash=digest,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def _chain_filter(record: AuditRecord) -> Any:
+    if record.person_id:
+        return AuditEventRow.person_id == record.person_id
+    if record.nhs_number:
+        return (AuditEventRow.nhs_number == record.nhs_number) & AuditEventRow.person_id.is_(None)
+    return AuditEventRow.person_id.is_(None) & AuditEventRow.nhs_number.is_(None)
+
+
+def _lock_chain(session: Session, chain: str) -> None:
+    """Serialise writers of one chain (PostgreSQL); SQLite serialises all writers anyway."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(chain.encode())})
+
+
+def verify_chain(rows: list[AuditEventRow]) -> bool:
+    """True if each row's hash matches its body and links to the row before (rows of one chain, in id order)."""
+    previous = GENESIS
+    for row in rows:
+        if row.prev_hash != previous:
+            return False
+        if hashlib.sha256(previous.encode() + canonical_json(row.body)).hexdigest() != row.hash:
+            return False
+        previous = row.hash
+    return True
+
+
+def audit_event_resource(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
+    type_code, type_display, crude = _TYPES.get(record.action, ("110110", "Patient Record", "E"))
+    subtype = [{"system": RESTFUL, "code": record.action}]
+    if record.break_glass_reason:
+        subtype.append({"system": DCM, "code": "110127", "display": "Emergency Override Started"})
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "type": {"system": DCM, "code": type_code, "display": type_display},
+        "subtype": subtype,
+        "action": crude,
+        "recorded": recorded.isoformat(),
+        "outcome": _OUTCOMES.get(record.outcome, "8"),
+        "agent": _agents(record),
+        "source": {"observer": {"display": f"scr-{record.service}"},
+                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type",
+                             "code": "4", "display": "Application Server"}]},
+        "entity": _entities(record),
+    }
+    if record.description:
+        event["outcomeDesc"] = record.description
+    if record.purpose:
+        event["purposeOfEvent"] = [{"coding": [{"system": ACT_REASON_SYSTEM, "code": record.purpose}]}]
+    return event
+
+
+def _agents(record: AuditRecord) -> list[dict[str, Any]]:
+    principal = record.principal
+    if principal is None:
+        return [{"requestor": True, "who": {"display": "unauthenticated caller"}}]
+    agent: dict[str, Any] = {"requestor": True, "who": {"identifier": {
+        "system": SDS_USER_SYSTEM if principal.kind == "clinician" else "urn:scr:subject",
+        "value": principal.subject}}}
+    if principal.role:
+        agent["role"] = [{"coding": [{"system": JOB_ROLE_SYSTEM, "code": principal.role}]}]
+    if record.break_glass_reason:
+        agent["purposeOfUse"] = [{"coding": [{"system": ACT_REASON_SYSTEM, "code": "ETREAT"}],
+                                  "text": record.break_glass_reason}]
+    agents = [agent]
+    if principal.ods_code:
+        agents.append({"requestor": False, "who": {"identifier": {"system": ODS_ORG_SYSTEM,
+                                                                   "value": principal.ods_code}}})
+    return agents
+
+
+def _entities(record: AuditRecord) -> list[dict[str, Any]]:
+    entities = []
+    if record.person_id:
+        entities.append({"what": {"reference": f"Patient/{record.person_id}"},
+                         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                                  "code": "1", "display": "Person"},
+                         "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role",
+                                  "code": "1", "display": "Patient"}})
+    entities.extend({"what": {"reference": ref}} for ref in record.entities)
+    if record.withheld_count:
+        entities.append({"type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type",
+                                  "code": "2", "display": "System Object"},
+                         "description": f"{record.withheld_count} item(s) withheld by consent or sensitivity"})
+    return entities

@@ -1,0 +1,210 @@
+"""Bearer-token authentication and SMART-scope authorisation for all three services.
+
+Tokens are validated against a JWKS (file or URL) with issuer, audience and expiry checks; nothing here mints
+production tokens. Claims follow DESIGN.md: clinicians (CIS2-like: `ods_code`, `role_code`, user scopes),
+citizens (NHS login-like: `nhs_number`, `identity_proofing_level`) and feeds/systems (system scopes, `ods_code`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from fastapi import Request
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+
+from shared.errors import Forbidden, Unauthenticated
+from shared.roles import job_role
+
+Kind = Literal["clinician", "citizen", "system"]
+ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]  # never "none", never HMAC
+_INTERACTIONS = frozenset("cruds")
+_V1_ACCESS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": _INTERACTIONS}
+
+
+class ConfigurationError(RuntimeError):
+    """A setting the service cannot start without is missing or wrong."""
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One SMART scope: `user/Observation.rs`, `system/*.write`, `patient/*.read`."""
+
+    context: str  # patient | user | system
+    resource_type: str  # a FHIR type or "*"
+    interactions: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Scope | None:
+        if "/" not in text or "." not in text:
+            return None
+        context, rest = text.split("/", 1)
+        resource_type, access = rest.split(".", 1)
+        access = access.split("?", 1)[0]  # SMART v2 granular query suffixes narrow; we honour the base
+        if context not in ("patient", "user", "system") or not resource_type:
+            return None
+        interactions = _V1_ACCESS.get(access)
+        if interactions is None:
+            if not access or set(access) - _INTERACTIONS:
+                return None
+            interactions = frozenset(access)
+        return cls(context, resource_type, interactions)
+
+    def allows(self, resource_type: str, interaction: str) -> bool:
+        return self.resource_type in ("*", resource_type) and interaction in self.interactions
+
+
+def parse_scopes(value: Any) -> tuple[Scope, ...]:
+    items = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
+    return tuple(s for s in (Scope.parse(str(i)) for i in items) if s is not None)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established by a validated token."""
+
+    kind: Kind
+    subject: str
+    scopes: tuple[Scope, ...] = ()
+    ods_code: str | None = None
+    role: str | None = None  # the national RBAC job role (R-code)
+    nhs_number: str | None = None
+    identity_proofing_level: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def can(self, resource_type: str, interaction: str, contexts: tuple[str, ...] = ("user", "system")) -> bool:
+        return any(s.context in contexts and s.allows(resource_type, interaction) for s in self.scopes)
+
+
+def principal_from_claims(claims: dict[str, Any]) -> Principal:
+    """Classify validated claims as a clinician, citizen or system caller."""
+    subject = str(claims.get("sub") or "")
+    scopes = parse_scopes(claims.get("scope") or claims.get("scp"))
+    if claims.get("nhs_number"):
+        return Principal("citizen", subject, scopes, nhs_number=str(claims["nhs_number"]),
+                         identity_proofing_level=claims.get("identity_proofing_level"), claims=claims)
+    contexts = {s.context for s in scopes}
+    role = job_role(claims.get("role_code"))
+    ods = claims.get("ods_code")
+    if "user" in contexts or "patient" in contexts:
+        if not role or not ods:
+            raise Forbidden("a user token must carry ods_code and role_code claims")
+        return Principal("clinician", subject, scopes, ods_code=ods, role=role, claims=claims)
+    if "system" in contexts:
+        return Principal("system", subject, scopes, ods_code=ods, claims=claims)
+    raise Forbidden("token carries no recognised SMART scope")
+
+
+class JwksSource:
+    """The keys tokens are checked against, from a file path or URL; re-read when an unknown key id appears."""
+
+    def __init__(self, location: str, min_refresh_seconds: float = 30) -> None:
+        self.location = location
+        self._keys: KeySet | None = None
+        self._loaded_at = 0.0
+        self._min_refresh = min_refresh_seconds
+        self._lock = threading.Lock()
+
+    def load(self) -> KeySet:
+        """Read the JWKS now; raise ConfigurationError with one clear sentence if it cannot be used."""
+        try:
+            if self.location.startswith(("http://", "https://")):
+                data = httpx.get(self.location, timeout=10).raise_for_status().json()
+            else:
+                data = json.loads(Path(self.location).read_text())
+            keys = KeySet.import_key_set(data)
+        except FileNotFoundError:
+            raise ConfigurationError(f"JWKS file {self.location} does not exist (set SCR_JWKS)") from None
+        except PermissionError:
+            raise ConfigurationError(f"JWKS file {self.location} is not readable") from None
+        except (httpx.HTTPError, json.JSONDecodeError, JoseError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigurationError(f"JWKS at {self.location} is not a usable key set: {exc}") from None
+        if not keys.keys:
+            raise ConfigurationError(f"JWKS at {self.location} holds no keys")
+        with self._lock:
+            self._keys, self._loaded_at = keys, time.monotonic()
+        return keys
+
+    def keys(self, kid: str | None = None) -> KeySet:
+        keys = self._keys or self.load()
+        unknown_kid = kid and not any(k.kid == kid for k in keys.keys)
+        if unknown_kid and time.monotonic() - self._loaded_at > self._min_refresh:
+            # Key rotation: look again for the new key, but not on every request.
+            with contextlib.suppress(ConfigurationError):
+                keys = self.load()
+        return keys
+
+
+class TokenValidator:
+    """Turns a bearer token into a Principal, or raises Unauthenticated with the reason."""
+
+    def __init__(self, jwks: JwksSource, issuer: str, audience: str, leeway: int = 30) -> None:
+        self.jwks = jwks
+        self._registry = JWTClaimsRegistry(
+            leeway=leeway,
+            iss={"essential": True, "value": issuer},
+            aud={"essential": True, "value": audience},
+            exp={"essential": True},
+            sub={"essential": True},
+        )
+
+    def validate(self, token: str) -> Principal:
+        try:
+            header = jws.extract_compact(token.encode()).protected  # read kid/alg without trusting them
+        except (JoseError, ValueError, UnicodeError) as exc:
+            raise Unauthenticated(f"malformed bearer token: {type(exc).__name__}") from None
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted")
+        try:
+            decoded = jwt.decode(token, self.jwks.keys(header.get("kid")), algorithms=ALLOWED_ALGORITHMS)
+        except (JoseError, ValueError) as exc:
+            raise Unauthenticated(f"token signature is not valid: {type(exc).__name__}") from None
+        try:
+            self._registry.validate(decoded.claims)
+        except JoseError as exc:
+            raise Unauthenticated(f"token rejected: {exc.description or type(exc).__name__}") from None
+        return principal_from_claims(decoded.claims)
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("a bearer token is required")
+    return token.strip()
+
+
+def authenticate(request: Request) -> Principal:
+    """FastAPI dependency: the validated caller (app.state.token_validator must be set)."""
+    principal = request.app.state.token_validator.validate(bearer_token(request))
+    request.state.principal = principal
+    return principal
+
+
+def require(*kinds: Kind, scope: tuple[str, str] | None = None,
+            check: Callable[[Principal], str | None] | None = None) -> Callable[[Request], Principal]:
+    """A FastAPI dependency admitting only the given kinds of caller, holding `scope` = (type, interaction)
+    when given, and passing `check` (which returns a refusal reason or None)."""
+
+    def dependency(request: Request) -> Principal:
+        principal = authenticate(request)
+        if kinds and principal.kind not in kinds:
+            raise Forbidden(f"this endpoint is not available to {principal.kind} tokens")
+        if scope and principal.kind != "citizen" and not principal.can(*scope):
+            raise Forbidden(f"token lacks a scope allowing {scope[1]!r} on {scope[0]}")
+        if check and (reason := check(principal)):
+            raise Forbidden(reason)
+        return principal
+
+    dependency.__scr_auth__ = {"kinds": kinds, "scope": scope}  # type: ignore[attr-defined]
+    return dependency

@@ -1,0 +1,54 @@
+"""Settings every service reads from `SCR_` environment variables; each service subclasses them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEV_DIR = REPO_ROOT / "var" / "dev"
+
+
+class ServiceSettings(BaseSettings):
+    """What all three services need. Unset Kafka means the embedded event log in the database."""
+
+    model_config = SettingsConfigDict(env_prefix="SCR_", extra="ignore")
+
+    service_name: str = "scr"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # SQLite file in the embedded default; PostgreSQL (postgresql+psycopg://...) in real mode.
+    database_url: str = f"sqlite:///{DEV_DIR / 'scr.db'}"
+    database_pool_size: int = 10
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+
+    # Tokens are validated, never minted: a JWKS file path or https URL, and the expected iss/aud.
+    jwks: str = str(DEV_DIR / "jwks.json")
+    jwt_issuer: str = "https://auth.dev.scr.local"
+    jwt_audience: str = "scr"
+    jwt_leeway_seconds: int = 30
+
+    # Interactive API docs (/docs, /openapi.json) carry no patient data but are not in DESIGN.md's list of
+    # token-free endpoints; unset means on in the embedded default and off in real mode.
+    api_docs: bool | None = None
+
+    log_level: str = "INFO"
+    shutdown_grace_seconds: int = 10
+
+    @property
+    def real_mode(self) -> bool:
+        return self.kafka_bootstrap_servers is not None
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else not self.real_mode
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,77 @@
+"""The consent service in-process against a real PostgreSQL database (and, where a test asks, real Kafka)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from services.consent.app import create_app
+from services.consent.settings import ConsentSettings
+from shared.db import create_db_engine
+from shared.schema import ConsentVersion, Person
+from tests.support.services import settings_for
+from tests.support.tokens import TokenFactory
+
+DOC = {"direct_care": "share", "withheld_categories": [], "denied_organisations": [], "national_data_opt_out": False}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def make_client(tokens: TokenFactory) -> Iterator[Callable[..., TestClient]]:
+    """Start consent apps (lifespan running); each is stopped at the end of the test."""
+    clients: list[TestClient] = []
+
+    def make(database_url: str, **overrides: Any) -> TestClient:
+        overrides.setdefault("consumers_enabled", False)
+        client = TestClient(create_app(settings_for(ConsentSettings, tokens, database_url, **overrides)),
+                            raise_server_exceptions=False)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in reversed(clients):
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client, pg_url: str) -> TestClient:
+    return make_client(pg_url)
+
+
+@pytest.fixture
+def db(pg_url: str) -> Iterator[Session]:
+    engine = create_db_engine(pg_url)
+    with Session(engine) as session:
+        yield session
+    engine.dispose()
+
+
+def version_count(session: Session, nhs_number: str) -> int:
+    session.expire_all()
+    return session.scalar(select(func.count()).select_from(ConsentVersion)
+                          .where(ConsentVersion.nhs_number == nhs_number)) or 0
+
+
+def add_person(session: Session, person_id: str, nhs_number: str) -> None:
+    now = datetime.now(UTC)
+    session.add(Person(id=person_id, nhs_number=nhs_number, status="active", version=1, created=now, updated=now))
+    session.commit()
+
+
+def decide_body(nhs_number: str, *, ods: str = "RR8", role: str = "S8000:G8000:R8000", purpose: str = "TREAT",
+                labels: list[str] | None = None, relationship: str = "registered",
+                reason: str | None = None) -> dict[str, Any]:
+    return {"patient": {"nhs_number": nhs_number, "person_id": "p-1"},
+            "actor": {"kind": "clinician", "ods_code": ods, "role_code": role, "user_id": "555000000001"},
+            "purpose": purpose, "labels": labels or [], "legitimate_relationship": relationship,
+            "break_glass_reason": reason}

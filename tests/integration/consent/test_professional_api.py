@@ -1,0 +1,134 @@
+"""FHIR Consent recorded by professionals on a patient's behalf, against real PostgreSQL: dissent, consent,
+objection reviews (safety overrides) and who may record each; reads and searches; all audited."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from services.consent import codes
+from shared.schema import AuditEventRow
+from tests.integration.consent.conftest import DOC, add_person, bearer, decide_body, version_count
+from tests.support import data
+from tests.unit.consent.builders import professional_body, review_body
+
+pytestmark = pytest.mark.integration
+A = data.NHS_NUMBERS[0]
+WRITE = "user/Consent.cruds"
+
+
+def _gp(tokens, role="R0260", scope=WRITE):
+    return bearer(tokens.clinician(ods=data.GP_ODS, role=f"S8000:G8000:{role}", scope=scope, sub="555000000077"))
+
+
+def _record(client, tokens, body, role="R0260", scope=WRITE):
+    return client.post("/fhir/Consent", json=body, headers=_gp(tokens, role, scope))
+
+
+def _decide(client, tokens, **kwargs):
+    return client.post("/consent/decide", json=decide_body(A, **kwargs), headers=bearer(tokens.system())).json()
+
+
+def test_a_gp_records_dissent_and_every_other_organisation_sees_only_its_own_items(client, tokens, db) -> None:
+    add_person(db, "person-a", A)
+    response = _record(client, tokens, professional_body("deny", code="416409005"))
+    assert response.status_code == 201
+    stored = response.json()
+    assert response.headers["location"].endswith(f"/fhir/Consent/{stored['id']}/_history/1")
+    assert stored["meta"]["versionId"] == "1"
+    assert stored["patient"]["reference"] == "Patient/person-a"
+    decision = _decide(client, tokens)
+    assert (decision["rule"], decision["own_organisation_only"]) == ("objection", True)
+    assert decision["consent"] == {"id": stored["id"], "version_id": 1, "provision": "Consent.provision"}
+    audit = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-change")).one()
+    assert (audit.actor_ods, audit.actor_role, audit.nhs_number, audit.person_id) == (data.GP_ODS, "R0260", A,
+                                                                                      "person-a")
+    me = client.get("/consent/me", headers=bearer(tokens.citizen(A))).json()
+    assert me["direct_care"] == "object"  # the citizen sees the objection recorded for them
+
+
+@pytest.mark.parametrize(("role", "status"), [("R8000", 201), ("R8009", 201), ("R5105", 201), ("R8014", 403),
+                                              ("R5100", 403)])
+def test_who_may_record_dissent_on_a_patients_behalf(client, tokens, role, status) -> None:
+    assert _record(client, tokens, professional_body(), role=role).status_code == status
+
+
+def test_recording_needs_a_consent_write_scope(client, tokens, db) -> None:
+    assert _record(client, tokens, professional_body(), scope="user/*.read").status_code == 403
+    assert version_count(db, A) == 0
+
+
+def test_a_safety_override_needs_a_gp_or_caldicott_guardian_and_an_objection_to_decline(client, tokens, db) -> None:
+    no_objection = _record(client, tokens, review_body(codes.DECLINED))
+    assert no_objection.status_code == 409
+    _record(client, tokens, professional_body("deny"))
+    nurse = _record(client, tokens, review_body(codes.DECLINED), role="R8001")
+    assert nurse.status_code == 403 and "GP or a Caldicott Guardian" in nurse.json()["issue"][0]["diagnostics"]
+    assert version_count(db, A) == 1
+    declined = _record(client, tokens, review_body(codes.DECLINED), role="R5105")
+    assert declined.status_code == 201
+    decision = _decide(client, tokens)
+    assert (decision["rule"], decision["own_organisation_only"]) == ("safety-override", False)
+    research = _decide(client, tokens, purpose="HRESCH")
+    assert research["rule"] == "objection-secondary-use"  # the override covers direct care only
+    summary = client.get("/consent/me/summary", headers=bearer(tokens.citizen(A))).json()
+    assert summary["direct_care"]["state"] == "declined"
+    assert "for your safety" in summary["statements"][0]
+
+
+def test_editing_other_choices_does_not_reopen_a_declined_objection_but_a_fresh_one_does(client, tokens) -> None:
+    citizen = bearer(tokens.citizen(A))
+    client.put("/consent/me", headers=citizen, json=DOC | {"direct_care": "object"})
+    _record(client, tokens, review_body(codes.DECLINED))
+    assert _decide(client, tokens)["rule"] == "safety-override"
+    edited = client.put("/consent/me", headers=citizen | {"If-Match": 'W/"1"'},
+                        json=DOC | {"direct_care": "object", "withheld_categories": ["SOC"]})
+    assert edited.status_code == 200
+    assert _decide(client, tokens)["rule"] == "safety-override"
+    client.put("/consent/me", headers=citizen | {"If-Match": 'W/"2"'}, json=DOC)  # withdraws the objection
+    assert _decide(client, tokens)["rule"] == "share"
+    client.put("/consent/me", headers=citizen | {"If-Match": 'W/"3"'}, json=DOC | {"direct_care": "object"})
+    assert _decide(client, tokens)["rule"] == "objection"  # a fresh objection waits for its own review
+
+
+def test_a_citizen_can_withdraw_a_gp_recorded_objection(client, tokens) -> None:
+    _record(client, tokens, professional_body("deny"))
+    citizen = bearer(tokens.citizen(A))
+    shown = client.get("/consent/me", headers=citizen)
+    assert shown.json()["direct_care"] == "object"
+    client.put("/consent/me", headers=citizen | {"If-Match": shown.headers["etag"]}, json=DOC)
+    assert _decide(client, tokens)["rule"] == "share"
+    history = client.get("/consent/me/history", headers=citizen).json()["entries"]
+    assert [e["kind"] for e in history] == ["preferences", "dissent"]
+    assert "Refused consent for upload" in history[1]["summary"]
+
+
+def test_bad_resources_are_refused_precisely_and_nothing_is_stored(client, tokens, db) -> None:
+    body = professional_body(nested=[{"type": "deny", "securityLabel": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "NOPE"}]}])
+    response = _record(client, tokens, body)
+    assert response.status_code == 422
+    assert response.json()["issue"][0]["expression"] == ["Consent.provision.provision[0].securityLabel[0]"]
+    assert _record(client, tokens, {"resourceType": "Consent", "status": 7}).status_code == 400
+    assert version_count(db, A) == 0
+
+
+def test_read_and_search_are_audited(client, tokens, db) -> None:
+    stored = _record(client, tokens, professional_body()).json()
+    reader = bearer(tokens.clinician(scope="user/Consent.rs"))
+    read = client.get(f"/fhir/Consent/{stored['id']}", headers=reader)
+    assert read.status_code == 200 and read.json()["id"] == stored["id"]
+    assert read.headers["content-type"].startswith("application/fhir+json")
+    assert client.get("/fhir/Consent/no-such-id", headers=reader).status_code == 404
+    found = client.get(f"/fhir/Consent?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{A}", headers=reader)
+    assert found.status_code == 200
+    bundle = found.json()
+    assert bundle["type"] == "searchset" and [e["resource"]["id"] for e in bundle["entry"]] == [stored["id"]]
+    other = client.get(f"/fhir/Consent?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{data.NHS_NUMBERS[1]}",
+                       headers=reader).json()
+    assert other["total"] == 0
+    for bad in ("?patient=123", f"?patient:identifier=urn:other|{A}", "",
+                f"?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{data.INVALID_NHS_NUMBER}"):
+        assert client.get(f"/fhir/Consent{bad}", headers=reader).status_code == 400, bad
+    reads = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-read")).all()
+    assert len(reads) == 3 and {r.actor_ods for r in reads} == {"RR8"}

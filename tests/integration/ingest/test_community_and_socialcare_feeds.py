@@ -1,0 +1,127 @@
+"""Community CSV and social-care events over HTTP (the embedded default's route for events) into PostgreSQL."""
+
+import json
+
+import pytest
+
+from services.ingest.schemas import EVENT_TYPES
+from shared.schema import RawMessage, Resource
+from tests.fixtures.ingest import messages
+from tests.support import data
+
+pytestmark = pytest.mark.integration
+
+
+def _post_csv(ingest, content: bytes):
+    return ingest.client.post("/ingest/community", content=content,
+                              headers=ingest.feed(data.COMMUNITY_ODS, **{"Content-Type": "text/csv",
+                                                                          "X-Source-System": "SystmOne"}))
+
+
+def test_good_rows_are_kept_and_the_bad_row_is_reported_by_number(ingest) -> None:
+    response = _post_csv(ingest, messages.text("community_contacts.csv").encode())
+    assert response.status_code == 200, response.text
+    issues = response.json()["issue"]
+    assert issues[0]["severity"] == "information" and issues[0]["diagnostics"].startswith("4 row(s) accepted, 1 row")
+    assert {tuple(i["expression"]) for i in issues[1:]} == {("row[5].nhs_number",), ("row[5].birth_date",),
+                                                            ("row[5].postcode",), ("row[5].outcome",)}
+    assert len(ingest.rows("Encounter")) == 4 and len(ingest.rows("EpisodeOfCare")) == 2
+    assert {r.source_system for r in ingest.rows("Encounter")} == {"SystmOne"}
+    episode = next(r for r in ingest.rows("EpisodeOfCare") if r.source_key.endswith(":DN"))
+    contact = next(r for r in ingest.rows("Encounter") if r.source_key == "contact:RY6-C-1001")
+    assert contact.body["episodeOfCare"] == [{"reference": f"EpisodeOfCare/{episode.id}"}]
+    assert contact.person_id == episode.person_id
+    assert len(ingest.rows("Patient")) == 2
+
+
+def test_a_later_file_extends_the_episode_without_duplicating_contacts(ingest) -> None:
+    content = messages.text("community_contacts.csv").encode()
+    _post_csv(ingest, content)
+    _post_csv(ingest, content)
+    assert len(ingest.rows("Encounter")) == 4
+    assert all(r.version_id == 1 for r in ingest.rows("Encounter") + ingest.rows("EpisodeOfCare"))
+    header = content.decode().splitlines()[0]
+    earlier = "RY6-C-0900,RY6-P-501,9990000034,01,Nowak,Zofia,1952-03-18,female,LS9 7TF,District nursing,DN," \
+              "District nurse,2024-01-15,09:00,attended"
+    _post_csv(ingest, f"{header}\n{earlier}\n".encode())
+    episode = next(r for r in ingest.rows("EpisodeOfCare") if r.source_key.endswith(":DN"))
+    assert episode.version_id == 2
+    assert episode.body["period"] == {"start": "2024-01-15", "end": "2024-03-18"}
+    assert len(ingest.rows("Encounter")) == 5
+
+
+def test_a_file_with_no_usable_rows_is_refused(ingest) -> None:
+    response = _post_csv(ingest, b"contact_id,local_patient_id\n1,2\n")
+    assert response.status_code == 400 and "required columns" in response.json()["issue"][0]["diagnostics"]
+    assert ingest.count(Resource) == 0
+    assert ingest.get(RawMessage, RawMessage.channel == "community").status == "rejected"
+
+
+def test_every_social_care_event_type_is_stored_labelled_social_care(ingest) -> None:
+    events = [messages.event(t, messages.EVENT_BODIES[t], event_id=f"evt-{n}",
+                             occurred_at=f"2024-05-{n + 1:02d}T10:00:00+01:00") for n, t in enumerate(EVENT_TYPES)]
+    response = ingest.client.post("/ingest/socialcare", json=events, headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 200, response.text
+    assert ingest.count(RawMessage, RawMessage.channel == "socialcare") == len(events)
+    (patient,) = ingest.rows("Patient")
+    stored = {r.resource_type: r for t in ("EpisodeOfCare", "CarePlan", "Flag", "RelatedPerson", "Observation",
+                                           "ServiceRequest") for r in ingest.rows(t)}
+    assert set(stored) == {"EpisodeOfCare", "CarePlan", "Flag", "RelatedPerson", "Observation", "ServiceRequest"}
+    assert all("SOC" in r.labels and r.person_id == patient.person_id for r in stored.values())
+    assert "SDV" in stored["Flag"].labels
+    episode = next(r for r in ingest.rows("EpisodeOfCare"))
+    # The episode itself does not change with the package's frequency; the care plan does.
+    assert episode.body["status"] == "finished" and episode.version_id == 2
+    care_plan = ingest.rows("CarePlan")[0]
+    assert care_plan.version_id == 3 and care_plan.body["status"] == "completed"
+    flag = ingest.rows("Flag")[0]
+    assert flag.body["status"] == "inactive"
+    assert len(ingest.rows("RelatedPerson")) == 2
+
+
+def test_a_late_care_package_change_does_not_reopen_an_ended_package(ingest) -> None:
+    ended = messages.event("care_package.ended", messages.EVENT_BODIES["care_package.ended"], event_id="e2",
+                           occurred_at="2024-10-01T10:00:00+01:00")
+    late = messages.event("care_package.changed", messages.EVENT_BODIES["care_package.changed"], event_id="e1",
+                          occurred_at="2024-06-01T10:00:00+01:00")
+    for event in (ended, late):
+        assert ingest.client.post("/ingest/socialcare", json=event,
+                                  headers=ingest.feed(data.SOCIAL_CARE_ODS)).status_code == 200
+    (episode,) = ingest.rows("EpisodeOfCare")
+    assert episode.body["status"] == "finished" and episode.version_id == 1
+
+
+def test_bad_events_are_answered_field_by_field_and_good_ones_in_the_same_request_kept(ingest) -> None:
+    good = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"])
+    bad = messages.event("care_package.started", {"care_package": {"id": "CP-1"}}, event_id="evt-bad")
+    response = ingest.client.post("/ingest/socialcare", json=[good, bad], headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 207
+    errors = [i for i in response.json()["issue"] if i["severity"] == "error"]
+    assert {tuple(i["expression"]) for i in errors} == {("event[1].care_package.service",),
+                                                        ("event[1].care_package.start_date",)}
+    assert len(ingest.rows("RelatedPerson")) == 1 and ingest.rows("EpisodeOfCare") == []
+    statuses = sorted(r.status for r in [ingest.get(RawMessage, RawMessage.id == i) for i in
+                                         [x.id for x in _raws(ingest)]])
+    assert statuses == ["processed", "rejected"]
+
+
+def _raws(ingest):
+    from sqlalchemy import select
+
+    with ingest.sessions() as session:
+        return list(session.scalars(select(RawMessage)))
+
+
+def test_an_event_claiming_another_provider_is_refused(ingest) -> None:
+    event = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"])
+    response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.GP_ODS))
+    assert response.status_code == 403
+    assert ingest.count(Resource) == 0
+
+
+def test_the_event_schema_is_published(ingest) -> None:
+    response = ingest.client.get("/ingest/socialcare/schema", headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/schema+json")
+    schema = response.json()
+    path = messages.HERE.parents[2] / "services" / "ingest" / "socialcare.schema.json"
+    assert schema == json.loads(path.read_text())

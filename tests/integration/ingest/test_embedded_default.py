@@ -1,0 +1,36 @@
+"""The embedded default: every feed into the SQLite store, record.changed into the event-log table."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.ingest.app import create_app
+from shared.db import create_db_engine, make_session_factory
+from tests.fixtures.ingest import messages
+from tests.integration.ingest.conftest import Ingest, ingest_settings
+from tests.support import data
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_feed_works_on_sqlite_with_the_event_log(sqlite_url, tokens) -> None:
+    engine = create_db_engine(sqlite_url)
+    with TestClient(create_app(ingest_settings(tokens, sqlite_url))) as client:
+        ingest = Ingest(client, tokens, make_session_factory(engine))
+        assert ingest.post_fhir(messages.load_json("gp_record_bundle.json")).status_code == 200
+        assert ingest.post_hl7(messages.text("adt_a01_itk.hl7")).status_code == 200
+        late = ingest.post_hl7(messages.adt("A03", ts="20240229100000", control="LATE", discharged="20240229100000"))
+        assert late.status_code == 200
+        csv = client.post("/ingest/community", content=messages.text("community_contacts.csv").encode(),
+                          headers=ingest.feed(data.COMMUNITY_ODS))
+        assert csv.status_code == 200
+        event = messages.event("safeguarding.concern_raised", messages.EVENT_BODIES["safeguarding.concern_raised"])
+        assert client.post("/ingest/socialcare", json=event,
+                           headers=ingest.feed(data.SOCIAL_CARE_ODS)).status_code == 200
+        # The GP, PAS and social-care records of 9990000018/...34 etc.: GP and PAS share one verified number.
+        gp_and_pas = {r.person_id for r in ingest.rows("Patient") if r.source_org in (data.GP_ODS, data.ACUTE_ODS)}
+        assert len(gp_and_pas) == 1
+        encounter = next(r for r in ingest.rows("Encounter") if r.source_org == data.ACUTE_ODS)
+        assert encounter.body["status"] == "in-progress"  # the late, older discharge did not apply
+        assert [r.labels for r in ingest.rows("Flag") if r.source_org == data.SOCIAL_CARE_ODS] == [["SDV", "SOC"]]
+        assert {e["resource_type"] for e in ingest.events()} >= {"Patient", "Encounter", "Flag", "EpisodeOfCare"}
+    engine.dispose()

@@ -1,0 +1,181 @@
+"""Acute ADT through POST /ingest/hl7v2 into PostgreSQL: ACKs, the encounter's journey, late messages,
+dissent, the S-flag, and A40 merges that can be undone."""
+
+import pytest
+from sqlalchemy import text
+
+from services.ingest.feeds.hl7v2_message import parse
+from shared.schema import PatientMerge, Person, PersonLink, RawMessage, Resource
+from tests.fixtures.ingest import messages
+from tests.support import data
+
+pytestmark = pytest.mark.integration
+
+
+def _ack(response):
+    message = parse(response.text)
+    return message.first("MSA"), message.first("ERR")
+
+
+def test_an_admission_is_stored_and_acknowledged(ingest) -> None:
+    response = ingest.post_hl7(messages.text("adt_a01_itk.hl7"))
+    msa, err = _ack(response)
+    assert response.status_code == 200 and msa.get(1) == "AA" and msa.get(2) == "MSG00001" and err is None
+    (patient,) = ingest.rows("Patient")
+    assert patient.labels == ["R"]  # ZU8-4 = 2: the national S-flag
+    assert patient.source_system == "PAS" and patient.source_org == data.ACUTE_ODS
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "in-progress"
+    assert encounter.body["subject"] == {"reference": f"Patient/{patient.person_id}"}
+    hiv = next(c for c in ingest.rows("Condition") if c.body["code"]["coding"][0]["code"] == "B20")
+    assert hiv.labels == ["HIV", "V"]  # ICD-10 code list, and DG1-18 confidential
+    assert hiv.body["encounter"] == {"reference": f"Encounter/{encounter.id}"}
+    (consent,) = ingest.rows("Consent")
+    assert consent.body["provision"]["type"] == "deny" and consent.person_id == patient.person_id
+    assert {"RelatedPerson", "AllergyIntolerance"} <= {e["resource_type"] for e in ingest.events()}
+
+
+def test_the_encounter_follows_admit_transfer_discharge_and_cancellations(ingest) -> None:
+    steps = [("A01", "20240301100000", {"ward": "WARD01"}), ("A02", "20240302090000", {"ward": "CCU"}),
+             ("A12", "20240302093000", {"ward": "WARD01"}),
+             ("A03", "20240305160000", {"ward": "WARD01", "discharged": "20240305160000"}),
+             ("A13", "20240305170000", {"ward": "WARD01"})]
+    statuses = []
+    for number, (event, ts, extra) in enumerate(steps):
+        response = ingest.post_hl7(messages.adt(event, ts=ts, control=f"C{number}", **extra))
+        assert _ack(response)[0].get(1) == "AA", response.text
+        (encounter,) = ingest.rows("Encounter")
+        statuses.append(encounter.body["status"])
+    assert statuses == ["in-progress", "in-progress", "in-progress", "finished", "in-progress"]
+    (encounter,) = ingest.rows("Encounter")
+    assert "end" not in encounter.body["period"] and encounter.version_id == 5
+    assert [loc["location"]["display"] for loc in encounter.body["location"]] == ["WARD01"]
+
+
+def test_a_late_discharge_does_not_undo_a_newer_cancellation(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240301100000", control="C1"))
+    ingest.post_hl7(messages.adt("A11", ts="20240301120000", control="C2"))
+    late = ingest.post_hl7(messages.adt("A03", ts="20240301110000", control="C3", discharged="20240301110000"))
+    assert _ack(late)[0].get(1) == "AA"
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "cancelled" and encounter.version_id == 2
+
+
+def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
+    message = messages.adt("A02", ts="20240302090000", ward="CCU")
+    ingest.post_hl7(messages.adt("A01", ts="20240301100000", ward="WARD01", control="C0"))
+    ingest.post_hl7(message)
+    before = {(r.resource_type, r.id): r.version_id for r in ingest.rows("Encounter") + ingest.rows("Patient")}
+    response = ingest.post_hl7(message)
+    assert _ack(response)[0].get(1) == "AA" and "duplicate" in _ack(response)[0].get(3)
+    after = {(r.resource_type, r.id): r.version_id for r in ingest.rows("Encounter") + ingest.rows("Patient")}
+    assert after == before
+    assert ingest.count(RawMessage) == 3
+
+
+def test_an_updated_patient_makes_a_new_version_of_the_source_patient_only(ingest) -> None:
+    ingest.post_hl7(messages.adt("A28", ts="20240301100000", control="C1"))
+    ingest.post_hl7(messages.adt("A31", ts="20240401100000", control="C2", postcode="LS2 9JT"))
+    (patient,) = ingest.rows("Patient")
+    assert patient.version_id == 2 and patient.body["address"][0]["postalCode"] == "LS2 9JT"
+    assert ingest.count(Person) == 1
+
+
+@pytest.mark.parametrize("message, code, field", [
+    (messages.adt("A01", nhs=data.INVALID_NHS_NUMBER), "AE", ("PID", "3")),
+    (messages.adt("A01", dob="19801301"), "AE", ("PID", "7")),
+    (messages.adt("A01").replace("ADT^A01^ADT_A01", "ORU^R01^ORU_R01"), "AR", ("MSH", "9")),
+    ("this is not an HL7 message", "AR", ("MSH", "0")),
+])
+def test_bad_messages_get_ae_or_ar_naming_the_field_and_store_nothing(ingest, message: str, code: str,
+                                                                      field) -> None:
+    response = ingest.post_hl7(message)
+    msa, err = _ack(response)
+    assert response.status_code == 400 and msa.get(1) == code
+    assert (err.get(2, 1), err.get(2, 3)) == field
+    assert ingest.count(Resource) == 0
+    assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).status == "rejected"
+
+
+def test_msh4_must_be_the_organisation_the_token_was_issued_to(ingest) -> None:
+    response = ingest.post_hl7(messages.adt("A28"), ods=data.OTHER_TRUST_ODS)
+    msa, err = _ack(response)
+    assert msa.get(1) == "AE" and err.get(2, 1) == "MSH" and err.get(2, 3) == "4"
+    assert ingest.count(Resource) == 0
+
+
+def test_an_a40_merge_repoints_the_retired_record_and_can_be_undone(ingest) -> None:
+    # Two records the PAS later finds are one person: no NHS number on the duplicate, so they stay apart.
+    ingest.post_hl7(messages.adt("A01", ts="20240301100000", control="C1", mrn="RR8000123", visit="V1"))
+    ingest.post_hl7(messages.adt("A01", ts="20240302100000", control="C2", mrn="RR8000999", nhs=None,
+                                 given="Blossom", family="ORANJE", dob="19800110", visit="V2"))
+    survivor, retired = sorted(ingest.rows("Patient"), key=lambda r: r.source_key)
+    assert survivor.source_key == "mrn:RR8|RR8000123" and survivor.person_id != retired.person_id
+    retired_person = retired.person_id
+    visit2 = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V2")
+
+    response = ingest.post_hl7(messages.adt("A40", ts="20240303100000", control="C3", mrn="RR8000123",
+                                            mrg="RR8000999^^^RR8^MR"))
+    assert _ack(response)[0].get(1) == "AA", response.text
+    moved = ingest.get(Resource, Resource.id == visit2.id)
+    assert moved.person_id == survivor.person_id
+    assert moved.body["subject"] == {"reference": f"Patient/{survivor.person_id}"}
+    assert moved.version_id == visit2.version_id + 1
+    assert [v.body["subject"]["reference"] for v in ingest.versions("Encounter", visit2.id)] == [
+        f"Patient/{retired_person}", f"Patient/{survivor.person_id}"]  # history kept
+    survivor_now = ingest.get(Resource, Resource.id == survivor.id)
+    retired_now = ingest.get(Resource, Resource.id == retired.id)
+    assert {"other": {"reference": f"Patient/{retired.id}"}, "type": "replaces"} in survivor_now.body["link"]
+    assert retired_now.body["link"] == [{"other": {"reference": f"Patient/{survivor.id}"}, "type": "replaced-by"}]
+    assert retired_now.body["active"] is False
+    old_person = ingest.get(Person, Person.id == retired_person)
+    assert (old_person.status, old_person.merged_into) == ("merged", survivor.person_id)
+    assert ingest.get(PersonLink, PersonLink.source_patient_id == retired.id).method == "merge"
+    relinks = [e for e in ingest.events() if e["change"] == "relink"]
+    assert {e["id"] for e in relinks} >= {visit2.id, retired.id}
+
+    merge = ingest.get(PatientMerge, PatientMerge.retired_patient_id == retired.id)
+    undo = ingest.client.post(f"/ingest/merges/{merge.id}/undo", headers=ingest.admin())
+    assert undo.status_code == 200, undo.text
+    back = ingest.get(Resource, Resource.id == visit2.id)
+    assert back.person_id == retired_person and back.body["subject"] == {"reference": f"Patient/{retired_person}"}
+    assert "link" not in ingest.get(Resource, Resource.id == retired.id).body
+    assert "link" not in ingest.get(Resource, Resource.id == survivor.id).body
+    assert ingest.get(Person, Person.id == retired_person).status == "active"
+    assert ingest.get(PatientMerge, PatientMerge.id == merge.id).undone_at is not None
+    again = ingest.client.post(f"/ingest/merges/{merge.id}/undo", headers=ingest.admin())
+    assert again.status_code == 409
+
+
+def test_a_merge_naming_an_unknown_record_is_an_error_at_mrg1(ingest) -> None:
+    ingest.post_hl7(messages.adt("A28", control="C1"))
+    response = ingest.post_hl7(messages.adt("A40", control="C2", mrg="NOPE^^^RR8^MR"))
+    msa, err = _ack(response)
+    assert msa.get(1) == "AE" and err.get(2, 1) == "MRG"
+    assert ingest.count(PatientMerge) == 0
+
+
+def test_processing_that_fails_leaves_the_raw_message_archived_and_a_retry_stores_it(ingest) -> None:
+    with ingest.sessions.begin() as session:  # a real fault: the search table is gone
+        session.execute(text("ALTER TABLE search_param RENAME TO search_param_away"))
+    response = ingest.post_hl7(messages.text("adt_a01_itk.hl7"))
+    msa, _err = _ack(response)
+    assert response.status_code == 500 and msa.get(1) == "AE" and "retry" in msa.get(3)
+    raw_id = response.headers["x-raw-message-id"]
+    raw = ingest.get(RawMessage, RawMessage.id == raw_id)
+    assert raw.status == "failed" and raw.content == messages.text("adt_a01_itk.hl7").encode()
+    assert ingest.count(Resource) == 0
+    failed = ingest.client.get("/ingest/raw?status=failed", headers=ingest.admin()).json()
+    assert [r["id"] for r in failed] == [raw_id]
+    metrics = ingest.client.get("/metrics").text
+    assert "scr_ingest_raw_failed 1.0" in metrics
+
+    with ingest.sessions.begin() as session:
+        session.execute(text("ALTER TABLE search_param_away RENAME TO search_param"))
+    retried = ingest.client.post(f"/ingest/raw/{raw_id}/retry", headers=ingest.admin())
+    assert retried.status_code == 200 and retried.json()["status"] == "processed"
+    assert ingest.count(Resource, Resource.resource_type == "Encounter") == 1
+    raw = ingest.get(RawMessage, RawMessage.id == raw_id)
+    assert raw.status == "processed" and raw.attempts == 2
+    assert "scr_ingest_raw_failed 0.0" in ingest.client.get("/metrics").text
+    assert ingest.client.post(f"/ingest/raw/{raw_id}/retry", headers=ingest.admin()).status_code == 409

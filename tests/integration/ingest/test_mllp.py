@@ -1,0 +1,94 @@
+"""HL7 v2 over MLLP on a real TCP socket: several messages on one connection, one ACK each, AR for garbage
+and for oversized frames, and the listener closed when the service stops."""
+
+import socket
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.ingest.app import create_app
+from services.ingest.feeds.hl7v2_message import parse
+from services.ingest.mllp import END, START, frame, open_connection
+from shared.db import create_db_engine, make_session_factory
+from shared.schema import RawMessage, Resource
+from tests.fixtures.ingest import messages
+from tests.integration.ingest.conftest import Ingest, ingest_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _read_acks(sock: socket.socket, count: int) -> list[str]:
+    buffer, acks = b"", []
+    while len(acks) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {len(acks)} ACKs"
+        buffer += chunk
+        while START in buffer and END in buffer:
+            start, end = buffer.index(START), buffer.index(END)
+            acks.append(buffer[start + 1:end].decode())
+            buffer = buffer[end + len(END):]
+    return acks
+
+
+@pytest.fixture
+def mllp(pg_url, tokens):
+    app = create_app(ingest_settings(tokens, pg_url, max_hl7_bytes=20_000))
+    engine = create_db_engine(pg_url)
+    with TestClient(app) as client:
+        port = app.state.runtime.extras["mllp"].port
+        yield port, Ingest(client, tokens, make_session_factory(engine))
+    engine.dispose()
+    with pytest.raises(OSError):  # stopped with the service: nothing listens any more
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_several_messages_on_one_connection_get_one_ack_each(mllp) -> None:
+    port, ingest = mllp
+    batch = [messages.adt("A28", control="M1"), "garbage that is not HL7",
+             messages.adt("A01", control="M3", ts="20240302100000"),
+             messages.adt("A01", control="M4", nhs="9990000019")]
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(b"".join(frame(m.encode()) for m in batch))
+        acks = [parse(a) for a in _read_acks(sock, 4)]
+        # The same connection carries on after an error: a fifth message, sent in two pieces.
+        fifth = frame(messages.adt("A03", control="M5", ts="20240305100000", discharged="20240305100000").encode())
+        sock.sendall(fifth[:40])
+        sock.sendall(fifth[40:])
+        acks += [parse(a) for a in _read_acks(sock, 1)]
+    assert [(a.first("MSA").get(1), a.first("MSA").get(2)) for a in acks] == [
+        ("AA", "M1"), ("AR", ""), ("AA", "M3"), ("AE", "M4"), ("AA", "M5")]
+    assert acks[3].first("ERR").get(2, 1) == "PID" and acks[3].first("ERR").get(2, 3) == "3"
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "finished"
+    assert ingest.count(RawMessage, RawMessage.channel == "mllp") == 5
+    assert ingest.count(RawMessage, RawMessage.status == "rejected") == 2
+
+
+def test_an_oversized_frame_gets_an_ar_and_the_connection_stays_usable(mllp) -> None:
+    port, ingest = mllp
+    huge = messages.adt("A28", control="BIG") + "NTE|1||" + "x" * 30_000 + "\r"
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(frame(huge.encode()) + frame(messages.adt("A28", control="SMALL").encode()))
+        first, second = (parse(a) for a in _read_acks(sock, 2))
+    assert first.first("MSA").get(1) == "AR" and "over 20000 bytes" in first.first("MSA").get(3)
+    assert second.first("MSA").get(1) == "AA" and second.first("MSA").get(2) == "SMALL"
+    assert ingest.count(Resource, Resource.resource_type == "Patient") == 1
+
+
+def test_a_message_that_cannot_be_archived_is_refused_so_the_sender_sends_it_again(mllp) -> None:
+    from sqlalchemy import text
+
+    port, ingest = mllp
+    with ingest.sessions.begin() as session:  # a real fault: the archive table is gone
+        session.execute(text("ALTER TABLE raw_message RENAME TO raw_message_away"))
+    message = frame(messages.adt("A28", control="RETRY-ME").encode())
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(message)
+        (refused,) = [parse(a) for a in _read_acks(sock, 1)]
+        with ingest.sessions.begin() as session:
+            session.execute(text("ALTER TABLE raw_message_away RENAME TO raw_message"))
+        sock.sendall(message)  # the same connection, the same message again
+        (accepted,) = [parse(a) for a in _read_acks(sock, 1)]
+    assert refused.first("MSA").get(1) == "AE" and "send again" in refused.first("MSA").get(3)
+    assert accepted.first("MSA").get(1) == "AA" and accepted.first("MSA").get(2) == "RETRY-ME"
+    assert ingest.count(Resource, Resource.resource_type == "Patient") == 1

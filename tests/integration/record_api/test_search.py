@@ -1,0 +1,212 @@
+"""Search: Patient by identifiers and demographics (one person, one Patient), clinical types by patient plus
+their parameters, paging that stays stable, _include/_revinclude, _summary, _elements, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.record_api.helpers import ids, outcome_issues, resources
+from tests.support import data
+
+pytestmark = pytest.mark.integration
+NHS = "https://fhir.nhs.uk/Id/nhs-number"
+STRICT = {"Prefer": "handling=strict"}
+
+
+def _links(body: dict) -> dict[str, str]:
+    return {link["relation"]: link["url"] for link in body["link"]}
+
+
+@pytest.mark.parametrize("query", [
+    f"identifier={NHS}|9990000018", "identifier=9990000018", "identifier=https://fhir.rr8.nhs.uk/Id/mrn|MRN123",
+    "identifier=https://mosaic.example/Id/person|M-42", "family=smith", "family:exact=Smith", "given=oliv",
+    "birthdate=1980-05-01", "birthdate=ge1980&birthdate=lt1981", "gender=female", "address-postalcode=LS14AP",
+    "address-postalcode=ls9 7tf", "name=olivia", "_id={person}", "_id={acute}",
+    "general-practitioner=Y12345",
+])
+def test_patient_search_finds_the_one_person(api, scenario, callers, query) -> None:
+    query = query.format(person=scenario.person, acute=scenario.acute_patient)
+    response = api.get(f"/fhir/Patient?{query}", headers=callers.acute() | STRICT)
+    assert response.status_code == 200, response.text
+    found = resources(response.json())
+    assert [p["id"] for p in found] == [scenario.person]  # never the four source records
+    assert found[0]["resourceType"] == "Patient"
+
+
+@pytest.mark.parametrize("query", [f"identifier={NHS}|9990000026", "identifier=https://other|MRN123",
+                                   "family=jones", "birthdate=1981", "gender=male", "given:exact=Oliv"])
+def test_patient_search_does_not_find_what_does_not_match(api, scenario, callers, query) -> None:
+    response = api.get(f"/fhir/Patient?{query}", headers=callers.acute())
+    assert response.status_code == 200 and ids(response.json()) == set()
+
+
+@pytest.mark.parametrize("query", ["", "_count=50", "_summary=count", "_sort=_id"])
+def test_a_patient_search_without_criteria_is_refused_not_a_trawl_of_the_population(api, scenario, callers,
+                                                                                     query) -> None:
+    response = api.get(f"/fhir/Patient?{query}", headers=callers.acute())
+    assert response.status_code == 400
+    assert "at least one search parameter" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_persons_the_caller_has_no_relationship_with_are_left_out(api, scenario, record_store, callers) -> None:
+    stranger = record_store.person(data.NHS_NUMBERS[6])
+    record_store.source_patient(stranger, org=data.OTHER_TRUST_ODS, system="PAS", family="Smith")
+    body = api.get("/fhir/Patient?family=smith", headers=callers.acute()).json()
+    assert ids(body) == {scenario.person}
+    assert any(i["code"] == "suppressed" for i in outcome_issues(body))
+
+
+@pytest.mark.parametrize("query,expected", [
+    ("code=http://snomed.info/sct|195967001", {"asthma"}),
+    ("code=195967001", {"asthma"}),
+    ("code=http://other|195967001", set()),
+    ("category=problem-list-item", {"asthma"}),
+    ("status=active", {"asthma"}),
+    ("date=2023-06", {"asthma"}),
+    ("date=gt2024-01-01", set()),
+    ("_lastUpdated=ge2020-01-01", {"asthma"}),
+    ("_id={asthma}", {"asthma"}),
+])
+def test_condition_search(api, scenario, callers, query, expected) -> None:
+    query = query.format(asthma=scenario.ids["asthma"])
+    response = api.get(f"/fhir/Condition?subject=Patient/{scenario.person}&{query}", headers=callers.acute())
+    assert response.status_code == 200, response.text
+    assert ids(response.json()) == {scenario.ids[k] for k in expected}
+
+
+def test_observation_search_by_date_and_sort(api, scenario, callers) -> None:
+    base = f"/fhir/Observation?patient={scenario.person}"
+    early = api.get(f"{base}&date=lt2025-03-01", headers=callers.acute()).json()
+    assert ids(early) == {scenario.ids["bp_1"]}
+    ascending = api.get(f"{base}&_sort=date", headers=callers.acute()).json()
+    assert [r["id"] for r in resources(ascending)] == [scenario.ids["bp_1"], scenario.ids["bp_2"]]
+    descending = api.get(f"{base}&_sort=-date", headers=callers.acute()).json()
+    assert [r["id"] for r in resources(descending)] == [scenario.ids["bp_2"], scenario.ids["bp_1"]]
+    by_update = api.get(f"{base}&_sort=_lastUpdated", headers=callers.acute()).json()
+    assert [r["id"] for r in resources(by_update)] == [scenario.ids["bp_1"], scenario.ids["bp_2"]]
+
+
+def test_paging_is_stable_with_next_previous_and_past_the_end(api, scenario, record_store, callers) -> None:
+    from tests.support.record_store import observation
+
+    extra = [record_store.clinical(scenario.person, observation("8480-6", "Systolic BP", f"2024-0{m}-01", 120 + m),
+                                   org=data.ACUTE_ODS, system="PAS") for m in range(1, 6)]
+    url = f"/fhir/Observation?patient={scenario.person}&_count=3&_sort=_lastUpdated"
+    first = api.get(url, headers=callers.acute()).json()
+    assert first["total"] == 7 and "previous" not in _links(first)
+    # A record arriving while the caller pages does not shift or repeat what they see.
+    record_store.clinical(scenario.person, observation("8480-6", "Systolic BP", "2026-01-01", 150),
+                          org=data.ACUTE_ODS, system="PAS")
+    second = api.get(_links(first)["next"], headers=callers.acute()).json()
+    third = api.get(_links(second)["next"], headers=callers.acute()).json()
+    seen = [r["id"] for page in (first, second, third) for r in resources(page)]
+    assert len(seen) == len(set(seen)) == 8
+    assert set(seen) >= set(extra) | {scenario.ids["bp_1"], scenario.ids["bp_2"]}
+    back = api.get(_links(second)["previous"], headers=callers.acute()).json()
+    assert [r["id"] for r in resources(back)] == [r["id"] for r in resources(first)]
+    assert "next" not in _links(third)
+    past = api.get(_links(second)["next"], headers=callers.acute())  # the same cursor again: same page
+    assert [r["id"] for r in resources(past.json())] == [r["id"] for r in resources(third)]
+
+
+def test_a_page_past_the_end_is_empty_and_bad_cursors_are_refused(api, scenario, callers) -> None:
+    from services.record_api.paging import Cursor, fingerprint
+
+    url = f"/fhir/Observation?patient={scenario.person}&_count=1"
+    stamp = fingerprint([("patient", scenario.person), ("_count", "1")])
+    beyond = Cursor("n", ("0000",), stamp).encode()  # before every key in descending order: past the end
+    response = api.get(f"{url}&_cursor={beyond}", headers=callers.acute())
+    assert response.status_code == 200 and resources(response.json()) == []
+    assert "previous" in _links(response.json())
+    tampered = api.get(f"{url}&_cursor=not-a-cursor", headers=callers.acute())
+    assert tampered.status_code == 400 and tampered.json()["issue"][0]["expression"] == ["_cursor"]
+    reused = api.get(f"/fhir/Observation?patient={scenario.person}&_count=2&_cursor={beyond}",
+                     headers=callers.acute())
+    assert reused.status_code == 400 and "different search" in reused.json()["issue"][0]["diagnostics"]
+
+
+def test_summary_count_and_elements(api, scenario, callers) -> None:
+    counted = api.get(f"/fhir/Observation?patient={scenario.person}&_summary=count", headers=callers.acute()).json()
+    assert counted["total"] == 2 and resources(counted) == []
+    zero = api.get(f"/fhir/Observation?patient={scenario.person}&_count=0", headers=callers.acute()).json()
+    assert zero["total"] == 2 and resources(zero) == []
+    slim = api.get(f"/fhir/Observation?patient={scenario.person}&_elements=code,status", headers=callers.acute())
+    for resource in resources(slim.json()):
+        assert set(resource) == {"resourceType", "id", "meta", "code", "status"}
+        assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"} in \
+            resource["meta"]["tag"]
+        assert resource["meta"]["source"]  # provenance survives subsetting
+    counted_patients = api.get("/fhir/Patient?family=smith&_summary=count", headers=callers.acute()).json()
+    assert counted_patients["total"] == 1
+
+
+def test_include_and_revinclude(api, scenario, callers) -> None:
+    included = api.get(f"/fhir/Observation?patient={scenario.person}&_include=Observation:patient",
+                       headers=callers.acute()).json()
+    modes = {(e["resource"]["resourceType"], e["search"]["mode"]) for e in included["entry"]}
+    assert ("Patient", "include") in modes and ("Observation", "match") in modes
+    rev = api.get("/fhir/Patient?identifier=MRN123&_revinclude=AllergyIntolerance:patient",
+                  headers=callers.acute()).json()
+    assert ids(rev) == {scenario.person, scenario.ids["allergy_gp"], scenario.ids["allergy_acute"]}
+    provenance = api.get(f"/fhir/Condition?patient={scenario.person}&_revinclude=Provenance:target",
+                         headers=callers.acute()).json()
+    provs = [r for r in resources(provenance) if r["resourceType"] == "Provenance"]
+    assert provs and all(t["reference"] == f"Condition/{scenario.ids['asthma']}" for p in provs for t in p["target"])
+    hidden = api.get(f"/fhir/Condition?patient={scenario.person}&_revinclude=Provenance:target",
+                     headers=callers.acute()).text
+    assert scenario.ids["hiv"] not in hidden  # the provenance of a withheld item is withheld too
+
+
+def test_unknown_parameters_strict_and_lenient(api, scenario, callers) -> None:
+    url = f"/fhir/Condition?patient={scenario.person}&colour=blue"
+    lenient = api.get(url, headers=callers.acute())
+    assert lenient.status_code == 200 and ids(lenient.json()) == {scenario.ids["asthma"]}
+    warning = [i for i in outcome_issues(lenient.json()) if i["severity"] == "warning"]
+    assert warning and warning[0]["expression"] == ["colour"]
+    strict = api.get(url, headers=callers.acute() | STRICT)
+    assert strict.status_code == 400 and strict.json()["issue"][0]["expression"] == ["colour"]
+    assert api.get(f"/fhir/Condition?patient={scenario.person}&_include=Condition:nope",
+                   headers=callers.acute() | STRICT).status_code == 400
+
+
+@pytest.mark.parametrize("query,parameter", [
+    ("date=2024-13-45", "date"), ("date=xx2024", "date"), ("date=ap2024", "date"), ("_count=ten", "_count"),
+    ("_count=-1", "_count"), ("_sort=colour", "_sort"), ("code=|", "code"), ("_lastUpdated=yesterday", "_lastUpdated"),
+    ("code:text=asthma", "code:text"), ("_summary=true", "_summary"), ("code=", "code"),
+])
+def test_malformed_values_are_400_naming_the_parameter(api, scenario, callers, query, parameter) -> None:
+    response = api.get(f"/fhir/Condition?patient={scenario.person}&{query}", headers=callers.acute())
+    assert response.status_code == 400, response.text
+    issue = response.json()["issue"][0]
+    assert issue["expression"][0] == parameter and parameter.split(":")[0] in issue["diagnostics"]
+
+
+def test_clinical_searches_name_one_patient(api, scenario, callers) -> None:
+    assert api.get("/fhir/Condition?code=195967001", headers=callers.acute()).status_code == 400
+    two = api.get(f"/fhir/Condition?patient={scenario.person},other", headers=callers.acute())
+    assert two.status_code == 400
+    unknown = api.get("/fhir/Condition?patient=nobody-here", headers=callers.acute())
+    assert unknown.status_code == 200 and unknown.json()["total"] == 0
+    by_source = api.get(f"/fhir/Condition?patient={scenario.acute_patient}", headers=callers.acute()).json()
+    assert ids(by_source) == {scenario.ids["asthma"]}  # a source Patient id stands for its person
+
+
+def test_count_is_capped_at_the_advertised_maximum(api, scenario, callers) -> None:
+    response = api.get(f"/fhir/Condition?patient={scenario.person}&_count=100000", headers=callers.acute())
+    assert response.status_code == 200
+
+
+def test_patient_search_pages_over_persons(api, record_store, callers) -> None:
+    people = []
+    for n in range(5):
+        person = record_store.person()
+        record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", family="Pagewood", given=f"P{n}")
+        people.append(person)
+    first = api.get("/fhir/Patient?family=pagewood&_count=2", headers=callers.acute()).json()
+    pages = [first]
+    while "next" in _links(pages[-1]):
+        pages.append(api.get(_links(pages[-1])["next"], headers=callers.acute()).json())
+    seen = [r["id"] for page in pages for r in resources(page)]
+    assert sorted(seen) == sorted(people) and len(seen) == 5
+    back = api.get(_links(pages[1])["previous"], headers=callers.acute()).json()
+    assert ids(back) == ids(first)

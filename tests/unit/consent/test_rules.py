@@ -1,0 +1,343 @@
+"""The rules engine as tables: every rule (uk-domain.md §4.7, DESIGN.md "The rules") against every purpose and
+role group, with the defaults, expired and inactive consents, newest-wins, reviews of objections, and
+break-glass with and without a reason under both settings of the policy switch. Then properties that must
+hold for any mix of consents."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.consent import codes
+from services.consent.codes import READ_V2
+from services.consent.rules import ADMIN_TYPES, SOCIAL_CARE_TYPES, Policy, decide
+from shared.labels import CATEGORIES, WITHHELD_BY_DEFAULT
+from tests.unit.consent.builders import (
+    ACTOR_ODS,
+    NOW,
+    ROLES,
+    citizen,
+    days_ago,
+    dissent,
+    professional,
+    professional_body,
+    professional_consent,
+    request,
+    review,
+)
+
+ON, OFF = Policy(True), Policy(False)
+LABELS = ("HIV", "PSY", "SOC", "V", "R")
+REASON = "Unconscious in the emergency department; needs current medication"
+
+SCENARIOS = {
+    "nothing recorded": [],
+    "citizen shares": [citizen("share")],
+    "citizen objects": [citizen("object")],
+    "GP-recorded dissent (SNOMED 416409005)": [dissent()],
+    "GP-recorded dissent (Read 9Nd1.)": [professional(professional_body("deny", code="9Nd1.", system=READ_V2),
+                                                      consent_id="dissent-1")],
+    "objection reviewed and upheld": [dissent(stated=days_ago(10)), review(codes.UPHELD, stated=days_ago(3))],
+    "objection declined by safety override": [dissent(stated=days_ago(10)), review(stated=days_ago(3))],
+    "new objection after a declined one": [dissent(stated=days_ago(10)), review(stated=days_ago(5)),
+                                           citizen("object", since=days_ago(1))],
+    "review with no objection to act on": [review(stated=days_ago(3))],
+    "expired objection": [dissent(ends=days_ago(1))],
+    "inactive objection": [dissent(status="inactive")],
+    "objection entered in error": [dissent(status="entered-in-error")],
+    "objection not yet in force": [dissent(stated=days_ago(-1))],
+    "newer citizen share beats older dissent": [dissent(stated=days_ago(10)), citizen("share", since=days_ago(2))],
+    "newer dissent beats older citizen share": [citizen("share", since=days_ago(20)), dissent(stated=days_ago(10))],
+    "newer professional consent beats older objection": [citizen("object", since=days_ago(20)),
+                                                         professional_consent(stated=days_ago(5))],
+    "citizen withholds mental health": [citizen("share", withheld=("PSY",))],
+    "citizen denies the asking organisation": [citizen("share", denied=(ACTOR_ODS,))],
+    "citizen denies another organisation": [citizen("share", denied=("RH8",))],
+    "National Data Opt-out": [citizen("share", ndoo=True)],
+}
+
+# Direct care by a clinician with a legitimate relationship, labels HIV PSY SOC V R, break-glass allowed by policy.
+# scenario: (decision, rule, own_organisation_only, withhold_labels, deciding consent, break_glass_available)
+TREAT_TABLE = {
+    "nothing recorded": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "citizen shares": ("permit", "share", False, ["HIV", "V"], "pref-1", False),
+    "citizen objects": ("permit", "objection", True, ["HIV", "V"], "pref-1", True),
+    "GP-recorded dissent (SNOMED 416409005)": ("permit", "objection", True, ["HIV", "V"], "dissent-1", True),
+    "GP-recorded dissent (Read 9Nd1.)": ("permit", "objection", True, ["HIV", "V"], "dissent-1", True),
+    "objection reviewed and upheld": ("permit", "objection", True, ["HIV", "V"], "review-1", True),
+    "objection declined by safety override": ("permit", "safety-override", False, ["HIV", "V"], "review-1", False),
+    "new objection after a declined one": ("permit", "objection", True, ["HIV", "V"], "pref-1", True),
+    "review with no objection to act on": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "expired objection": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "inactive objection": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "objection entered in error": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "objection not yet in force": ("permit", "default-share", False, ["HIV", "V"], None, False),
+    "newer citizen share beats older dissent": ("permit", "share", False, ["HIV", "V"], "pref-1", False),
+    "newer dissent beats older citizen share": ("permit", "objection", True, ["HIV", "V"], "dissent-1", True),
+    "newer professional consent beats older objection": ("permit", "share", False, ["HIV", "V"], "consent-1",
+                                                         False),
+    "citizen withholds mental health": ("permit", "share", False, ["HIV", "PSY", "V"], "pref-1", False),
+    "citizen denies the asking organisation": ("deny", "denied-organisation", False, [], "pref-1", False),
+    "citizen denies another organisation": ("permit", "share", False, ["HIV", "V"], "pref-1", False),
+    "National Data Opt-out": ("permit", "share", False, ["HIV", "V"], "pref-1", False),
+}
+
+
+@pytest.mark.parametrize("scenario", list(TREAT_TABLE))
+def test_direct_care_by_a_clinician_with_a_relationship(scenario: str) -> None:
+    decision_, rule, own_only, withhold, consent, available = TREAT_TABLE[scenario]
+    decision = decide(request("TREAT", labels=LABELS), SCENARIOS[scenario], ON, now=NOW)
+    assert (decision.decision, decision.rule, decision.own_organisation_only) == (decision_, rule, own_only)
+    assert list(decision.withhold_labels) == withhold
+    assert (decision.consent.id if decision.consent else None) == consent
+    assert decision.break_glass_available is available
+    assert decision.break_glass is False
+    assert decision.obligations == (("redact-location",) if decision.permits else ())
+    assert decision.reason
+
+
+# Break-glass (ETREAT with a reason) by a clinician with NO legitimate relationship.
+# scenario: {policy: (decision, rule, own_organisation_only, break_glass)}
+ETREAT_TABLE = {
+    "nothing recorded": {ON: ("permit", "break-glass", False, True), OFF: ("permit", "break-glass", False, True)},
+    "citizen objects": {ON: ("permit", "break-glass", False, True), OFF: ("permit", "objection", True, True)},
+    "GP-recorded dissent (SNOMED 416409005)": {ON: ("permit", "break-glass", False, True),
+                                               OFF: ("permit", "objection", True, True)},
+    "objection reviewed and upheld": {ON: ("permit", "break-glass", False, True),
+                                      OFF: ("permit", "objection", True, True)},
+    "objection declined by safety override": {ON: ("permit", "break-glass", False, True),
+                                              OFF: ("permit", "break-glass", False, True)},
+    "expired objection": {ON: ("permit", "break-glass", False, True), OFF: ("permit", "break-glass", False, True)},
+    "citizen withholds mental health": {ON: ("permit", "break-glass", False, True),
+                                        OFF: ("permit", "break-glass", False, True)},
+    "citizen denies the asking organisation": {ON: ("deny", "denied-organisation", False, False),
+                                               OFF: ("deny", "denied-organisation", False, False)},
+    "National Data Opt-out": {ON: ("permit", "break-glass", False, True),
+                              OFF: ("permit", "break-glass", False, True)},
+}
+
+
+@pytest.mark.parametrize("policy", [ON, OFF], ids=["policy-on", "policy-off"])
+@pytest.mark.parametrize("scenario", list(ETREAT_TABLE))
+def test_break_glass_with_a_reason_and_no_relationship(scenario: str, policy: Policy) -> None:
+    expected = ETREAT_TABLE[scenario][policy]
+    decision = decide(request("ETREAT", relationship="none", labels=LABELS, reason=REASON), SCENARIOS[scenario],
+                      policy, now=NOW)
+    assert (decision.decision, decision.rule, decision.own_organisation_only, decision.break_glass) == expected
+    if decision.permits:
+        # Break-glass lifts an objection and a missing relationship, never a sensitivity restriction.
+        plain = decide(request("TREAT", labels=LABELS), SCENARIOS[scenario], policy, now=NOW)
+        assert decision.withhold_labels == plain.withhold_labels
+        assert set(decision.withhold_labels) >= {"HIV", "V"}
+
+
+@pytest.mark.parametrize(("scenario", "policy", "expected"), [
+    ("nothing recorded", ON, ("permit", "default-share", False, False)),
+    ("citizen objects", ON, ("permit", "break-glass", False, True)),
+    ("citizen objects", OFF, ("permit", "objection", True, False)),
+])
+def test_break_glass_when_a_relationship_exists_is_only_break_glass_if_it_changes_the_answer(
+        scenario: str, policy: Policy, expected: tuple) -> None:
+    decision = decide(request("ETREAT", labels=LABELS, reason=REASON), SCENARIOS[scenario], policy, now=NOW)
+    assert (decision.decision, decision.rule, decision.own_organisation_only, decision.break_glass) == expected
+
+
+@pytest.mark.parametrize("reason", [None, "", "   \t"], ids=["none", "empty", "blank"])
+@pytest.mark.parametrize("scenario", ["nothing recorded", "citizen objects"])
+def test_break_glass_without_a_reason_is_denied(reason: str | None, scenario: str) -> None:
+    decision = decide(request("ETREAT", relationship="none", reason=reason), SCENARIOS[scenario], ON, now=NOW)
+    assert (decision.decision, decision.rule, decision.break_glass) == ("deny", "break-glass-no-reason", False)
+    assert "reason" in decision.reason
+
+
+@pytest.mark.parametrize("group", ["social-care", "admin", "privacy-officer", "caldicott-guardian", "unknown"])
+def test_break_glass_from_a_non_clinical_role_is_denied(group: str) -> None:
+    decision = decide(request("ETREAT", role=ROLES[group], relationship="none", reason=REASON),
+                      SCENARIOS["citizen objects"], ON, now=NOW)
+    assert (decision.decision, decision.rule) == ("deny", "break-glass-not-clinical")
+
+
+# Secondary use, asked by a system caller (the export job): the same answer for research and for planning.
+SECONDARY_TABLE = {
+    "nothing recorded": ("permit", "secondary-use", None),
+    "citizen shares": ("permit", "secondary-use", None),
+    "citizen objects": ("deny", "objection-secondary-use", "pref-1"),
+    "GP-recorded dissent (SNOMED 416409005)": ("deny", "objection-secondary-use", "dissent-1"),
+    "objection reviewed and upheld": ("deny", "objection-secondary-use", "review-1"),
+    "objection declined by safety override": ("deny", "objection-secondary-use", "review-1"),
+    "review with no objection to act on": ("permit", "secondary-use", None),
+    "expired objection": ("permit", "secondary-use", None),
+    "inactive objection": ("permit", "secondary-use", None),
+    "newer citizen share beats older dissent": ("permit", "secondary-use", None),
+    "newer dissent beats older citizen share": ("deny", "objection-secondary-use", "dissent-1"),
+    "citizen withholds mental health": ("permit", "secondary-use", "pref-1"),
+    "citizen denies the asking organisation": ("deny", "denied-organisation", "pref-1"),
+    "National Data Opt-out": ("deny", "national-data-opt-out", "pref-1"),
+}
+
+
+@pytest.mark.parametrize("purpose", ["HRESCH", "HOPERAT"])
+@pytest.mark.parametrize("scenario", list(SECONDARY_TABLE))
+def test_secondary_use(scenario: str, purpose: str) -> None:
+    decision_, rule, consent = SECONDARY_TABLE[scenario]
+    decision = decide(request(purpose, kind="system", role=None, relationship="none", labels=LABELS),
+                      SCENARIOS[scenario], ON, now=NOW)
+    assert (decision.decision, decision.rule) == (decision_, rule)
+    assert (decision.consent.id if decision.consent else None) == consent
+    assert not decision.break_glass and not decision.break_glass_available
+    if decision.permits:
+        assert set(decision.withhold_labels) >= {"HIV", "V"}
+
+
+# Role groups x purposes with nothing recorded, a relationship, and a reason for ETREAT.
+# group: {purpose: (decision, rule, allowed_types)}
+ROLE_TABLE = {
+    "clinical": {"TREAT": ("permit", "default-share", None), "ETREAT": ("permit", "default-share", None),
+                 "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "gp": {"TREAT": ("permit", "default-share", None), "ETREAT": ("permit", "default-share", None),
+           "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "social-care": {"TREAT": ("permit", "default-share", SOCIAL_CARE_TYPES),
+                    "ETREAT": ("deny", "break-glass-not-clinical", None),
+                    "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "admin": {"TREAT": ("permit", "default-share", ADMIN_TYPES), "ETREAT": ("deny", "break-glass-not-clinical", None),
+              "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "privacy-officer": {"TREAT": ("deny", "role-not-permitted", None),
+                        "ETREAT": ("deny", "break-glass-not-clinical", None),
+                        "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "caldicott-guardian": {"TREAT": ("deny", "role-not-permitted", None),
+                           "ETREAT": ("deny", "break-glass-not-clinical", None),
+                           "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "unknown": {"TREAT": ("deny", "role-not-permitted", None), "ETREAT": ("deny", "break-glass-not-clinical", None),
+                "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+    "system": {"TREAT": ("deny", "actor-not-permitted", None), "ETREAT": ("deny", "break-glass-not-clinical", None),
+               "HRESCH": ("permit", "secondary-use", None), "HOPERAT": ("permit", "secondary-use", None)},
+}
+
+
+@pytest.mark.parametrize("purpose", ["TREAT", "ETREAT", "HRESCH", "HOPERAT"])
+@pytest.mark.parametrize("group", list(ROLE_TABLE))
+def test_role_views_for_every_purpose(group: str, purpose: str) -> None:
+    kind, role = ("system", None) if group == "system" else ("clinician", ROLES[group])
+    decision = decide(request(purpose, kind=kind, role=role, reason=REASON if purpose == "ETREAT" else None),
+                      [], ON, now=NOW)
+    assert (decision.decision, decision.rule, decision.allowed_types) == ROLE_TABLE[group][purpose]
+
+
+@pytest.mark.parametrize(("group", "allowed"), [("social-care", SOCIAL_CARE_TYPES), ("admin", ADMIN_TYPES)])
+def test_limited_roles_under_an_objection_see_only_their_own_organisations_items_and_cannot_break_glass(
+        group: str, allowed: tuple[str, ...]) -> None:
+    decision = decide(request(role=ROLES[group]), SCENARIOS["citizen objects"], ON, now=NOW)
+    assert (decision.decision, decision.rule, decision.own_organisation_only) == ("permit", "objection", True)
+    assert decision.allowed_types == allowed
+    assert decision.break_glass_available is False
+
+
+# Legitimate relationship x role group x policy, direct care: (decision, rule, break_glass_available).
+@pytest.mark.parametrize(("relationship", "group", "scenario", "policy", "expected"), [
+    ("registered", "clinical", "nothing recorded", ON, ("permit", "default-share", False)),
+    ("care", "clinical", "nothing recorded", ON, ("permit", "default-share", False)),
+    ("self-claimed", "clinical", "nothing recorded", ON, ("permit", "default-share", False)),
+    ("none", "clinical", "nothing recorded", ON, ("deny", "no-legitimate-relationship", True)),
+    ("none", "clinical", "nothing recorded", OFF, ("deny", "no-legitimate-relationship", True)),
+    ("none", "clinical", "citizen objects", ON, ("deny", "no-legitimate-relationship", True)),
+    ("none", "clinical", "citizen objects", OFF, ("deny", "no-legitimate-relationship", False)),
+    ("none", "social-care", "nothing recorded", ON, ("deny", "no-legitimate-relationship", False)),
+    ("none", "admin", "nothing recorded", ON, ("deny", "no-legitimate-relationship", False)),
+    ("registered", "clinical", "citizen objects", OFF, ("permit", "objection", False)),
+    ("none", "clinical", "citizen denies the asking organisation", ON, ("deny", "denied-organisation", False)),
+])
+def test_legitimate_relationship(relationship: str, group: str, scenario: str, policy: Policy,
+                                 expected: tuple) -> None:
+    decision = decide(request(role=ROLES[group], relationship=relationship), SCENARIOS[scenario], policy, now=NOW)
+    assert (decision.decision, decision.rule, decision.break_glass_available) == expected
+
+
+def test_s_flag_obliges_location_redaction_only_when_the_person_is_restricted() -> None:
+    assert decide(request(labels=("R",)), [], ON, now=NOW).obligations == ("redact-location",)
+    assert decide(request(labels=("HIV",)), [], ON, now=NOW).obligations == ()
+    assert decide(request("HRESCH", kind="system", role=None, labels=("R",)), [], ON, now=NOW).obligations == \
+        ("redact-location",)
+
+
+def test_only_labels_present_are_listed_as_withheld() -> None:
+    assert decide(request(labels=("SOC",)), [], ON, now=NOW).withhold_labels == ()
+    assert decide(request(labels=("SOC", "TBOO", "SEX", "STD")), [], ON, now=NOW).withhold_labels == \
+        ("SEX", "STD", "TBOO")
+
+
+def test_two_consents_at_the_same_moment_are_ordered_by_id_not_by_listing() -> None:
+    moment = days_ago(4)
+    a = citizen("share", since=moment, consent_id="a-share")
+    b = dissent(stated=moment, consent_id="b-dissent")
+    assert decide(request(), [a, b], ON, now=NOW).rule == decide(request(), [b, a], ON, now=NOW).rule == "objection"
+
+
+def test_the_json_shape_is_the_contract() -> None:
+    body = decide(request(labels=("HIV", "R", "SOC")), [citizen("object")], ON, now=NOW).as_json()
+    assert set(body) == {"decision", "own_organisation_only", "withhold_labels", "allowed_types", "obligations",
+                         "break_glass", "break_glass_available", "rule", "consent", "reason"}
+    assert body["consent"] == {"id": "pref-1", "version_id": 1, "provision": "Consent.provision"}
+    assert body["withhold_labels"] == ["HIV"] and body["obligations"] == ["redact-location"]
+
+
+# ---------------------------------------------------------------- properties over any mix of consents
+
+POOL = [c for consents in SCENARIOS.values() for c in consents]
+consent_sets = st.lists(st.sampled_from(POOL), max_size=5, unique_by=lambda c: (c.id, c.version_id, c.stated_at))
+label_sets = st.sets(st.sampled_from([*CATEGORIES, "R", "V", "N"]))
+requests = st.builds(
+    request,
+    purpose=st.sampled_from(["TREAT", "ETREAT", "HRESCH", "HOPERAT"]),
+    role=st.sampled_from(list(ROLES.values())),
+    ods=st.sampled_from([ACTOR_ODS, "RH8", "Y12345"]),
+    relationship=st.sampled_from(["registered", "care", "self-claimed", "none"]),
+    labels=label_sets.map(tuple),
+    reason=st.sampled_from([None, REASON]),
+)
+
+
+@given(consent_sets, requests, st.booleans(), st.randoms())
+def test_the_answer_never_depends_on_the_order_consents_are_listed(consents, req, switch, rng) -> None:
+    shuffled = list(consents)
+    rng.shuffle(shuffled)
+    assert decide(req, consents, Policy(switch), now=NOW) == decide(req, shuffled, Policy(switch), now=NOW)
+
+
+@given(consent_sets, requests, st.booleans())
+def test_default_sensitive_and_source_confidential_labels_are_withheld_from_every_permit(consents, req,
+                                                                                          switch) -> None:
+    decision = decide(req, consents, Policy(switch), now=NOW)
+    if decision.permits:
+        must = (WITHHELD_BY_DEFAULT | {"V"}) & req.labels
+        assert must <= set(decision.withhold_labels)
+
+
+@given(consent_sets, requests)
+def test_the_national_data_opt_out_never_changes_a_direct_care_decision(consents, req) -> None:
+    if req.purpose not in codes.DIRECT_CARE:
+        return
+    with_opt_out = [*consents, citizen("share", ndoo=True, since=days_ago(400), consent_id="zz-ndoo")]
+    without = [*consents, citizen("share", since=days_ago(400), consent_id="zz-ndoo")]
+    a, b = decide(req, with_opt_out, ON, now=NOW), decide(req, without, ON, now=NOW)
+    assert (a.decision, a.rule, a.own_organisation_only, a.withhold_labels, a.break_glass) == \
+        (b.decision, b.rule, b.own_organisation_only, b.withhold_labels, b.break_glass)
+
+
+@given(consent_sets, requests)
+def test_a_denied_organisation_is_denied_for_every_purpose_even_with_break_glass(consents, req) -> None:
+    denying = [*consents, citizen("share", denied=(req.ods_code,), consent_id="zz-deny")]
+    decision = decide(req, denying, ON, now=NOW)
+    if req.purpose == "ETREAT" and (not req.break_glass_reason or req.role not in ("R8000", "R0260")):
+        assert decision.rule.startswith("break-glass-")  # refused earlier, for its own reason
+    elif req.purpose == "TREAT" and req.role not in ("R8000", "R0260", "R8014", "R8009"):
+        assert decision.rule == "role-not-permitted"
+    else:
+        assert (decision.decision, decision.rule) == ("deny", "denied-organisation")
+
+
+@given(consent_sets, requests, st.booleans())
+def test_objectors_are_never_used_for_secondary_purposes(consents, req, switch) -> None:
+    objecting = [*consents, citizen("object", since=NOW, consent_id="zz-object")]
+    if req.purpose in codes.SECONDARY_USE:
+        assert decide(req, objecting, Policy(switch), now=NOW).decision == "deny"

@@ -1,0 +1,84 @@
+"""How ADT events move an Encounter, applied in order, as the pipeline applies them to the stored one."""
+
+from services.ingest.feeds import hl7v2
+from tests.fixtures.ingest import messages
+
+
+def _event(event: str, ts: str, **kwargs):
+    mapped = hl7v2.map_adt(messages.adt(event, ts=ts, **kwargs))
+    return next(item.merge for item in mapped.items if item.resource_type == "Encounter")
+
+
+def _run(*events):
+    encounter = None
+    for change in events:
+        encounter = change(encounter)
+    return encounter
+
+
+def _active(encounter):
+    return [loc["location"]["display"] for loc in encounter["location"] if loc["status"] == "active"]
+
+
+ADMIT = ("A01", "20240301100000")
+
+
+def test_admit_transfer_discharge_follow_the_visit() -> None:
+    encounter = _run(_event(*ADMIT, ward="WARD01"), _event("A02", "20240302090000", ward="CCU"),
+                     _event("A03", "20240305160000", ward="CCU", discharged="20240305160000"))
+    assert encounter["status"] == "finished"
+    assert encounter["period"] == {"start": "2024-03-01T10:15:00+00:00", "end": "2024-03-05T16:00:00+00:00"}
+    assert [loc["location"]["display"] for loc in encounter["location"]] == ["WARD01", "CCU"]
+    assert all(loc["status"] == "completed" for loc in encounter["location"])
+    assert encounter["location"][0]["period"]["end"] == "2024-03-02T09:00:00+00:00"
+
+
+def test_a_transfer_moves_the_active_location_and_keeps_the_visit_in_progress() -> None:
+    encounter = _run(_event(*ADMIT, ward="WARD01"), _event("A02", "20240302090000", ward="CCU"))
+    assert encounter["status"] == "in-progress" and _active(encounter) == ["CCU"]
+
+
+def test_cancel_transfer_returns_to_the_previous_location() -> None:
+    transferred = _run(_event(*ADMIT, ward="WARD01"), _event("A02", "20240302090000", ward="CCU"))
+    cancelled = _event("A12", "20240302093000", ward="WARD01")(transferred)
+    assert _active(cancelled) == ["WARD01"] and len(cancelled["location"]) == 1
+    assert "end" not in cancelled["location"][0]["period"]
+    assert _event("A12", "20240302093000", ward="WARD01")(cancelled) == cancelled  # a re-send changes nothing
+
+
+def test_cancel_discharge_reopens_the_visit() -> None:
+    discharged = _run(_event(*ADMIT, ward="WARD01"), _event("A03", "20240305160000", discharged="20240305160000",
+                                                              ward="WARD01"))
+    reopened = _event("A13", "20240305170000", ward="WARD01")(discharged)
+    assert reopened["status"] == "in-progress" and "end" not in reopened["period"]
+    assert _active(reopened) == ["WARD01"]
+
+
+def test_cancel_admit_cancels_the_visit() -> None:
+    cancelled = _run(_event(*ADMIT), _event("A11", "20240301110000"))
+    assert cancelled["status"] == "cancelled"
+
+
+def test_update_corrects_details_without_moving_the_state() -> None:
+    admitted = _run(_event(*ADMIT, ward="WARD01"))
+    updated = _event("A08", "20240301120000", ward="WARD01A")(admitted)
+    assert updated["status"] == "in-progress" and _active(updated) == ["WARD01A"] and len(updated["location"]) == 1
+
+
+def test_pre_admission_is_planned_and_becomes_in_progress_on_admission() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000"))
+    assert planned["status"] == "planned"
+    admitted = _event(*ADMIT, ward="WARD01")(planned)
+    assert admitted["status"] == "in-progress" and _active(admitted) == ["WARD01"]
+
+
+def test_every_event_applied_twice_gives_the_same_encounter() -> None:
+    events = [_event(*ADMIT, ward="WARD01"), _event("A02", "20240302090000", ward="CCU"),
+              _event("A08", "20240302100000", ward="CCU"), _event("A03", "20240305160000", ward="CCU",
+                                                                   discharged="20240305160000"),
+              _event("A13", "20240305170000", ward="CCU"), _event("A11", "20240305180000")]
+    encounter = None
+    for change in events:
+        once = change(encounter)
+        assert change(once) == once
+        encounter = once

@@ -1,0 +1,96 @@
+"""The matcher's near misses: twins, name changes, transposed dates, typos, conflicting and unverified NHS
+numbers. Each decision is explainable field by field."""
+
+import pytest
+
+from services.ingest.identity import Demographics, decide, demographics, nhs_identity, score
+from tests.fixtures.ingest import messages
+from tests.support import data
+
+LINK, REVIEW = 13.0, 7.0
+BASE = dict(family="okafor", given="chidi", birth_date=None, sex="male", postcode="LS62QT")
+
+
+def _person(**changes) -> Demographics:
+    from datetime import date
+
+    values = BASE | {"birth_date": date(1961, 7, 4)} | changes
+    return Demographics(**values)
+
+
+def _decision(a: Demographics, b: Demographics) -> str:
+    return decide({"person-b": score(a, b)}, link_threshold=LINK, review_threshold=REVIEW).action
+
+
+@pytest.mark.parametrize("name, incoming, expected", [
+    ("identical demographics, no NHS number", _person(), "link"),
+    ("a typo in the given name", _person(given="chdi"), "link"),
+    ("twin: other given name, same sex", _person(given="emeka"), "review"),
+    ("twin: other given name and sex", _person(given="adaeze", sex="female"), "new"),
+    ("day and month transposed", _person(birth_date=__import__("datetime").date(1961, 4, 7)), "review"),
+    ("a name change (new family name)", _person(family="smith"), "review"),
+    ("a short form of the given name", _person(given="chi"), "review"),
+    ("moved house within the district", _person(postcode="LS61AA"), "link"),
+    ("different person, same surname", _person(given="john", birth_date=__import__("datetime").date(1990, 1, 1)),
+     "new"),
+])
+def test_near_misses(name: str, incoming: Demographics, expected: str) -> None:
+    assert _decision(incoming, _person()) == expected, name
+
+
+def test_conflicting_nhs_numbers_never_link_however_alike() -> None:
+    a = _person(nhs_number=data.NHS_NUMBERS[0])
+    b = _person(nhs_number=data.NHS_NUMBERS[1])
+    result = score(a, b)
+    assert result.conflict == "different NHS numbers"
+    decision = decide({"p": result}, link_threshold=LINK, review_threshold=REVIEW)
+    assert decision.action == "new" and decision.explanation["conflicting_candidates"] == ["p"]
+
+
+def test_an_unverified_nhs_number_is_strong_evidence_but_not_enough_alone() -> None:
+    from datetime import date
+
+    same_number = _person(nhs_number=data.NHS_NUMBERS[0], family="smith", given="john", birth_date=date(1990, 1, 1),
+                          sex="female", postcode=None)
+    assert _decision(same_number, _person(nhs_number=data.NHS_NUMBERS[0])) == "new"
+    name_change = _person(nhs_number=data.NHS_NUMBERS[0], family="smith")
+    assert _decision(name_change, _person(nhs_number=data.NHS_NUMBERS[0])) == "link"
+
+
+def test_two_strong_candidates_go_to_review_not_to_a_link() -> None:
+    decision = decide({"a": score(_person(), _person()), "b": score(_person(), _person())},
+                      link_threshold=LINK, review_threshold=REVIEW)
+    assert decision.action == "review" and decision.explanation["ambiguous_with"] == ["b"]
+
+
+def test_the_explanation_gives_each_field_its_outcome_and_weight() -> None:
+    from datetime import date
+
+    explanation = score(_person(birth_date=date(1961, 4, 7)), _person()).explanation()
+    assert explanation["fields"]["birth_date"] == {"outcome": "day and month transposed", "weight": 1.0}
+    assert explanation["fields"]["family"] == {"outcome": "agree", "weight": 4.0}
+    assert explanation["score"] == sum(f["weight"] for f in explanation["fields"].values())
+
+
+def test_demographics_are_read_from_a_uk_core_patient() -> None:
+    demo = demographics(messages.patient(family="Ó'Brien-Smith", given="Siân", postcode="ls6 2qt"))
+    assert demo.family == "obrien smith" and demo.given == "sian" and demo.postcode == "LS62QT"
+    assert demo.nhs_number == data.NHS_NUMBERS[0] and demo.verified
+
+
+@pytest.mark.parametrize("system, code, verified", [
+    ("https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "01", True),
+    ("https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland", "02", False),
+    ("https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus", "number-present-and-verified", True),
+    ("https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus", "01", True),
+    ("https://fhir.nhs.uk/STU3/CodeSystem/CareConnect-NHSNumberVerificationStatus-1", "01", True),
+])
+def test_verification_status_is_read_from_current_and_retired_code_systems(system: str, code: str,
+                                                                             verified: bool) -> None:
+    patient = messages.patient()
+    patient["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0] |= {"system": system, "code": code}
+    assert nhs_identity(patient) == (data.NHS_NUMBERS[0], verified)
+
+
+def test_an_invalid_nhs_number_is_no_nhs_number() -> None:
+    assert nhs_identity(messages.patient(nhs=data.INVALID_NHS_NUMBER)) == (None, False)

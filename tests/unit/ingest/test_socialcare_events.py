@@ -1,0 +1,109 @@
+"""The social-care event adapter and its published JSON Schema."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from services.ingest.feeds import socialcare_events
+from services.ingest.feeds.model import AdapterError
+from services.ingest.schemas import EVENT_TYPES, socialcare_schema
+from shared.fhir import validate_resource
+from tests.fixtures.ingest import messages
+from tests.support import data
+
+EXPECTED = {
+    "assessment.completed": ("Observation", "assessment:ASM-301"),
+    "care_package.started": ("EpisodeOfCare", "care-package:CP-900"),
+    "care_package.changed": ("EpisodeOfCare", "care-package:CP-900"),
+    "care_package.ended": ("EpisodeOfCare", "care-package:CP-900"),
+    "safeguarding.concern_raised": ("Flag", "safeguarding:SG-12"),
+    "safeguarding.concern_closed": ("Flag", "safeguarding:SG-12"),
+    "carer.recorded": ("RelatedPerson", "contact:CON-7"),
+    "contact.recorded": ("RelatedPerson", "contact:CON-8"),
+    "hospital_discharge_support.requested": ("ServiceRequest", "discharge-support:DS-44"),
+}
+
+
+@pytest.mark.parametrize("event_type", EVENT_TYPES)
+def test_every_event_type_maps_to_valid_uk_core_resources(event_type: str) -> None:
+    mapped = socialcare_events.map_event(messages.event(event_type, messages.EVENT_BODIES[event_type]))
+    assert (mapped.source_org, mapped.source_system) == (data.SOCIAL_CARE_ODS, "Mosaic")
+    patient, first, *rest = mapped.items
+    assert patient.resource_type == "Patient" and patient.source_key == "person:MOS-55501"
+    assert (first.resource_type, first.source_key) == EXPECTED[event_type]
+    for item in mapped.items:
+        assert validate_resource(item.resource) == [], item.resource_type
+        assert item.source_updated.isoformat() == "2024-05-01T09:00:00+00:00"
+    if event_type.startswith("care_package"):
+        assert [r.resource_type for r in rest] == ["CarePlan"]
+
+
+def test_care_package_events_move_the_episode_through_its_states() -> None:
+    started = socialcare_events.map_event(messages.event("care_package.started",
+                                                         messages.EVENT_BODIES["care_package.started"]))
+    ended = socialcare_events.map_event(messages.event("care_package.ended",
+                                                       messages.EVENT_BODIES["care_package.ended"]))
+    assert started.items[1].resource["status"] == "active" and started.items[2].resource["status"] == "active"
+    assert ended.items[1].resource["status"] == "finished"
+    assert ended.items[1].resource["period"] == {"start": "2024-05-01", "end": "2024-09-30"}
+    assert ended.items[2].resource["status"] == "completed"
+
+
+def test_a_safeguarding_concern_is_a_safety_flag_that_closes() -> None:
+    raised = socialcare_events.map_event(messages.event("safeguarding.concern_raised",
+                                                        messages.EVENT_BODIES["safeguarding.concern_raised"]))
+    closed = socialcare_events.map_event(messages.event("safeguarding.concern_closed",
+                                                        messages.EVENT_BODIES["safeguarding.concern_closed"]))
+    assert raised.items[1].resource["status"] == "active"
+    assert raised.items[1].resource["code"]["coding"][0]["code"] == "safeguarding-concern"
+    assert closed.items[1].resource["status"] == "inactive"
+    assert closed.items[1].resource["period"]["end"] == "2024-07-01"
+
+
+def test_the_person_carries_a_verified_nhs_number_and_the_s_flag_when_sent() -> None:
+    person = {"local_id": "MOS-1", "nhs_number": "999 000 0042", "nhs_number_verified": True, "restricted": True}
+    mapped = socialcare_events.map_event(messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
+                                                        person=person))
+    patient = mapped.items[0]
+    assert patient.restricted
+    assert patient.resource["identifier"][0]["value"] == "9990000042"
+    assert patient.resource["identifier"][0]["extension"][0]["valueCodeableConcept"]["coding"][0]["code"] == "01"
+
+
+@pytest.mark.parametrize("change, expression", [
+    ({"event_type": "care_package.started", "care_package": {"id": "CP1"}}, "care_package.service"),
+    ({"event_type": "nonsense"}, "event_type"),
+    ({"person": {"local_id": "x", "nhs_number": data.INVALID_NHS_NUMBER}}, "person.nhs_number"),
+    ({"person": {"local_id": "x", "postcode": "NOT A POSTCODE"}}, "person.postcode"),
+    ({"occurred_at": "2024-05-01T10:00:00"}, "occurred_at"),
+    ({"provider": {"ods_code": "not an ods", "system": "Mosaic"}}, "provider.ods_code"),
+    ({"surprise": True}, "surprise"),
+])
+def test_bad_events_name_the_field_at_fault(change, expression: str) -> None:
+    event = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"]) | change
+    with pytest.raises(AdapterError) as caught:
+        socialcare_events.map_event(event)
+    assert expression in [i.expression for i in caught.value.issues]
+
+
+@pytest.mark.parametrize("payload", [None, [], "event", 42, {"event_type": None}])
+def test_payloads_that_are_not_events_are_refused(payload) -> None:
+    with pytest.raises(AdapterError):
+        socialcare_events.map_event(payload)
+
+
+def test_the_published_schema_file_is_the_schema_the_service_validates_against() -> None:
+    path = Path(__file__).resolve().parents[3] / "services" / "ingest" / "socialcare.schema.json"
+    assert json.loads(path.read_text()) == socialcare_schema()
+
+
+def test_the_schema_covers_every_event_type_with_its_required_fields() -> None:
+    schema = socialcare_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    mapping = schema["discriminator"]["mapping"]
+    assert sorted(mapping) == sorted(EVENT_TYPES)
+    for event_type, ref in mapping.items():
+        definition = schema["$defs"][ref.rsplit("/", 1)[1]]
+        assert {"event_id", "event_type", "occurred_at", "provider", "person"} <= set(definition["required"])
+        assert event_type in json.dumps(definition["properties"]["event_type"])

@@ -1,0 +1,132 @@
+import json
+
+import pytest
+from fastapi import Depends, FastAPI
+from fastapi.testclient import TestClient
+from joserfc.jwk import RSAKey
+
+from shared.auth import JwksSource, Principal, Scope, TokenValidator, parse_scopes, require
+from shared.errors import Forbidden, Unauthenticated
+from shared.service import install_error_handlers
+from tests.support.tokens import AUDIENCE, ISSUER, TokenFactory
+
+
+@pytest.fixture
+def validator(tokens: TokenFactory) -> TokenValidator:
+    return TokenValidator(JwksSource(str(tokens.jwks_path)), ISSUER, AUDIENCE)
+
+
+@pytest.mark.parametrize(
+    ("text", "resource", "interaction", "allowed"),
+    [
+        ("user/*.read", "Observation", "r", True),
+        ("user/*.read", "Observation", "s", True),
+        ("user/*.read", "Observation", "c", False),
+        ("user/Observation.rs", "Observation", "s", True),
+        ("user/Observation.rs", "Condition", "r", False),
+        ("system/*.write", "Bundle", "c", True),
+        ("system/*.write", "Patient", "r", False),
+        ("patient/*.cruds", "Patient", "d", True),
+    ],
+)
+def test_smart_v1_and_v2_scopes(text: str, resource: str, interaction: str, allowed: bool) -> None:
+    scope = Scope.parse(text)
+    assert scope is not None
+    assert scope.allows(resource, interaction) is allowed
+
+
+@pytest.mark.parametrize("text", ["openid", "user/*", "user/*.rx", "admin/*.read", "user/.read", ""])
+def test_malformed_scopes_are_ignored(text: str) -> None:
+    assert Scope.parse(text) is None
+
+
+def test_scope_list_parsing_accepts_space_separated_or_list() -> None:
+    assert len(parse_scopes("user/*.read openid system/*.write")) == 2
+    assert len(parse_scopes(["user/*.read"])) == 1
+
+
+def test_clinician_citizen_and_feed_tokens_become_principals(tokens: TokenFactory, validator: TokenValidator) -> None:
+    clinician = validator.validate(tokens.clinician(role="S8000:G8000:R8000"))
+    assert (clinician.kind, clinician.role, clinician.ods_code) == ("clinician", "R8000", "RR8")
+    citizen = validator.validate(tokens.citizen("9990000026"))
+    assert (citizen.kind, citizen.nhs_number, citizen.identity_proofing_level) == ("citizen", "9990000026", "P9")
+    feed = validator.validate(tokens.feed())
+    assert (feed.kind, feed.ods_code) == ("system", "Y12345")
+    assert feed.can("Bundle", "c") and not feed.can("Patient", "r")
+
+
+@pytest.mark.parametrize("bad", ["expired", "wrong_issuer", "wrong_audience", "wrong_key", "alg_none"])
+def test_bad_tokens_are_unauthenticated(bad: str, tokens: TokenFactory, validator: TokenValidator) -> None:
+    with pytest.raises(Unauthenticated):
+        validator.validate(getattr(tokens, bad)())
+
+
+def test_garbage_is_unauthenticated(validator: TokenValidator) -> None:
+    for garbage in ["abc", "a.b.c", "....", "eyJhbGciOiJSUzI1NiJ9.e30.", "\u00e9\u00e9.\u00e9.\u00e9"]:
+        with pytest.raises(Unauthenticated):
+            validator.validate(garbage)
+
+
+def test_user_token_without_role_or_ods_is_forbidden(tokens: TokenFactory, validator: TokenValidator) -> None:
+    with pytest.raises(Forbidden):
+        validator.validate(tokens.token({"sub": "u", "scope": "user/*.read"}))
+    with pytest.raises(Forbidden):
+        validator.validate(tokens.no_scope())
+
+
+def test_missing_jwks_file_is_a_clear_configuration_error(tmp_path) -> None:
+    from shared.auth import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        JwksSource(str(tmp_path / "missing.json")).load()
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigurationError, match="not a usable key set"):
+        JwksSource(str(tmp_path / "bad.json")).load()
+
+
+def test_rotated_key_is_picked_up_without_restart(tmp_path) -> None:
+    old = TokenFactory(tmp_path)
+    validator = TokenValidator(JwksSource(str(old.jwks_path), min_refresh_seconds=0), ISSUER, AUDIENCE)
+    assert validator.validate(old.feed()).kind == "system"
+    old.key = RSAKey.generate_key(2048, parameters={"kid": "rotated-2", "alg": "RS256"})
+    old.jwks_path.write_text(json.dumps({"keys": [old.key.as_dict(private=False)]}))
+    assert validator.validate(old.feed()).kind == "system"
+
+
+def _app(validator: TokenValidator) -> TestClient:
+    app = FastAPI()
+    app.state.token_validator = validator
+    install_error_handlers(app)
+
+    @app.get("/clinical")
+    def clinical(p: Principal = Depends(require("clinician", scope=("Observation", "r")))) -> dict:
+        return {"who": p.subject}
+
+    @app.post("/feed")
+    def feed(p: Principal = Depends(require("system", scope=("Bundle", "c")))) -> dict:
+        return {"who": p.subject}
+
+    return TestClient(app)
+
+
+def test_dependencies_answer_401_and_403_with_operation_outcomes(tokens: TokenFactory,
+                                                                 validator: TokenValidator) -> None:
+    client = _app(validator)
+    assert client.get("/clinical", headers={"Authorization": f"Bearer {tokens.clinician()}"}).status_code == 200
+    cases = [
+        (client.get("/clinical"), 401),
+        (client.get("/clinical", headers={"Authorization": "Basic abc"}), 401),
+        (client.get("/clinical", headers={"Authorization": f"Bearer {tokens.expired()}"}), 401),
+        (client.get("/clinical", headers={"Authorization": f"Bearer {tokens.feed()}"}), 403),
+        (client.get("/clinical", headers={"Authorization": f"Bearer {tokens.clinician(scope='user/Condition.rs')}"}),
+         403),
+        (client.post("/feed", headers={"Authorization": f"Bearer {tokens.clinician()}"}), 403),
+        (client.post("/feed", headers={"Authorization": f"Bearer {tokens.feed(scope='system/*.read')}"}), 403),
+    ]
+    for response, status in cases:
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["resourceType"] == "OperationOutcome"
+        assert body["issue"][0]["code"] in ("login", "forbidden")
+        assert response.headers["content-type"].startswith("application/fhir+json")
+    assert cases[0][0].headers["www-authenticate"].startswith("Bearer")

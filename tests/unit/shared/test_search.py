@@ -1,0 +1,64 @@
+from datetime import UTC, datetime
+
+from shared.search import SearchRow, date_bounds, extract, normalise_text
+
+
+def test_patient_rows() -> None:
+    rows = extract({
+        "resourceType": "Patient", "id": "p1",
+        "identifier": [{"system": "http://fhir.nhs.net/Id/nhs-number", "value": "9990000018"},
+                       {"system": "https://fhir.rr8.nhs.uk/Id/mrn", "value": "MRN123"}],
+        "name": [{"family": "O'Brién", "given": ["Siân", "Mary"]}],
+        "gender": "female", "birthDate": "1980-05-01",
+        "address": [{"postalCode": "LS1 4AP"}],
+        "generalPractitioner": [{"reference": "Organization/Y12345"}],
+    })
+    assert SearchRow("identifier", system="https://fhir.nhs.uk/Id/nhs-number", code="9990000018") in rows
+    assert SearchRow("identifier", system="https://fhir.rr8.nhs.uk/Id/mrn", code="MRN123") in rows
+    assert SearchRow("family", text="o'brien") in rows
+    assert SearchRow("given", text="sian") in rows
+    assert SearchRow("address-postalcode", text="ls14ap") in rows
+    assert SearchRow("gender", code="female") in rows
+    assert SearchRow("general-practitioner", ref_type="Organization", ref_id="Y12345") in rows
+    birth = next(r for r in rows if r.param == "birthdate")
+    assert birth.date_low == datetime(1980, 5, 1, tzinfo=UTC)
+    assert birth.date_high.date() == birth.date_low.date()
+
+
+def test_clinical_rows_index_subject_as_patient_and_choice_dates() -> None:
+    rows = extract({
+        "resourceType": "Observation", "status": "final",
+        "subject": {"reference": "Patient/abc"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "271649006"}]},
+        "effectiveDateTime": "2024-03-05T10:15:00+01:00",
+    })
+    assert SearchRow("patient", ref_type="Patient", ref_id="abc") in rows
+    assert SearchRow("subject", ref_type="Patient", ref_id="abc") in rows
+    assert SearchRow("code", system="http://snomed.info/sct", code="271649006") in rows
+    date = next(r for r in rows if r.param == "date")
+    assert date.date_low == datetime(2024, 3, 5, 9, 15, tzinfo=UTC)
+
+
+def test_period_and_open_ended_period() -> None:
+    rows = extract({"resourceType": "Encounter", "status": "in-progress", "class": {"code": "IMP"},
+                    "period": {"start": "2024-01-01"}})
+    date = next(r for r in rows if r.param == "date")
+    assert date.date_low == datetime(2024, 1, 1, tzinfo=UTC)
+    assert date.date_high.year == 9999
+
+
+def test_partial_dates_cover_their_whole_span() -> None:
+    low, high = date_bounds("2024-02")
+    assert (low.day, high.day, high.month) == (1, 29, 2)
+    assert date_bounds("not a date") == (None, None)
+    assert date_bounds("2024-02-30") == (None, None)
+
+
+def test_text_normalisation_folds_case_accents_and_spaces() -> None:
+    assert normalise_text("  ZOË   Smith ") == "zoe smith"
+
+
+def test_unknown_types_and_odd_shapes_index_nothing_and_never_raise() -> None:
+    assert extract({"resourceType": "Basic"}) == []
+    assert extract({"resourceType": "Patient", "name": "not a list", "identifier": [None, 3, {"value": 5}]}) == [
+        SearchRow("identifier", system=None, code="5")]

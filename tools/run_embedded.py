@@ -1,0 +1,94 @@
+"""`make run`: the whole platform on one machine in its embedded default (SQLite store, the database event
+log instead of Kafka, a dev signing key), loaded with demo data, until Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import time
+from pathlib import Path
+
+from shared.db import migrate
+from shared.settings import DEV_DIR, ServiceSettings
+from tools.devkeys import ensure_signing_key
+from tools.devtokens import write_service_token
+from tools.processes import ServiceProcess, start_all, stop_all
+
+PORTS = {"record_api": 8001, "ingest": 8002, "consent": 8003}
+
+
+def main() -> None:
+    settings = ServiceSettings()  # SCR_ variables already in the environment win over these defaults
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    if "SCR_JWKS" not in os.environ:
+        _, jwks = ensure_signing_key(DEV_DIR)
+        env["SCR_JWKS"] = str(jwks)
+    if "SCR_EXPORT_PSEUDONYM_KEY_FILE" not in os.environ and "SCR_EXPORT_PSEUDONYM_KEY" not in os.environ:
+        env["SCR_EXPORT_PSEUDONYM_KEY_FILE"] = str(_export_key())
+    write_service_token()
+    print(f"store: {settings.database_url}", flush=True)
+    migrate(settings.database_url)
+    services = start_all(PORTS, env, DEV_DIR)
+    try:
+        _load_demo_data(services)
+        _print_banner(services)
+        _wait_until_interrupted(services)
+    finally:
+        print("\nstopping...", flush=True)
+        stop_all(services)
+        print("stopped.")
+
+
+def _export_key() -> Path:
+    """The dev secret that keys bulk-export pseudonyms (docs/POPULATION.md), created once."""
+    path = DEV_DIR / "export-pseudonym.key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
+
+
+def _load_demo_data(services: dict[str, ServiceProcess]) -> None:
+    from tools import demo
+
+    summary = demo.load(services["ingest"].url, services["consent"].url)
+    print(f"demo data loaded: {summary}", flush=True)
+
+
+def _print_banner(services: dict[str, ServiceProcess]) -> None:
+    record, ingest, consent = services["record_api"].url, services["ingest"].url, services["consent"].url
+    print(f"""
+Shared care record is running (embedded default; logs in {DEV_DIR}/*.log)
+
+  Record API (FHIR R4)   {record}/fhir/metadata      e.g. {record}/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018
+  Ingest                 {ingest}/docs              MLLP on 127.0.0.1:2575
+  Consent + citizen page {consent}/
+  Population health      {record}/population/aggregates.html   bulk export at {record}/fhir/$export (planner token)
+  Health and metrics     /healthz  /readyz  /metrics on each
+
+Dev tokens (clinician, citizen, feed, privacy officer, planner):   make tokens
+  curl -H "Authorization: Bearer $(.venv/bin/python -m tools.devtokens clinician)" {record}/fhir/Patient?family=smith
+
+Ctrl-C stops everything.
+""", flush=True)
+
+
+def _wait_until_interrupted(services: dict[str, ServiceProcess]) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            for service in services.values():
+                if service.proc and service.proc.poll() is not None:
+                    print(f"{service.name} exited unexpectedly (code {service.proc.returncode}); "
+                          f"see {service.log_path}", file=sys.stderr)
+                    return
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return
+
+
+if __name__ == "__main__":
+    main()
