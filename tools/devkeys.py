@@ -4,6 +4,7 @@ NHS login, client credentials); the services only ever validate them against SCR
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +39,16 @@ def ensure_signing_key(directory: Path) -> tuple[RSAKey, Path]:
         private_path.chmod(0o600)
     jwks_path.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
     return key, jwks_path
+
+
+def ensure_export_key(directory: Path) -> Path:
+    """The dev secret that keys bulk-export pseudonyms (docs/POPULATION.md), created once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "export-pseudonym.key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
 
 
 def mint(key: RSAKey, claims: dict[str, Any], *, issuer: str, audience: str, lifetime: int = 3600,

@@ -1,6 +1,7 @@
 """Print development bearer tokens for each kind of caller: `make tokens` (or `python -m tools.devtokens`).
 
-Also writes the record API's own token (for the consent decision API) to var/dev/record-api.token.
+Also writes the record API's own token (for the consent decision API) to var/dev/record-api.token and, once, the
+bulk-export pseudonym secret to var/dev/export-pseudonym.key (docker-compose mounts both).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from shared.settings import DEV_DIR, ServiceSettings
-from tools.devkeys import PROFILES, ensure_signing_key, mint
+from tools.devkeys import PROFILES, ensure_export_key, ensure_signing_key, mint
 
 
 def write_service_token(hours: int = 24) -> str:
@@ -31,6 +32,7 @@ def main() -> None:
     settings = ServiceSettings()
     key, _ = ensure_signing_key(DEV_DIR)
     write_service_token()
+    ensure_export_key(DEV_DIR)
     for name in [args.profile] if args.profile else PROFILES:
         token = mint(key, PROFILES[name], issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                      lifetime=args.hours * 3600)

@@ -4,15 +4,13 @@ log instead of Kafka, a dev signing key), loaded with demo data, until Ctrl-C.""
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 import sys
 import time
-from pathlib import Path
 
 from shared.db import migrate
 from shared.settings import DEV_DIR, ServiceSettings
-from tools.devkeys import ensure_signing_key
+from tools.devkeys import ensure_export_key, ensure_signing_key
 from tools.devtokens import write_service_token
 from tools.processes import ServiceProcess, start_all, stop_all
 
@@ -27,7 +25,7 @@ def main() -> None:
         _, jwks = ensure_signing_key(DEV_DIR)
         env["SCR_JWKS"] = str(jwks)
     if "SCR_EXPORT_PSEUDONYM_KEY_FILE" not in os.environ and "SCR_EXPORT_PSEUDONYM_KEY" not in os.environ:
-        env["SCR_EXPORT_PSEUDONYM_KEY_FILE"] = str(_export_key())
+        env["SCR_EXPORT_PSEUDONYM_KEY_FILE"] = str(ensure_export_key(DEV_DIR))
     write_service_token()
     print(f"store: {settings.database_url}", flush=True)
     migrate(settings.database_url)
@@ -40,15 +38,6 @@ def main() -> None:
         print("\nstopping...", flush=True)
         stop_all(services)
         print("stopped.")
-
-
-def _export_key() -> Path:
-    """The dev secret that keys bulk-export pseudonyms (docs/POPULATION.md), created once."""
-    path = DEV_DIR / "export-pseudonym.key"
-    if not path.exists():
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path
 
 
 def _load_demo_data(services: dict[str, ServiceProcess]) -> None:

@@ -12,6 +12,8 @@ from tests.deploy.chart import COMPONENTS, ROOT, Manifest, container, deployment
 
 # Values that differ by nature between one machine and a cluster.
 PER_DEPLOYMENT = {"SCR_DATABASE_URL", "SCR_KAFKA_BOOTSTRAP_SERVERS", "SCR_CONSENT_URL"}
+# Set by the chart only when its optional Secret is configured (production-like values); compose always mounts one.
+OPTIONAL_SECRET_FILES = {"SCR_EXPORT_PSEUDONYM_KEY_FILE"}
 COMPOSE_NAMES = {"recordApi": "record_api", "ingest": "ingest", "consent": "consent"}
 
 
@@ -20,9 +22,12 @@ def _compose() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("key", sorted(COMPONENTS))
-def test_compose_sets_the_same_settings_as_the_default_chart(default: list[Manifest], key: str) -> None:
+def test_compose_sets_the_same_settings_as_the_default_chart(default: list[Manifest], production: list[Manifest],
+                                                             key: str) -> None:
     chart_env = environment(default, key)
     compose_env = {k: str(v) for k, v in _compose()["services"][COMPOSE_NAMES[key]]["environment"].items()}
+    for name in OPTIONAL_SECRET_FILES & set(compose_env):
+        assert compose_env.pop(name) == environment(production, key)[name], f"{key}: {name} differs"
     assert set(compose_env) == set(chart_env), (
         f"{key}: only in compose {sorted(set(compose_env) - set(chart_env))}, "
         f"only in the chart {sorted(set(chart_env) - set(compose_env))}")
@@ -40,6 +45,7 @@ def test_compose_runs_the_same_command_as_the_chart_with_the_same_files(default:
     assert chart_env["SCR_JWKS"] in mounted
     if key == "recordApi":
         assert chart_env["SCR_CONSENT_TOKEN_FILE"] in mounted
+        assert service["environment"]["SCR_EXPORT_PSEUDONYM_KEY_FILE"] in mounted
     healthcheck = " ".join(service["healthcheck"]["test"])
     assert spec["readinessProbe"]["httpGet"]["path"] in healthcheck
     assert f":{spec['ports'][0]['containerPort']}/" in healthcheck
