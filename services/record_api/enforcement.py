@@ -85,6 +85,8 @@ class Grant:
     actor_ods: str
     relationship: str
     s_flag: bool
+    # The person's source Patient records as admit() read them, so the request's other steps need not read again.
+    sources: list[Resource] = field(default_factory=list)
     withheld: Counter[str] = field(default_factory=Counter)
     entities: list[str] = field(default_factory=list)
     _withheld_refs: set[str] = field(default_factory=set)
@@ -231,7 +233,7 @@ class Guard:
             return self._refuse(person, decision.reason, soft, hint=decision.break_glass_available,
                                 metric="objection")
         grant = Grant(person, decision, self.caller.principal.ods_code or "", relationship,
-                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources))
+                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources), sources=list(sources))
         self.description = basis
         self.grants.append(grant)
         return grant

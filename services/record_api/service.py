@@ -61,9 +61,8 @@ def resolve_person(session: Session, patient_id: str) -> Person | None:
 def person_view(session: Session, guard: Guard, grant: Grant) -> Found | None:
     """The person's Patient built from the source records this caller may see, or None if they see none."""
     person = grant.person
-    sources = store.source_patients(session, [person.id])[person.id]
     visible = []
-    for row in sources:
+    for row in grant.sources:
         reason = grant.reason_hidden(row)
         if reason is None:
             visible.append(row)
@@ -439,8 +438,7 @@ def _patient_revincludes(session: Session, grant: Grant, base: str,
         if not include.reverse:
             continue
         if include.source_type == "Provenance":
-            sources = store.source_patients(session, [grant.person.id])[grant.person.id]
-            targets = [("Patient", grant.person.id)] + [("Patient", s.id) for s in sources]
+            targets = [("Patient", grant.person.id)] + [("Patient", s.id) for s in grant.sources]
             keys += [("Provenance", i) for i in store.referencing(session, "Provenance", "target", targets)]
         else:
             rows = store.search_census(session, person_id=grant.person.id, types=[include.source_type])

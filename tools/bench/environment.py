@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -84,7 +85,10 @@ class Environment:
         """consent, then the record API (which asks consent), then ingest; each ready before the next."""
         self.mllp_port = free_port()
         ports = {"consent": free_port(), "record_api": free_port(), "ingest": free_port()}
-        extra = {"consent": {}, "record_api": {"SCR_CONSENT_URL": f"http://127.0.0.1:{ports['consent']}"},
+        key_file = self.work / "export-pseudonym.key"
+        key_file.write_text(secrets.token_hex(32))
+        extra = {"consent": {}, "record_api": {"SCR_CONSENT_URL": f"http://127.0.0.1:{ports['consent']}",
+                                               "SCR_EXPORT_PSEUDONYM_KEY_FILE": str(key_file)},
                  "ingest": {"SCR_MLLP_PORT": str(self.mllp_port)}}
         for name in ("consent", "record_api", "ingest"):
             self.start_service(name, ports[name], extra[name])

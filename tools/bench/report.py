@@ -17,6 +17,7 @@ FINDINGS = Path(__file__).with_name("FINDINGS.md")
 TIMES = "\N{MULTIPLICATION SIGN}"
 TARGETS = {"ingest": 10_000.0, "everything_p95": 25.0, "search_p95": 5.0, "decision_ms": 1.0, "change_ms": 1000.0,
            "rss_mb": 300.0}
+EXPORT_RSS_GROWTH = 0.25
 # Sizing assumptions for the 3-million-person ICS (stated, not measured; see the section's text).
 ICS_PEOPLE = 3_000_000
 RESOURCES_PER_PERSON = 300
@@ -61,7 +62,7 @@ def _met(ok: bool) -> str:
 def render(results: Results, command: str) -> str:
     parts = [_head(results, command), _summary(results)]
     for point in results.checkpoints:
-        parts += [_ingest(point), _reads(point), _consent(point)]
+        parts += [_ingest(point), _reads(point), _consent(point), _export(point, results)]
     if results.scale is None:
         parts.append("## Scale-out and sizing\n\n*Not measured yet: the run is still going (or stopped before).*\n")
         return "\n".join([*parts, _memory(results), FINDINGS.read_text().strip() + "\n"])
@@ -106,7 +107,8 @@ def _summary(results: Results) -> str:
             ("consent decision ≤ 1 ms in-process (p95)", f"{decision:.3f} ms", decision <= TARGETS["decision_ms"]),
             ("consent change effective on the next read ≤ 1 s (worst)", f"{change:.0f} ms",
              change <= TARGETS["change_ms"]),
-            ("no service above 300 MB RSS", f"{rss:.0f} MB", rss <= TARGETS["rss_mb"])]
+            ("no service above 300 MB RSS", f"{rss:.0f} MB", rss <= TARGETS["rss_mb"]),
+            _export_target(results)]
     table = "\n".join(f"| {name} | {value} | {_met(ok)} |" for name, value, ok in rows)
     return f"""## Targets at {last.stored:,} stored resources
 
@@ -114,6 +116,18 @@ def _summary(results: Results) -> str:
 |---|---|---|
 {table}
 """
+
+
+def _export_target(results: Results) -> tuple[str, str, bool]:
+    """The bulk export finishes at every checkpoint, and the record API's peak during it grows by at most
+    EXPORT_RSS_GROWTH from the first checkpoint's export to the last (flat memory, issue 9)."""
+    name = f"bulk export finishes; record API RSS during it grows ≤ {EXPORT_RSS_GROWTH:.0%} between checkpoints"
+    peaks = [results.rss.get(f"export at {p.target:,}", {}).get("record_api", 0.0) for p in results.checkpoints]
+    finished = all(p.export is not None and not p.export.error for p in results.checkpoints)
+    if not finished or not all(peaks):
+        return name, "did not finish", False
+    growth = peaks[-1] / peaks[0] - 1
+    return name, " → ".join(f"{peak:.0f} MB" for peak in peaks) + f" ({growth:+.0%})", growth <= EXPORT_RSS_GROWTH
 
 
 def _ingest(point: Checkpoint) -> str:
@@ -187,6 +201,35 @@ median {delays[len(delays) // 2]:.0f} ms, worst {delays[-1]:.0f} ms; the very ne
 {change.next_read_effective} of {change.trials} times. Baseline: a Kafka produce → consume round trip (the
 transport `consent.changed` rides on), median {kafka[len(kafka) // 2]:.1f} ms, worst {kafka[-1]:.1f} ms (median
 ratio {_ratio(delays[len(delays) // 2], kafka[len(kafka) // 2])}).
+"""
+
+
+def _export(point: Checkpoint, results: Results) -> str:
+    result = point.export
+    if result is None:
+        return ""
+    if result.error:
+        return f"### Bulk export at {point.target:,} resources\n\n**Failed:** {result.error}\n"
+    rss = results.rss.get(f"export at {point.target:,}", {}).get("record_api", 0.0)
+    idle = results.rss.get("idle", {}).get("record_api", 0.0)
+    types = ", ".join(f"{name} {count:,}" for name, count in sorted(result.by_type.items()))
+    return f"""### Bulk export at {point.target:,} resources
+
+A system-level `$export` (`Prefer: respond-async`) through the record API's background worker: every person with
+the National Data Opt-out or an objection left out, sensitive items removed, identifiers pseudonymised; then every
+file downloaded. Baseline: a raw `COPY (SELECT body FROM resource ...) TO STDOUT` of the same store's exportable
+rows in the same run (no exclusions, no de-identification, no Patient built per person).
+
+| what | resources | files | seconds | resources/s | ratio to COPY | record API peak RSS |
+|---|---|---|---|---|---|---|
+| kick-off → manifest | {result.resources:,} | {result.files} | {result.job_seconds:.1f} | {result.rate:,.0f} | \
+{_ratio(result.rate, result.copy_rate)} | {rss:.0f} MB (idle {idle:.0f} MB) |
+| download all files | {result.downloaded:,} lines | | {result.download_seconds:.1f} | \
+{result.downloaded / max(result.download_seconds, 1e-9):,.0f} | | |
+| *baseline: raw COPY out* | {result.copy_rows:,} rows | | {result.copy_seconds:.2f} | {result.copy_rate:,.0f} | 1 | |
+
+Exported by type: {types}. Downloaded lines {"equal" if result.downloaded == result.resources else "**differ from**"}
+the manifest's counts.
 """
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 
-from tools.bench import baseline, consent, feeds, reads, scaleout
+from tools.bench import baseline, consent, export, feeds, reads, scaleout
 from tools.bench.environment import Environment
 from tools.bench.memory import RssSampler
 from tools.synth import ics
@@ -48,6 +48,7 @@ class Checkpoint:
     decisions: tuple[reads.Latency, ...] = ()
     http_decisions: tuple[reads.Latency, ...] = ()
     change: consent.ChangeEffect | None = None
+    export: export.ExportResult | None = None
 
 
 @dataclass
@@ -119,6 +120,10 @@ def _checkpoint(env: Environment, options: Options, sampler: RssSampler, target:
     _reads(env, options, point, stored)
     sampler.stage = f"consent at {target:,}"
     _consent(env, options, point, stored)
+    sampler.stage = f"export at {target:,}"
+    point.export = export.measure(env)
+    _say(f"  export: {point.export.resources:,} resources in {point.export.job_seconds:.1f}s "
+         f"= {point.export.rate:,.0f}/s {point.export.error}")
     return point
 
 

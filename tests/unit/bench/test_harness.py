@@ -13,7 +13,8 @@ from tools.bench.environment import environment
 
 pytestmark = pytest.mark.integration
 
-SECTIONS = ("## Targets at", "## Ingest, phase ending at", "### Reads at", "### Consent at", "## Memory",
+SECTIONS = ("## Targets at", "## Ingest, phase ending at", "### Reads at", "### Consent at", "### Bulk export at",
+            "## Memory",
             "## Scale-out: two ingest workers", "## What an ICS of 3 million people would need",
             "## Profiler findings")
 
@@ -29,6 +30,11 @@ def test_a_tiny_run_measures_every_figure_and_writes_every_section(tmp_path: Pat
     assert point.copy is not None and point.copy.versions == sum(f.versions for f in point.feeds)
     assert all(api.samples and sql.samples and not api.errors for api, sql in point.reads)
     assert point.change is not None and len(point.change.delays_ms) == 2
+    assert point.export is not None and not point.export.error, point.export
+    # One Patient per person at most, no Provenance or source Patients: fewer resources than the store holds.
+    assert 0 < point.export.resources == point.export.downloaded < point.export.copy_rows
+    assert 0 < point.export.by_type["Patient"] <= point.persons
+    assert "record_api" in results.rss[f"export at {point.target:,}"]
     assert results.scale is not None and sorted(p for ps in results.scale.assignment.values() for p in ps) == \
         [0, 1, 2, 3]
     assert {"ingest", "consent", "record_api"} <= set(results.rss["idle"])
