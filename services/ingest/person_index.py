@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import records, store
+from services.ingest.feeds.model import rewrite_references
 from services.ingest.identity import Demographics, Score, decide, demographics, score
 from services.ingest.records import Change, WriteContext
 from shared.errors import Conflict, InvalidInput, NotFound
@@ -132,7 +133,7 @@ def relink(session: Session, ctx: WriteContext, source_patient_id: str, new_pers
     mapping = {f"Patient/{old_person_id}": f"Patient/{new_person_id}"}
     changes = []
     for row in store.of_source_patient(session, source_patient_id):
-        body = records.rewrite_references(records.unstamped(row), mapping)
+        body = rewrite_references(records.unstamped(row), mapping)
         changes.append(_rewrite(session, ctx, row, body, person_id=new_person_id, change="relink"))
     _retire_if_empty(session, old_person_id, new_person_id)
     _revive(session, new_person_id)

@@ -136,17 +136,6 @@ def unstamped(row: Resource) -> dict[str, Any]:
     return body
 
 
-def rewrite_references(node: Any, mapping: dict[str, str]) -> Any:
-    """Every `reference` found in `mapping` replaced by its target (local refs to stored ids, old person to new)."""
-    if isinstance(node, dict):
-        out = {k: rewrite_references(v, mapping) for k, v in node.items()}
-        reference = node.get("reference")
-        if isinstance(reference, str) and reference in mapping:
-            out["reference"] = mapping[reference]
-        return out
-    if isinstance(node, list):
-        return [rewrite_references(v, mapping) for v in node]
-    return node
 
 
 def unresolved_local_reference(node: Any) -> str | None:

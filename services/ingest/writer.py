@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import person_index, records, store
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected, rewrite_references
 from services.ingest.labelling import CodeLists, labels_for
 from services.ingest.person_index import Thresholds
 from services.ingest.provenance import provenance_for
@@ -137,7 +137,7 @@ class MessageWriter:
                      resource_id: str, persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> Change:
         source_patient_id, person_id = persons[item.patient_ref] if item.patient_ref else (None, None)
         body = item.merge(records.unstamped(existing)) if item.merge and existing is not None else item.resource
-        body = records.rewrite_references(body, refs)
+        body = rewrite_references(body, refs)
         if dangling := records.unresolved_local_reference(body):
             raise AdapterError(Issue(f"reference {dangling!r} does not resolve within the message", item.where))
         labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential)

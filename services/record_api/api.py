@@ -85,7 +85,7 @@ def patient_everything(request: Request, id: str, current: Guard = Depends(guard
     params = _everything_params(request)
     with _session(request) as session:
         payload = service.everything(session, current, request, id, params)
-    return current.respond(payload)
+        return current.respond(payload, session=session)
 
 
 @router.get("/{resource_type}")
@@ -96,7 +96,7 @@ def search(request: Request, resource_type: str, current: Guard = Depends(guard(
     _check_cursor(request)
     with _session(request) as session:
         payload = service.search(session, current, request, _settings(request), query, fingerprint(_items(request)))
-    return current.respond(payload)
+        return current.respond(payload, session=session)
 
 
 @router.get("/{resource_type}/_history")
@@ -107,14 +107,14 @@ def type_history(request: Request, resource_type: str, current: Guard = Depends(
     with _session(request) as session:
         payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
                                   resource_id=None, params=params)
-    return current.respond(payload)
+        return current.respond(payload, session=session)
 
 
 @router.get("/{resource_type}/{id}")
 def read(request: Request, resource_type: str, id: str, current: Guard = Depends(guard("read"))) -> Response:
     with _session(request) as session:
         found = service.read(session, current, resource_type, id)
-    return _conditional(request, current, found)
+        return _conditional(request, current, found, session)
 
 
 @router.get("/{resource_type}/{id}/_history")
@@ -124,7 +124,7 @@ def instance_history(request: Request, resource_type: str, id: str,
     with _session(request) as session:
         payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
                                   resource_id=id, params=params)
-    return current.respond(payload)
+        return current.respond(payload, session=session)
 
 
 @router.get("/{resource_type}/{id}/_history/{version}")
@@ -132,16 +132,16 @@ def vread(request: Request, resource_type: str, id: str, version: str,
           current: Guard = Depends(guard("vread"))) -> Response:
     with _session(request) as session:
         found = service.vread(session, current, resource_type, id, version)
-    return _conditional(request, current, found)
+        return _conditional(request, current, found, session)
 
 
-def _conditional(request: Request, current: Guard, found: service.Found) -> Response:
+def _conditional(request: Request, current: Guard, found: service.Found, session: Session) -> Response:
     """ETag/If-None-Match: an unchanged resource answers 304 (still audited: the caller looked)."""
     headers = found.headers()
     tags = {t.strip().removeprefix("W/").strip('"') for t in request.headers.get("if-none-match", "").split(",")}
     if found.version_id in tags or "*" in tags:
-        return current.respond(None, status=304, headers=headers)
-    return current.respond(found.body, headers=headers)
+        return current.respond(None, status=304, headers=headers, session=session)
+    return current.respond(found.body, headers=headers, session=session)
 
 
 def _everything_params(request: Request) -> service.EverythingParams:

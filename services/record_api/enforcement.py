@@ -304,23 +304,36 @@ class Guard:
         return sum(g.withheld_count for g in self.grants) + sum(1 for d in self.denied if d.person)
 
     def respond(self, payload: dict[str, Any] | None, *, status: int = 200,
-                headers: dict[str, str] | None = None) -> Response:
-        """Audit what is being returned, then return it; if the audit cannot be written, return nothing."""
-        self._audit()
+                headers: dict[str, str] | None = None, session: Session | None = None) -> Response:
+        """Audit what is being returned, then return it; if the audit cannot be written, return nothing.
+        Given the request's read session, the audit rows are written and committed in it (one connection and one
+        transaction per read); the lock and hash read each run as their own statement, so they see the newest
+        committed row under READ COMMITTED."""
+        self._audit(session)
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() if payload else b""
         return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON if payload else None)
 
-    def _audit(self) -> None:
+    def _audit(self, session: Session | None = None) -> None:
         records = self._records()
         try:
-            with self.enforcer.sessions.begin() as session:
-                for record in records:
-                    write_audit(session, record)
+            if session is None:
+                with self.enforcer.sessions.begin() as own:
+                    self._write(own, records)
+            else:
+                self._write(session, records)
+                session.commit()
         except Exception as exc:  # any failure to record an access means the access does not happen
+            if session is not None:
+                session.rollback()
             AUDIT_FAILURES.labels(self.enforcer.settings.service_name).inc()
             log.error("audit write failed; response withheld", error_type=type(exc).__name__)
             raise AuditUnavailable("the access could not be audited, so nothing was returned; try again") from None
         self._count_metrics()
+
+    @staticmethod
+    def _write(session: Session, records: list[AuditRecord]) -> None:
+        for record in records:
+            write_audit(session, record)
 
     def _records(self) -> list[AuditRecord]:
         caller = self.caller

@@ -410,7 +410,7 @@ def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: 
     locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
     shown: list[tuple[Grant, Found]] = []
     last = None
-    for person in store.persons(session, candidates):
+    for person in candidates:
         last = person.id
         grant = guard.admit(session, person, soft=True)
         if grant is None:

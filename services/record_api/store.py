@@ -255,13 +255,13 @@ def _instant_clause(column: Any, value: DateValue) -> ColumnElement[bool]:
 
 
 def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: str | None = None,
-                     before: str | None = None, limit: int) -> list[str]:
-    """Ids of active persons with source Patients satisfying every criterion: ascending after `after`, or
+                     before: str | None = None, limit: int) -> list[Person]:
+    """Active persons with source Patients satisfying every criterion: ascending after `after`, or
     descending before `before` (walking back for a previous page).
 
     Criteria are ANDed over the person: a criterion is met if any of the person's source records meets it,
     so a merged person is found by any source's identifiers and demographics."""
-    statement = select(Person.id).where(Person.status == "active")
+    statement = select(Person).where(Person.status == "active")
     for criterion in criteria:
         if criterion.name == "_id":
             ids = [v.code for v in criterion.values if isinstance(v, Token) and v.code]
@@ -278,12 +278,6 @@ def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: 
         statement = statement.where(Person.id < before)
     order = Person.id.desc() if before is not None else Person.id.asc()
     return list(session.scalars(statement.order_by(order).limit(limit)))
-
-
-def persons(session: Session, ids: Sequence[str]) -> list[Person]:
-    """Person rows in the order of `ids`."""
-    found = {p.id: p for p in session.scalars(select(Person).where(Person.id.in_(ids)))} if ids else {}
-    return [found[i] for i in ids if i in found]
 
 
 # ---------------------------------------------------------------- _include, _revinclude, duplicates

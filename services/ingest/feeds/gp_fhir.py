@@ -10,7 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected, parse_instant
+from services.ingest.feeds.model import (
+    AdapterError,
+    Mapped,
+    MappedMessage,
+    Rejected,
+    parse_instant,
+    rewrite_references,
+)
 from shared.fhir import NHS_NUMBER_SYSTEM, Issue, canonical_system, validate_resource
 
 # Clinical types and the element holding their patient reference.
@@ -35,6 +42,7 @@ def map_bundle(bundle: Any, *, max_entries: int) -> MappedMessage:
     default_updated = parse_instant((bundle.get("meta") or {}).get("lastUpdated")) or \
         parse_instant(bundle.get("timestamp"))
     index = _reference_index(entries)
+    local_refs = {ref: _local_ref(position) for ref, position in index.items()}
     message = MappedMessage(atomic=bundle["type"] == "transaction")
     bad: dict[int, list[Issue]] = {}
     for position, entry in enumerate(entries):
@@ -43,7 +51,7 @@ def map_bundle(bundle: Any, *, max_entries: int) -> MappedMessage:
         if issues:
             bad[position] = issues
             continue
-        item, issues = _map_entry(entry, position, where, index, entries, default_updated)
+        item, issues = _map_entry(entry, position, where, (index, local_refs), entries, default_updated)
         if issues:
             bad[position] = issues
         else:
@@ -121,11 +129,12 @@ def _oversized_string(node: Any, path: str = "") -> str | None:
     return None
 
 
-def _map_entry(entry: dict[str, Any], position: int, where: str, index: dict[str, int], entries: list[Any],
-               default_updated: Any) -> tuple[Mapped | None, list[Issue]]:
+def _map_entry(entry: dict[str, Any], position: int, where: str, refs: tuple[dict[str, int], dict[str, str]],
+               entries: list[Any], default_updated: Any) -> tuple[Mapped | None, list[Issue]]:
+    index, local_refs = refs  # each way to refer to an entry: its position, and its local `urn:scr:entry:N` ref
     resource = entry["resource"]
     resource_type = resource["resourceType"]
-    body = _rewrite_references(_without_server_fields(resource), index)
+    body = rewrite_references(_without_server_fields(resource), local_refs)
     if dangling := _dangling_uuid(body):
         return None, [Issue(f"reference {dangling!r} resolves to no entry of the Bundle", f"{where}.resource",
                             code="not-found")]
@@ -158,19 +167,6 @@ def _without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
     if meta:
         body["meta"] = meta
     return body
-
-
-def _rewrite_references(node: Any, index: dict[str, int]) -> Any:
-    """References to other entries become `urn:scr:entry:N`; the pipeline maps those to stored ids."""
-    if isinstance(node, dict):
-        out = {k: _rewrite_references(v, index) for k, v in node.items()}
-        reference = node.get("reference")
-        if isinstance(reference, str) and reference in index:
-            out["reference"] = _local_ref(index[reference])
-        return out
-    if isinstance(node, list):
-        return [_rewrite_references(v, index) for v in node]
-    return node
 
 
 def _dangling_uuid(node: Any) -> str | None:

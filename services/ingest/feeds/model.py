@@ -97,3 +97,17 @@ def parse_instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def rewrite_references(node: Any, mapping: dict[str, str]) -> Any:
+    """Every `reference` found in `mapping` replaced by its target: a Bundle's own references to local
+    `urn:scr:entry:N` refs, local refs to stored ids, a merged person's references to the surviving one."""
+    if isinstance(node, dict):
+        out = {k: rewrite_references(v, mapping) for k, v in node.items()}
+        reference = node.get("reference")
+        if isinstance(reference, str) and reference in mapping:
+            out["reference"] = mapping[reference]
+        return out
+    if isinstance(node, list):
+        return [rewrite_references(v, mapping) for v in node]
+    return node

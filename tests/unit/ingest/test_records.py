@@ -2,7 +2,8 @@
 
 from datetime import UTC, datetime
 
-from services.ingest.records import WriteContext, content_hash, rewrite_references, stamp, unresolved_local_reference
+from services.ingest.feeds.model import rewrite_references
+from services.ingest.records import WriteContext, content_hash, stamp, unresolved_local_reference
 from tests.fixtures.ingest import messages
 
 
