@@ -84,6 +84,13 @@ class EventBus(ABC):
     def flush(self, timeout: float = 10) -> None:  # noqa: B027 - transports that buffer override this
         """Block until everything published so far is durably accepted."""
 
+    def deliver(self, events: list[tuple[str, str | None, dict[str, Any]]], timeout: float = 30) -> None:
+        """Publish (topic, key, payload) events in order and return once every one is acknowledged; raise if any
+        was not (the caller keeps them to try again)."""
+        for topic, key, payload in events:
+            self.publish(topic, key, payload)
+        self.flush(timeout)
+
     @abstractmethod
     def consumer(self, group_id: str, topics: list[str], *, from_latest: bool = False) -> EventConsumer: ...
 
@@ -285,6 +292,13 @@ class KafkaEventBus(EventBus):
 
     def flush(self, timeout: float = 10) -> None:
         self._producer.flush(timeout)
+
+    def deliver(self, events: list[tuple[str, str | None, dict[str, Any]]], timeout: float = 30) -> None:
+        futures = [self._producer.send(topic, key=key.encode() if key is not None else None, value=encode(payload))
+                   for topic, key, payload in events]
+        self._producer.flush(timeout)
+        for future in futures:
+            future.get(timeout=timeout)  # raises the delivery error (broker away, topic missing, timed out)
 
     def consumer(self, group_id: str, topics: list[str], *, from_latest: bool = False) -> EventConsumer:
         return _KafkaConsumer(self, group_id, topics, from_latest)

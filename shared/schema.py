@@ -278,6 +278,20 @@ class EventLogEntry(Base):
     __table_args__ = (Index("ix_event_log_topic", "topic", "id"),)
 
 
+class OutboxEvent(Base):
+    """Real mode's transactional outbox: ingest writes each record.changed event in the transaction of the change
+    it announces, and a relay moves committed events to Kafka and deletes them (services/ingest/outbox.py), so an
+    event is published at least once whenever its change committed, even if Kafka was away at the time."""
+
+    __tablename__ = "event_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(128))
+    key: Mapped[str | None] = mapped_column(String(256))
+    payload: Mapped[dict[str, Any]]
+    created: Mapped[datetime]
+
+
 class EventOffset(Base):
     """Per consumer group, the id of the last event it has committed in each topic."""
 

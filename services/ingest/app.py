@@ -11,8 +11,10 @@ from services.ingest.consumer import SocialCareConsumer
 from services.ingest.feeds.hl7v2_message import build_ack
 from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.mllp import MllpServer
+from services.ingest.outbox import OutboxRelay
 from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
+from shared.events import DatabaseEventLog
 from shared.service import Runtime, create_service_app
 
 log = structlog.get_logger("scr.ingest")
@@ -35,6 +37,10 @@ def _start(rt: Runtime, settings: IngestSettings) -> None:
         log.error("could not read the ingest gauges", error_type=type(exc).__name__)
     if settings.mllp_enabled:
         rt.extras["mllp"] = _start_mllp(pipeline, settings)
+    if rt.bus is not None and not isinstance(rt.bus, DatabaseEventLog):
+        relay = OutboxRelay(rt.sessions, rt.bus).start()
+        pipeline.on_committed = relay.wake
+        rt.extras["outbox"] = relay
     if settings.consumer_enabled and rt.bus is not None:
         rt.extras["consumer"] = SocialCareConsumer(rt.bus, pipeline, settings).start()
 
@@ -70,3 +76,6 @@ def _stop(rt: Runtime) -> None:
     mllp = rt.extras.pop("mllp", None)
     if mllp is not None:
         mllp.stop()
+    relay = rt.extras.pop("outbox", None)
+    if relay is not None:  # last: what the consumer and MLLP committed on the way out is relayed too
+        relay.stop()

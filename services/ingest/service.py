@@ -8,6 +8,7 @@ and lists the bad). Bad input is `rejected` with the reason; a fault here leaves
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -64,6 +65,7 @@ class Pipeline:
 
     def __init__(self, sessions: sessionmaker[Session], bus: EventBus | None, settings: IngestSettings) -> None:
         self.sessions, self.bus, self.settings = sessions, bus, settings
+        self.on_committed: Callable[[], None] | None = None  # the outbox relay's wake-up, when one runs here
         self.writer = MessageWriter(load_code_lists(settings.label_code_lists),
                                     Thresholds(settings.match_link_threshold, settings.match_review_threshold))
 
@@ -218,19 +220,20 @@ class Pipeline:
             metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
 
     def _publish(self, changes: list[Change]) -> None:
-        """record.changed for every new version, after the commit (CONTRACTS.md §2)."""
-        if self.bus is None or isinstance(self.bus, DatabaseEventLog):
-            return  # the embedded event log was written in the same transaction as the change
-        events = _record_changed(changes)
-        for key, payload in events:
-            self.bus.publish(RECORD_CHANGED, key, payload)
-        if events:
-            self.bus.flush()
+        """After the commit: tell the outbox relay there is something to send (CONTRACTS.md §2)."""
+        if changes and self.on_committed is not None:
+            self.on_committed()
 
     def _publish_in(self, session: Session, changes: list[Change]) -> None:
-        """The embedded event log is a table: its events commit with the change they announce."""
+        """record.changed is written in the transaction of the change it announces: to the embedded event log
+        (a table), or in real mode to the outbox that the relay moves to Kafka (services/ingest/outbox.py)."""
+        if self.bus is None:
+            return
+        events = _record_changed(changes)
         if isinstance(self.bus, DatabaseEventLog):
-            DatabaseEventLog.publish_many_in(session, RECORD_CHANGED, _record_changed(changes))
+            DatabaseEventLog.publish_many_in(session, RECORD_CHANGED, events)
+        else:
+            store.add_outbox(session, RECORD_CHANGED, events)
 
 
 def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, Any]]]:

@@ -137,11 +137,16 @@ def test_every_feed_to_one_consent_enforced_audited_record(platform: Platform, t
     _ingest_every_feed(platform, tokens)
     acute = _fhir(platform, tokens.clinician(ods=demo.ACUTE))
 
-    # One person, one Patient, found by NHS number, with every source's identifier and record linked.
-    people = acute.resources("Patient").search(identifier=f"{NHS_NUMBER_SYSTEM}|{NHS}").fetch_all()
+    # One person, one Patient, found by NHS number, with every source's identifier and record linked (GP, acute,
+    # community and social care: the last arrives asynchronously through Kafka, so wait for its source record).
+    def linked_from_every_source() -> list[Any]:
+        found = acute.resources("Patient").search(identifier=f"{NHS_NUMBER_SYSTEM}|{NHS}").fetch_all()
+        return found if len(found) != 1 or len(found[0]["link"]) == 4 else []
+
+    people = _eventually(linked_from_every_source, "the social-care source record linked to the person")
     assert len(people) == 1
     person = people[0]
-    assert len(person["link"]) == 4  # GP, acute, community and social-care source records
+    assert len(person["link"]) == 4
     assert acute.resources("Patient").search(identifier="urn:scr:local-patient-id:RR8|RR8-445566").get().id \
         == person.id
 
