@@ -90,9 +90,15 @@ def _chain_filter(record: AuditRecord) -> Any:
 
 
 def _lock_chain(session: Session, chain: str) -> None:
-    """Serialise writers of one chain (PostgreSQL); SQLite serialises all writers anyway."""
+    """Serialise writers of one chain before the previous row is read, until the transaction ends.
+
+    PostgreSQL: an advisory lock per chain. SQLite: its one write lock, taken by a write that changes nothing
+    (the driver opens a transaction for it, and SQLite grants the lock with an up-to-date snapshot); reading the
+    previous hash first would let two writers chain to the same row."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(chain.encode())})
+    else:
+        session.execute(text("UPDATE audit_event SET id = id WHERE id < 0"))
 
 
 def verify_chain(rows: list[AuditEventRow]) -> bool:

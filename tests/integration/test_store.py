@@ -1,5 +1,7 @@
 """The store schema against the real databases: PostgreSQL (real mode) and SQLite (embedded default)."""
 
+import threading
+
 import pytest
 from sqlalchemy import inspect, select
 
@@ -84,3 +86,34 @@ def test_audit_rows_are_hash_chained_per_person_and_tampering_shows(pg_url: str)
         assert rows[0].body["agent"][0]["who"]["identifier"]["value"] == "555000000001"
         rows[1].body = rows[1].body | {"outcome": "4"}
         assert not verify_chain(rows)
+
+
+@pytest.mark.parametrize("which", ["sqlite", "postgresql"])
+def test_concurrent_audit_writers_of_one_person_never_fork_the_chain(which: str, request: pytest.FixtureRequest
+                                                                      ) -> None:
+    """Two processes' worth of writers (threads with their own connections) append to one person's chain at
+    once; every row must link to the row before it, on PostgreSQL (advisory lock) and on SQLite (write lock)."""
+    url = request.getfixturevalue("pg_url" if which == "postgresql" else "sqlite_url")
+    migrate(url)
+    engines = [create_db_engine(url) for _ in range(4)]
+    clinician = Principal("clinician", "555000000001", ods_code="RR8", role="R8000")
+
+    def writer(engine) -> None:
+        sessions = make_session_factory(engine)
+        for _ in range(25):
+            with sessions() as session:
+                session.execute(select(AuditEventRow.id).limit(1)).all()  # a read first, as a record API read does
+                write_audit(session, AuditRecord("record_api", "read", "success", clinician, person_id="person-c"))
+                session.commit()
+
+    threads = [threading.Thread(target=writer, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with make_session_factory(engines[0])() as session:
+        rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.person_id == "person-c")
+                                    .order_by(AuditEventRow.id)))
+    for engine in engines:
+        engine.dispose()
+    assert len(rows) == 100 and verify_chain(rows)
