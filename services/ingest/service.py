@@ -67,7 +67,10 @@ class Pipeline:
         self.sessions, self.bus, self.settings = sessions, bus, settings
         self.on_committed: Callable[[], None] | None = None  # the outbox relay's wake-up, when one runs here
         self.writer = MessageWriter(load_code_lists(settings.label_code_lists),
-                                    Thresholds(settings.match_link_threshold, settings.match_review_threshold))
+                                    Thresholds(settings.match_link_threshold, settings.match_review_threshold),
+                                    remap=lambda raw: self._map(raw.channel, raw.content, raw.sender_org,
+                                                                raw.sender_system),
+                                    replay_channels=frozenset(HL7_CHANNELS))
 
     # ----------------------------------------------------------------------------------- entry points
 

@@ -320,3 +320,11 @@ def delete_outbox(session: Session, ids: list[int]) -> None:
 
 def count_outbox(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(OutboxEvent)) or 0
+
+
+def raw_messages_of(session: Session, resource_type: str, resource_id: str) -> list[RawMessage]:
+    """The archived messages that wrote a version of one resource, oldest first."""
+    writers = select(ResourceVersion.raw_message_id).where(ResourceVersion.resource_type == resource_type,
+                                                           ResourceVersion.id == resource_id)
+    return list(session.scalars(select(RawMessage).where(RawMessage.id.in_(writers))
+                                .order_by(RawMessage.received_at)))

@@ -4,6 +4,7 @@ pipeline's transaction; nothing here commits."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,13 +18,19 @@ from services.ingest.person_index import Thresholds
 from services.ingest.provenance import provenance_for
 from services.ingest.records import Change, WriteContext
 from shared.fhir import Issue
+from shared.schema import RawMessage
+
+# Maps an archived message again (the pipeline's adapters), for replaying a stay when a late event arrives.
+Remap = Callable[[RawMessage], MappedMessage]
 
 
 class MessageWriter:
     """Identity, labelling and the store for mapped messages."""
 
-    def __init__(self, code_lists: CodeLists, thresholds: Thresholds) -> None:
+    def __init__(self, code_lists: CodeLists, thresholds: Thresholds, remap: Remap | None = None,
+                 replay_channels: frozenset[str] = frozenset()) -> None:
         self.code_lists, self.thresholds = code_lists, thresholds
+        self.remap, self.replay_channels = remap, replay_channels
 
     def write(self, session: Session, raw_id: str, channel: str, mapped: MappedMessage) -> list[Change]:
         """Store one mapped message in the caller's transaction; every resource it touched, and how."""
@@ -137,13 +144,15 @@ class MessageWriter:
                      resource_id: str, persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> Change:
         source_patient_id, person_id = persons[item.patient_ref] if item.patient_ref else (None, None)
         body = item.merge(records.unstamped(existing)) if item.merge and existing is not None else item.resource
-        body = rewrite_references(body, refs)
-        if dangling := records.unresolved_local_reference(body):
-            raise AdapterError(Issue(f"reference {dangling!r} does not resolve within the message", item.where))
-        labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential)
-        digest = records.content_hash(body, flags=("V",) if item.confidential else ())
+        body, labels, digest = self._prepared(body, channel, item, refs)
+        source_updated = item.source_updated
         if existing is not None:
             verdict = _verdict(existing, item, digest)
+            if verdict == "stale" and (replayed := self._replayed(session, channel, item, existing)) is not None:
+                # A late event of a stay: the stay as if its events had arrived in the order they happened.
+                body, labels, digest = self._prepared(replayed, channel, item, refs)
+                verdict = "stale" if existing.content_hash == digest else None
+                source_updated = existing.source_updated  # the newest event applied is still the stored one
             # Stale never writes; an unchanged body still moves if the record now belongs to another person.
             if verdict == "stale" or (verdict and existing.person_id == person_id):
                 return _located(Change(item.resource_type, existing.id, existing.version_id, existing.person_id,
@@ -151,8 +160,41 @@ class MessageWriter:
         change = records.write(session, ctx, existing=existing, resource_type=item.resource_type,
                                resource_id=resource_id, body=body, labels=labels, person_id=person_id,
                                source_patient_id=source_patient_id, source_key=item.source_key,
-                               source_updated=item.source_updated, digest=digest)
+                               source_updated=source_updated, digest=digest)
         return _located(change, item)
+
+    def _prepared(self, body: dict[str, Any], channel: str, item: Mapped,
+                  refs: dict[str, str]) -> tuple[dict[str, Any], list[str], str]:
+        """The body with the message's references resolved, its labels and its content hash."""
+        body = rewrite_references(body, refs)
+        if dangling := records.unresolved_local_reference(body):
+            raise AdapterError(Issue(f"reference {dangling!r} does not resolve within the message", item.where))
+        labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential)
+        return body, labels, records.content_hash(body, flags=("V",) if item.confidential else ())
+
+    def _replayed(self, session: Session, channel: str, item: Mapped, existing: Any) -> dict[str, Any] | None:
+        """For an event older than the stored state that asks for it (an ADT transfer after the discharge), the
+        resource rebuilt from the events of every archived message that shaped its versions plus this one,
+        applied in event-time order. None when the resource is not built from events of a replayable feed."""
+        if not item.replay_when_late or item.merge is None or self.remap is None \
+                or channel not in self.replay_channels:
+            return None
+        events = [(item.source_updated, _LAST, item.merge)]
+        for raw in store.raw_messages_of(session, existing.resource_type, existing.id):
+            if raw.channel not in self.replay_channels:
+                continue
+            try:
+                earlier = self.remap(raw)
+            except AdapterError:
+                continue  # refused when it arrived, so it never shaped the resource
+            events += [(other.source_updated, raw.received_at, other.merge) for other in earlier.items
+                       if other.merge and other.resource_type == item.resource_type
+                       and other.source_key == item.source_key]
+        body: dict[str, Any] | None = None
+        for _at, _received, merge in sorted(events, key=lambda e: (_aware(e[0]) if e[0] else _FIRST,
+                                                                   _aware(e[1]))):
+            body = merge(body)
+        return body
 
     def _store_provenance(self, session: Session, ctx: WriteContext, changed: list[Change]) -> None:
         key = f"raw:{ctx.raw_id}"
@@ -171,6 +213,10 @@ class _Pending:
     the same message with the same key updates it rather than making a second one."""
 
     id: str
+
+
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)  # the late message is the last received
 
 
 def _verdict(existing: Any, item: Mapped, digest: str) -> str | None:

@@ -32,6 +32,9 @@ class Mapped:
     confidential: bool = False  # the source marked it confidential/sealed/private
     restricted: bool = False  # Patient only: the S-flag (location hiding) from the source
     merge: Merge | None = None
+    # When older than the stored state: rebuild from the archived events in time order (an ADT movement: a late
+    # admit or transfer is part of the ward history), rather than ignore it (a late discharge or cancellation).
+    replay_when_late: bool = False
     where: str | None = None  # where in the message it came from, for per-entry outcomes
     entry: int | None = None  # its position among the message's entries (Bundle entry, CSV row)
 
