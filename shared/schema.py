@@ -279,9 +279,10 @@ class EventLogEntry(Base):
 
 
 class OutboxEvent(Base):
-    """Real mode's transactional outbox: ingest writes each record.changed event in the transaction of the change
-    it announces, and a relay moves committed events to Kafka and deletes them (services/ingest/outbox.py), so an
-    event is published at least once whenever its change committed, even if Kafka was away at the time."""
+    """Real mode's transactional outbox: ingest (record.changed) and consent (consent.changed) write each event in
+    the transaction of the change it announces, and a relay per topic moves committed events to Kafka and deletes
+    them (shared/outbox.py), so an event is published at least once whenever its change committed, even if Kafka
+    was away at the time."""
 
     __tablename__ = "event_outbox"
 

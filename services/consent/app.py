@@ -12,6 +12,9 @@ from services.consent.page import install_page
 from services.consent.rules import Policy
 from services.consent.service import ConsentService
 from services.consent.settings import ConsentSettings
+from shared import outbox
+from shared.events import CONSENT_CHANGED
+from shared.outbox import OutboxRelay
 from shared.service import Runtime, create_service_app, limit_request_bodies, open_runtime
 
 
@@ -23,7 +26,12 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     consent = ConsentService(runtime.sessions, decisions, lambda: runtime.bus, settings.service_name)
     consumers: list[ConsumerThread] = []
 
+    relay: list[OutboxRelay] = []
+
     def on_start(rt: Runtime) -> None:
+        if outbox.relays(rt.bus):
+            relay.append(OutboxRelay(rt.sessions, rt.bus, CONSENT_CHANGED).start())
+            consent.on_committed = relay[0].wake
         if settings.consumers_enabled and rt.bus is not None:
             consumers.extend(start_consumers(rt.bus, consent, decisions))
 
@@ -31,6 +39,10 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
         for consumer in consumers:
             consumer.stop()
         consumers.clear()
+        for waiting in relay:  # last: what the consumers committed on the way out is relayed too
+            waiting.stop()
+        relay.clear()
+        consent.on_committed = None
 
     app = create_service_app(settings, title="Shared care record: consent", on_start=on_start, on_stop=on_stop,
                              runtime=runtime)

@@ -1,6 +1,7 @@
 """Recording consents: the citizen's preferences (with optimistic concurrency), consents professionals record
 on a patient's behalf, and dissent imported from source records. Every change is audited in its own
-transaction and announced on `consent.changed` once committed (CONTRACTS §2)."""
+transaction and announced on `consent.changed`: the event is written in the change's own transaction and sent
+once committed (shared/outbox.py), so a committed change is always announced (CONTRACTS §2)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from services.consent.decisions import DecisionPoint, facts_of, load_facts
 from services.consent.errors import PreconditionRequired
 from services.consent.facts import ConsentFacts, utc
 from services.consent.metrics import AUDIT_FAILURES, CHANGES
-from shared import roles
+from shared import outbox, roles
 from shared.audit import AuditRecord, write_audit
 from shared.auth import Principal
 from shared.errors import Conflict, Forbidden, NotFound, PreconditionFailed
-from shared.events import CONSENT_CHANGED, DatabaseEventLog, EventBus
+from shared.events import CONSENT_CHANGED, EventBus
 from shared.schema import ConsentRecord
 
 log = structlog.get_logger("scr.consent")
@@ -58,6 +59,7 @@ class ConsentService:
         self._decisions = decisions
         self._bus = bus
         self._service = service_name
+        self.on_committed: Callable[[], None] | None = None  # the outbox relay's wake-up, when one runs here
 
     # ------------------------------------------------------------ the citizen's preferences
 
@@ -79,16 +81,16 @@ class ConsentService:
                 current = _view(session, nhs_number, now)
                 if row is not None and current.preferences == wanted:
                     return current, False
-                change, payload = self._write_preferences(session, principal, row, wanted, current, now)
+                change = self._write_preferences(session, principal, row, wanted, current, now)
         except IntegrityError:
             # Another device created this citizen's first preferences between our read and our insert.
             raise PreconditionFailed(STALE, expression=["If-Match"]) from None
-        self._after_commit(change, payload)
+        self._after_commit(change)
         return self.citizen_view(nhs_number), True
 
     def _write_preferences(self, session: Session, principal: Principal, row: ConsentRecord | None,
                            wanted: preferences.Preferences, current: CitizenView,
-                           now: datetime) -> tuple[Change, dict[str, Any] | None]:
+                           now: datetime) -> Change:
         nhs_number = principal.nhs_number or ""
         since = _since(wanted, row, current, now)
         consent_id = row.id if row is not None else str(uuid.uuid4())
@@ -103,7 +105,8 @@ class ConsentService:
         else:
             raise PreconditionFailed(STALE, expression=["If-Match"])
         change = Change(nhs_number, consent_id, version, "preferences", now)
-        return change, self._record(session, principal, change, "Citizen changed their data-sharing preferences")
+        self._record(session, principal, change, "Citizen changed their data-sharing preferences")
+        return change
 
     # ------------------------------------------------------------ professionals
 
@@ -130,10 +133,10 @@ class ConsentService:
             row = store.insert(session, consent_id=consent_id, nhs_number=checked.nhs_number, kind=checked.kind,
                                author=author, recorded=now, body=stored)
             change = Change(checked.nhs_number, consent_id, 1, checked.kind, now)
-            payload = self._record(session, principal, change, f"Professional recorded a {checked.kind} on the "
+            self._record(session, principal, change, f"Professional recorded a {checked.kind} on the "
                                    "patient's behalf", person_id=person_id)
             result = row.body
-        self._after_commit(change, payload)
+        self._after_commit(change)
         return result
 
     def read_professional(self, principal: Principal, consent_id: str) -> dict[str, Any]:
@@ -162,13 +165,13 @@ class ConsentService:
                 else None
             if source is None or nhs_number is None:
                 return "skipped"  # no person with an NHS number to key it by (yet)
-            outcome, change, payload = self._import(session, source, nhs_number, now)
+            outcome, change = self._import(session, source, nhs_number, now)
         if change:
-            self._after_commit(change, payload)
+            self._after_commit(change)
         return outcome
 
     def _import(self, session: Session, source: Any, nhs_number: str,
-                now: datetime) -> tuple[str, Change | None, dict[str, Any] | None]:
+                now: datetime) -> tuple[str, Change | None]:
         consent_id = f"src-{source.id}"
         kind = professional.kind_of(source.body.get("provision") or {})
         # The source's own time, not ours, fills any gap: the same source version must give the same body.
@@ -179,7 +182,7 @@ class ConsentService:
             body["status"] = "inactive"
         row = store.get(session, consent_id, for_update=True)
         if row is not None and _same_content(row.body, body):
-            return "unchanged", None, None
+            return "unchanged", None
         author = store.Author("professional", source.source_org, None, f"source:{source.source_system}")
         if row is None:
             store.insert(session, consent_id=consent_id, nhs_number=nhs_number, kind=kind, author=author,
@@ -191,24 +194,18 @@ class ConsentService:
             version, outcome = row.version_id, "updated"
         principal = Principal("system", "consent-import", ods_code=source.source_org)
         change = Change(nhs_number, consent_id, version, kind, now)
-        payload = self._record(session, principal, change, f"Imported a {kind} recorded at source",
-                               person_id=source.person_id)
-        return outcome, change, payload
+        self._record(session, principal, change, f"Imported a {kind} recorded at source",
+                     person_id=source.person_id)
+        return outcome, change
 
     # ------------------------------------------------------------ audit and propagation
 
     def _record(self, session: Session, principal: Principal, change: Change, description: str, *,
-                person_id: str | None = None) -> dict[str, Any] | None:
-        """Audit a change and stage its event: returns the payload to publish after commit (None when the
-        embedded event log already holds it in this transaction)."""
+                person_id: str | None = None) -> None:
+        """Audit a change and write its consent.changed event, both in the change's own transaction."""
         entity = f"Consent/{change.consent_id}/_history/{change.version_id}"
         self._audit(session, principal, "consent-change", change.nhs_number, [entity], description, person_id)
-        bus = self._bus()
-        if isinstance(bus, DatabaseEventLog):
-            # The embedded event log is a table in this database: the event commits with the change, or neither.
-            bus.publish_in(session, CONSENT_CHANGED, change.nhs_number, _payload(session, change))
-            return None
-        return _payload(session, change)
+        outbox.stage(session, self._bus(), CONSENT_CHANGED, [(change.nhs_number, _payload(session, change))])
 
     def _audit(self, session: Session, principal: Principal, action: str, nhs_number: str, entities: list[str],
                description: str | None = None, person_id: str | None = None) -> None:
@@ -221,13 +218,11 @@ class ConsentService:
             AUDIT_FAILURES.labels(self._service).inc()
             raise
 
-    def _after_commit(self, change: Change, payload: dict[str, Any] | None) -> None:
+    def _after_commit(self, change: Change) -> None:
         self._decisions.invalidate(change.nhs_number)
         CHANGES.labels(change.kind).inc()
-        bus = self._bus()
-        if bus is not None and payload is not None:
-            bus.publish(CONSENT_CHANGED, change.nhs_number, payload)
-            bus.flush()
+        if self.on_committed is not None:
+            self.on_committed()
         log.info("consent changed", kind=change.kind, version=change.version_id)
 
 

@@ -11,10 +11,11 @@ from services.ingest.consumer import SocialCareConsumer
 from services.ingest.feeds.hl7v2_message import build_ack
 from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.mllp import MllpServer
-from services.ingest.outbox import OutboxRelay
 from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
-from shared.events import DatabaseEventLog
+from shared import outbox
+from shared.events import RECORD_CHANGED
+from shared.outbox import OutboxRelay
 from shared.service import Runtime, create_service_app
 
 log = structlog.get_logger("scr.ingest")
@@ -37,8 +38,8 @@ def _start(rt: Runtime, settings: IngestSettings) -> None:
         log.error("could not read the ingest gauges", error_type=type(exc).__name__)
     if settings.mllp_enabled:
         rt.extras["mllp"] = _start_mllp(pipeline, settings)
-    if rt.bus is not None and not isinstance(rt.bus, DatabaseEventLog):
-        relay = OutboxRelay(rt.sessions, rt.bus).start()
+    if outbox.relays(rt.bus):
+        relay = OutboxRelay(rt.sessions, rt.bus, RECORD_CHANGED).start()
         pipeline.on_committed = relay.wake
         rt.extras["outbox"] = relay
     if settings.consumer_enabled and rt.bus is not None:

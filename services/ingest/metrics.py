@@ -9,4 +9,3 @@ CONSUMER_LAG = Gauge("scr_ingest_consumer_lag", "Events not yet consumed, per to
 DLQ = Counter("scr_ingest_dlq_total", "Social-care events sent to the dead-letter topic", ["reason"])
 RAW_FAILED = Gauge("scr_ingest_raw_failed", "Raw messages whose processing failed and await retry")
 REVIEWS_OPEN = Gauge("scr_ingest_match_reviews_open", "Possible matches waiting for review")
-OUTBOX_PENDING = Gauge("scr_ingest_outbox_pending", "record.changed events committed but not yet relayed to Kafka")

@@ -25,9 +25,10 @@ from services.ingest.person_index import Thresholds
 from services.ingest.records import Change, WriteContext
 from services.ingest.settings import IngestSettings
 from services.ingest.writer import MessageWriter
+from shared import outbox
 from shared.db import transaction
 from shared.errors import Conflict, NotFound, ScrError
-from shared.events import RECORD_CHANGED, DatabaseEventLog, EventBus
+from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
 
 log = structlog.get_logger("scr.ingest")
@@ -228,15 +229,8 @@ class Pipeline:
             self.on_committed()
 
     def _publish_in(self, session: Session, changes: list[Change]) -> None:
-        """record.changed is written in the transaction of the change it announces: to the embedded event log
-        (a table), or in real mode to the outbox that the relay moves to Kafka (services/ingest/outbox.py)."""
-        if self.bus is None:
-            return
-        events = _record_changed(changes)
-        if isinstance(self.bus, DatabaseEventLog):
-            DatabaseEventLog.publish_many_in(session, RECORD_CHANGED, events)
-        else:
-            store.add_outbox(session, RECORD_CHANGED, events)
+        """record.changed is written in the transaction of the change it announces (shared/outbox.py)."""
+        outbox.stage(session, self.bus, RECORD_CHANGED, _record_changed(changes))
 
 
 def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, Any]]]:

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, aliased
 from shared.fhir import NHS_NUMBER_SYSTEM
 from shared.schema import (
     MatchReview,
-    OutboxEvent,
     PatientMerge,
     Person,
     PersonLink,
@@ -286,40 +285,6 @@ def add_merge(session: Session, surviving: str, retired: str, previous_state: di
 
 def get_merge(session: Session, merge_id: str) -> PatientMerge | None:
     return session.scalar(select(PatientMerge).where(PatientMerge.id == merge_id).with_for_update())
-
-
-# ---------------------------------------------------------------- transactional outbox (real mode)
-
-OUTBOX_RELAY_LOCK = 0x5C0B0C  # pg advisory lock key: one relay at a time across ingest replicas
-
-
-def add_outbox(session: Session, topic: str, events: list[tuple[str | None, dict[str, Any]]]) -> None:
-    """Events written with the change they announce (one statement for a message's events)."""
-    if events:
-        now = datetime.now(UTC)
-        session.execute(OutboxEvent.__table__.insert(), [
-            {"topic": topic, "key": key, "payload": payload, "created": now} for key, payload in events])
-
-
-def claim_outbox_relay(session: Session) -> bool:
-    """True if this transaction may relay (PostgreSQL: the advisory lock, held until commit), so replicas never
-    publish the same events at the same time or a person's events out of order."""
-    if session.get_bind().dialect.name != "postgresql":
-        return True
-    return bool(session.scalar(select(func.pg_try_advisory_xact_lock(OUTBOX_RELAY_LOCK))))
-
-
-def outbox_batch(session: Session, limit: int) -> list[OutboxEvent]:
-    """The oldest committed events, in the order they were written."""
-    return list(session.scalars(select(OutboxEvent).order_by(OutboxEvent.id).limit(limit)))
-
-
-def delete_outbox(session: Session, ids: list[int]) -> None:
-    session.execute(delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
-
-
-def count_outbox(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(OutboxEvent)) or 0
 
 
 def raw_messages_of(session: Session, resource_type: str, resource_id: str) -> list[RawMessage]:

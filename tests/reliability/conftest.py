@@ -102,14 +102,19 @@ def committed(admin: Any, group: str, topic: str) -> int:
 
 def record_changed_for(bootstrap: str, ids: set[str]) -> list[dict[str, Any]]:
     """Every record.changed event about `ids`, reading the topic from its start to its end."""
-    from kafka import KafkaConsumer
-
     from shared.events import RECORD_CHANGED
 
-    consumer = KafkaConsumer(RECORD_CHANGED, bootstrap_servers=bootstrap, group_id=f"reader-{uuid.uuid4().hex[:8]}",
+    return [payload for payload in events_on(bootstrap, RECORD_CHANGED) if payload.get("id") in ids]
+
+
+def events_on(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    """Every event payload on `topic`, read from its start to its end by a new consumer group."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"reader-{uuid.uuid4().hex[:8]}",
                              auto_offset_reset="earliest", enable_auto_commit=False, consumer_timeout_ms=8000)
     try:
-        return [payload for record in consumer if (payload := json.loads(record.value)).get("id") in ids]
+        return [json.loads(record.value) for record in consumer]
     finally:
         consumer.close()
 

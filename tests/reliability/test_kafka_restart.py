@@ -1,6 +1,8 @@
 """Restart the real Kafka broker while a provider streams social-care events: every event the provider sent is
 stored exactly once, and every service is ready again afterwards. The provider resends what the broker did not
-acknowledge (at-least-once, as providers are told to), so the broker may hold duplicates; ingest must not."""
+acknowledge (at-least-once, as providers are told to), so the broker may hold duplicates; ingest must not. A citizen
+who changes their preferences while the broker is away gets their answer at once, and the change is announced on
+consent.changed when the broker is back."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import pytest
 from kafka import KafkaProducer
 from sqlalchemy import select
 
-from shared.events import ALL_TOPICS, SOCIALCARE_EVENTS
+from shared.events import ALL_TOPICS, CONSENT_CHANGED, SOCIALCARE_EVENTS
 from shared.schema import Resource
-from tests.reliability.conftest import SCALE, Counts, record_changed_for, wait_for
+from tests.reliability.conftest import SCALE, Counts, events_on, record_changed_for, wait_for
+from tests.support import data
 from tools.load import messages
 from tools.peers.kafka import KafkaBroker
 
@@ -75,8 +78,19 @@ class Provider:
         self.done.set()
 
 
+CITIZEN = data.NHS_NUMBERS[6]
+
+
+def _object_to_sharing(stack, signer) -> httpx.Response:
+    """A citizen objects while the broker is away: the change commits and is answered without waiting for Kafka."""
+    return httpx.put(f"{stack.url('consent')}/consent/me", timeout=30,
+                     headers={"Authorization": f"Bearer {signer.citizen(CITIZEN)}"},
+                     json={"direct_care": "object", "withheld_categories": [], "denied_organisations": [],
+                           "national_data_opt_out": False})
+
+
 def test_a_broker_restart_during_a_stream_of_socialcare_events_loses_and_duplicates_nothing(
-        pg_url, broker, make_stack, figures) -> None:
+        pg_url, broker, make_stack, signer, figures) -> None:
     persons = messages.people(25 * SCALE, start=999_340_000)
     events = [messages.socialcare_event(p, i) for p in persons for i in range(10)]
     counts = Counts(pg_url)
@@ -87,6 +101,7 @@ def test_a_broker_restart_during_a_stream_of_socialcare_events_loses_and_duplica
     stopped_at = provider.acked
     broker.stop()
     time.sleep(3)  # the broker is away for a while: producers and consumers see it gone
+    objection = _object_to_sharing(stack, signer)
     broker.start()
     wait_for(provider.done.is_set, 240, "the provider to have every event acknowledged")
     wait_for(lambda: counts.resources("RelatedPerson") >= len(events), 240, "every event stored")
@@ -105,11 +120,15 @@ def test_a_broker_restart_during_a_stream_of_socialcare_events_loses_and_duplica
         return announced == ids
 
     wait_for(all_announced, 180, "record.changed for every stored change", 1)
+    # The citizen's change, committed while the broker was away, waited in the outbox too.
+    wait_for(lambda: any(e.get("nhs_number") == CITIZEN and e.get("version_id") == 1
+                         for e in events_on(broker.bootstrap, CONSENT_CHANGED)), 120, "consent.changed for it", 1)
     figures.update(sent=len(events), acked_before_restart=stopped_at, provider_send_failures=provider.failures,
                    record_changed_announced=len(announced),
                    stored=counts.resources("RelatedPerson"), versions=counts.versions("RelatedPerson"),
                    patients=counts.resources("Patient"), raw_archived=counts.raw("socialcare"),
                    duplicates_absorbed=counts.raw("socialcare") - len(events))
+    assert objection.status_code == 201, objection.text
     assert counts.resources("RelatedPerson") == len(events)
     assert counts.versions("RelatedPerson") == len(events) and counts.max_version("RelatedPerson") == 1
     assert counts.resources("Patient") == len(persons) and counts.persons() == len(persons)

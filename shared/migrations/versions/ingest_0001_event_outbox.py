@@ -1,5 +1,6 @@
 """Ingest branch: the transactional outbox for record.changed in real mode (shared/schema.py OutboxEvent): events
-are written with the change they announce and relayed to Kafka after commit (services/ingest/outbox.py).
+are written with the change they announce and relayed to Kafka after commit
+(now shared/outbox.py, which consent's consent.changed uses too).
 
 Revision ID: ingest_0001
 Revises: 0001

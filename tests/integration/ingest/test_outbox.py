@@ -1,5 +1,6 @@
-"""record.changed in real mode goes through the transactional outbox: written in the transaction of the change
-it announces, relayed to a real Kafka broker after the commit, deleted once the broker acknowledged it."""
+"""record.changed in real mode goes through the transactional outbox (shared/outbox.py): written in the
+transaction of the change it announces, relayed to a real Kafka broker after the commit, deleted once the broker
+acknowledged it. Consent's relay shares the table and moves only consent.changed."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from services.ingest.outbox import OutboxRelay
 from services.ingest.service import Pipeline
 from shared.db import create_db_engine, make_session_factory
-from shared.events import RECORD_CHANGED, KafkaEventBus
+from shared.events import CONSENT_CHANGED, RECORD_CHANGED, KafkaEventBus
+from shared.outbox import OutboxRelay, pending, stage
 from shared.schema import OutboxEvent, RawMessage, Resource
 from tests.fixtures.ingest import messages
 from tests.integration.ingest.conftest import ingest_settings
@@ -62,7 +63,7 @@ def test_a_change_commits_with_its_events_and_the_relay_delivers_then_deletes_th
     assert ids and {e.payload["id"] for e in waiting} == ids
     assert all(e.topic == RECORD_CHANGED and e.key == e.payload["person_id"] for e in waiting)
 
-    relay = OutboxRelay(sessions, bus)
+    relay = OutboxRelay(sessions, bus, RECORD_CHANGED)
     assert relay.relay_once() == len(waiting)
     assert relay.relay_once() == 0
     with sessions() as session:
@@ -105,3 +106,33 @@ def test_the_service_relays_as_it_goes_and_leaves_nothing_behind_when_it_stops(k
         assert {p["id"] for p in _announced(bus, ids)} == ids
     finally:
         bus.close()
+
+
+def test_each_relay_moves_only_its_own_topic_and_a_rolled_back_change_stages_nothing(parts) -> None:
+    sessions, bus, _pipeline = parts
+    nhs = f"key-{uuid.uuid4().hex[:8]}"  # keys no other test's events on the shared broker
+    with sessions() as session, session.begin():
+        stage(session, bus, CONSENT_CHANGED, [(nhs, {"nhs_number": nhs, "version_id": 1})])
+        stage(session, bus, RECORD_CHANGED, [("p-outbox", {"id": "r-outbox", "person_id": "p-outbox"})])
+    with sessions() as session:
+        session.begin()
+        stage(session, bus, CONSENT_CHANGED, [(nhs, {"nhs_number": nhs, "version_id": 2})])
+        session.rollback()  # the change failed: its event goes with it
+    with sessions() as session:
+        assert (pending(session, CONSENT_CHANGED), pending(session, RECORD_CHANGED)) == (1, 1)
+
+    assert OutboxRelay(sessions, bus, CONSENT_CHANGED).relay_once() == 1
+    with sessions() as session:
+        assert (pending(session, CONSENT_CHANGED), pending(session, RECORD_CHANGED)) == (0, 1)
+    assert OutboxRelay(sessions, bus, RECORD_CHANGED).relay_once() == 1
+    reader = bus.consumer(f"reader-{uuid.uuid4().hex[:8]}", [CONSENT_CHANGED])
+    seen: list[dict] = []
+    try:
+        for _ in range(30):
+            seen += [e.payload for e in reader.poll(timeout=1) if e.key == nhs]
+            if seen:
+                break
+        seen += [e.payload for e in reader.poll(timeout=1) if e.key == nhs]  # nothing more should follow
+    finally:
+        reader.close()
+    assert seen == [{"nhs_number": nhs, "version_id": 1}]
