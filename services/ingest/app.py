@@ -42,7 +42,7 @@ def _start(rt: Runtime, settings: IngestSettings) -> None:
         relay = OutboxRelay(rt.sessions, rt.bus, RECORD_CHANGED).start()
         pipeline.on_committed = relay.wake
         rt.extras["outbox"] = relay
-    if settings.consumer_enabled and rt.bus is not None:
+    if settings.consumers_enabled and rt.bus is not None:
         rt.extras["consumer"] = SocialCareConsumer(rt.bus, pipeline, settings).start()
 
 

@@ -17,8 +17,9 @@ class IngestSettings(ServiceSettings):
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
 
-    # The socialcare.events consumer (Kafka in real mode, the embedded event log otherwise).
-    consumer_enabled: bool = True
+    # The socialcare.events consumer (Kafka in real mode, the embedded event log otherwise); the switch has the
+    # same name as the consent service's, so SCR_CONSUMERS_ENABLED=false stops background consumers in either.
+    consumers_enabled: bool = True
     consumer_group: str = "ingest"
     socialcare_topic: str = SOCIALCARE_EVENTS
     socialcare_dlq_topic: str = SOCIALCARE_DLQ

@@ -97,7 +97,7 @@ def test_hl7_messages_for_one_stay_in_any_order_end_in_the_status_and_period_of_
     persons = messages.people(len(orders) + 1, start=999_370_000)
     start = datetime(2024, 3, 1, 10, tzinfo=UTC)
     counts = Counts(pg_url)
-    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMER_ENABLED="false").start(("ingest",))
+    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMERS_ENABLED="false").start(("ingest",))
     port = stack.ports["mllp"]
 
     def deliver(person: messages.Person, order: tuple[int, ...]) -> list[str]:

@@ -73,7 +73,7 @@ def test_killing_ingest_mid_bundle_leaves_it_archived_and_replay_and_resend_stor
     person = messages.people(1, start=999_320_000)[0]
     bundle = messages.gp_bundle(person, conditions=3000)
     counts = Counts(pg_url)
-    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMER_ENABLED="false", SCR_MLLP_ENABLED="false")
+    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMERS_ENABLED="false", SCR_MLLP_ENABLED="false")
     stack.start(("ingest",))
     headers = {"Authorization": f"Bearer {signer.feed(messages.GP_ODS)}"}
     answers: list[object] = []
@@ -135,7 +135,7 @@ def test_killing_ingest_while_an_hl7_sender_streams_over_mllp_loses_and_duplicat
     sent = [messages.adt(p, "A01", visit=f"V{p.n:05d}", control=f"C{p.n:05d}", at=datetime(2024, 3, 1, 10, tzinfo=UTC))
             for p in persons]
     counts = Counts(pg_url)
-    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMER_ENABLED="false")
+    stack = make_stack(pg_url, kafka.bootstrap, SCR_CONSUMERS_ENABLED="false")
     stack.start(("ingest",))
     port = stack.ports["mllp"]
     acks: list[str] = []

@@ -95,7 +95,7 @@ def test_a_postgres_restart_during_ingest_and_during_reads_loses_nothing_and_lea
     url = own_postgres.create_database("scr")
     migrate(url)
     counts = Counts(url)
-    stack = make_stack(url, kafka.bootstrap, SCR_CONSUMER_ENABLED="false", SCR_MLLP_ENABLED="false").start()
+    stack = make_stack(url, kafka.bootstrap, SCR_CONSUMERS_ENABLED="false", SCR_MLLP_ENABLED="false").start()
 
     # --- during ingest
     persons = messages.people(60 * SCALE, start=999_350_000)

@@ -111,7 +111,7 @@ def platform(postgres: Any, tokens: TokenFactory, tmp_path_factory: pytest.TempP
     consent_settings = settings_for(ConsentSettings, tokens, url, consumers_enabled=False, **common)
     server = ThreadedServer(consent_app(consent_settings)).start()  # the replica the record API asks
     consent = consent_app(consent_settings)  # another replica, driven directly by the tests
-    ingest = ingest_app(settings_for(IngestSettings, tokens, url, mllp_enabled=False, consumer_enabled=False,
+    ingest = ingest_app(settings_for(IngestSettings, tokens, url, mllp_enabled=False, consumers_enabled=False,
                                      **common))
     if "export_pseudonym_key" in RecordApiSettings.model_fields:  # population health exports need their secret
         common["export_pseudonym_key"] = "matrix-test-pseudonymisation-secret-0123456789"

@@ -68,7 +68,7 @@ class Ingest:
 
 
 def ingest_settings(tokens: TokenFactory, url: str, **overrides: Any) -> IngestSettings:
-    return settings_for(IngestSettings, tokens, url, **({"mllp_port": 0, "consumer_enabled": False} | overrides))
+    return settings_for(IngestSettings, tokens, url, **({"mllp_port": 0, "consumers_enabled": False} | overrides))
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_poison_events_are_dead_lettered_and_the_partition_keeps_flowing(kafka, 
     bus.publish(topic, "another-person", _event(2, key_person="MOS-2"))
     bus.flush()
 
-    settings = ingest_settings(tokens, pg_url, kafka_bootstrap_servers=kafka.bootstrap, consumer_enabled=True,
+    settings = ingest_settings(tokens, pg_url, kafka_bootstrap_servers=kafka.bootstrap, consumers_enabled=True,
                                consumer_group=group, socialcare_topic=topic, socialcare_dlq_topic=dlq,
                                consumer_poll_seconds=0.5, mllp_enabled=False)
     sessions = make_session_factory(create_db_engine(pg_url))
@@ -154,7 +154,7 @@ def test_an_event_redelivered_after_a_crash_before_commit_is_stored_once(kafka, 
 
 
 def test_the_consumer_reads_the_embedded_event_log_when_there_is_no_kafka(pg_url, tokens) -> None:
-    settings = ingest_settings(tokens, pg_url, consumer_enabled=True, consumer_poll_seconds=0.2,
+    settings = ingest_settings(tokens, pg_url, consumers_enabled=True, consumer_poll_seconds=0.2,
                                mllp_enabled=False)
     engine = create_db_engine(pg_url)
     log = DatabaseEventLog(engine)
@@ -185,7 +185,7 @@ def _log(sessions, topic: str) -> list[dict]:
 
 
 def _embedded_consumer_app(pg_url, tokens, **overrides):
-    settings = ingest_settings(tokens, pg_url, consumer_enabled=True, consumer_poll_seconds=0.2,
+    settings = ingest_settings(tokens, pg_url, consumers_enabled=True, consumer_poll_seconds=0.2,
                                mllp_enabled=False, **overrides)
     engine = create_db_engine(pg_url)
     return settings, engine, make_session_factory(engine), DatabaseEventLog(engine)
