@@ -3,6 +3,9 @@ withheld-items signal, and `_elements` / `_summary` subsetting."""
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -29,11 +32,44 @@ def page_url(request: Request, cursor: str | None = None) -> str:
     return f"{str(request.base_url).rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
 
 
+class StoredJson:
+    """A resource's body as the JSON text it is stored as: sent out as it is, never parsed and re-serialised,
+    when nothing about it changes for the caller (no redaction, no duplicate sources attached)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def entry(base: str, body: dict[str, Any], mode: str | None = "match") -> dict[str, Any]:
-    item: dict[str, Any] = {"fullUrl": f"{base}/{body['resourceType']}/{body['id']}", "resource": body}
+    return stored_entry(base, body["resourceType"], body["id"], body, mode)
+
+
+def stored_entry(base: str, resource_type: str, resource_id: str, body: dict[str, Any] | StoredJson,
+                 mode: str | None = "match") -> dict[str, Any]:
+    item: dict[str, Any] = {"fullUrl": f"{base}/{resource_type}/{resource_id}", "resource": body}
     if mode:
         item["search"] = {"mode": mode}
     return item
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The payload as compact JSON, with each StoredJson spliced in as its text. Each is first written as a
+    placeholder string carrying a per-response nonce, which no stored value can contain by chance."""
+    stored: list[str] = []
+    nonce = secrets.token_hex(8)
+
+    def placeholder(value: Any) -> str:
+        if not isinstance(value, StoredJson):
+            raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+        stored.append(value.text)
+        return f"{nonce}:{len(stored) - 1}"
+
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=placeholder)
+    if stored:
+        text = re.sub(f'"{nonce}:(\\d+)"', lambda m: stored[int(m.group(1))], text)
+    return text.encode()
 
 
 def withheld_issue() -> dict[str, Any]:

@@ -13,7 +13,6 @@ interceptor shape, docs/RECORD_API.md "Enforcement").
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import structlog
 from fastapi import Request, Response
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.record_api import bundles
 from services.record_api.consent_client import DecisionService, DecisionUnavailable
 from services.record_api.decision_cache import CacheKey, DecisionCache
 from services.record_api.metrics import AUDIT_FAILURES, BREAK_GLASS, WITHHELD
@@ -132,6 +132,10 @@ class Grant:
     @property
     def redacts_location(self) -> bool:
         return self.s_flag or "redact-location" in self.decision.obligations
+
+    def alters(self, resource_type: str) -> bool:
+        """Whether `redact` may change a body of this type for this caller."""
+        return self.redacts_location and resource_type in LOCATION_ELEMENTS
 
     def redact(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body as this caller may see it (after paging); the stored body is never modified."""
@@ -310,7 +314,7 @@ class Guard:
         transaction per read); the lock and hash read each run as their own statement, so they see the newest
         committed row under READ COMMITTED."""
         self._audit(session)
-        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() if payload else b""
+        body = bundles.encode(payload) if payload else b""
         return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON if payload else None)
 
     def _audit(self, session: Session | None = None) -> None:

@@ -4,6 +4,7 @@ page, fetch bodies, redact after paging, and hand the Guard what was returned fo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,6 +147,11 @@ def _served(session: Session, guard: Guard, row: Resource) -> dict[str, Any]:
     return _present(session, grant, row.body)
 
 
+def _passes_through(grant: Grant, row: CensusRow) -> bool:
+    """Whether this caller gets the row's body exactly as stored, so it can be sent as stored JSON text."""
+    return row.resource_type != "Provenance" and not grant.alters(row.resource_type)
+
+
 def _present(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, Any]:
     body = grant.redact(body)
     if body.get("resourceType") == "Provenance":
@@ -275,13 +281,18 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
         return bundles.bundle("searchset", request, [], total=len(visible), issues=issues)
     cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
     page = paginate(visible, _sort_key(query.sort), query.sort.descending, query.count, cursor)
-    found = store.bodies(session, [(r.resource_type, r.id) for r in page.items])
+    texts = store.body_texts(session, [(r.resource_type, r.id) for r in page.items])
     base = bundles.fhir_base(request)
-    entries = [bundles.entry(base, bundles.shape(_present(session, grant, found[(r.resource_type, r.id)]),
-                                                 query.elements, query.summary))
-               for r in page.items if (r.resource_type, r.id) in found]
-    entries += _included(session, guard, grant, base, query, page.items)
-    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in entries)
+    shaped = bool(query.elements or query.summary)
+    entries = [bundles.stored_entry(base, r.resource_type, r.id, bundles.StoredJson(texts[r.key])
+                                    if _passes_through(grant, r) and not shaped else
+                                    bundles.shape(_present(session, grant, json.loads(texts[r.key])),
+                                                  query.elements, query.summary))
+               for r in page.items if r.key in texts]
+    grant.returned(r.ref for r in page.items if r.key in texts)
+    included = _included(session, guard, grant, base, query, page.items)
+    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in included)
+    entries += included
     return bundles.bundle("searchset", request, entries, total=len(visible), issues=issues,
                           next_cursor=_cursor(page.next_key, "n", fingerprint_),
                           previous_cursor=_cursor(page.previous_key, "p", fingerprint_))
@@ -476,19 +487,24 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
     page = paginate(presented, key, True, params.count, params.cursor)
     others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
-    found = store.bodies(session, [(r.resource_type, r.id) for r in [*page.items, *others]])
+    texts = store.body_texts(session, [(r.resource_type, r.id) for r in [*page.items, *others]])
+    found = {r.key: json.loads(texts[r.key]) for r in others}  # their meta.source is quoted on the representative
     base = bundles.fhir_base(request)
     entries = []
     if params.cursor is None:
         patient = person_view(session, guard, grant)
         if patient is not None:
             entries.append(bundles.entry(base, patient.body))
+            grant.returned([f"Patient/{patient.body['id']}"])
     for row in page.items:
-        body = _present(session, grant, found[(row.resource_type, row.id)])
-        if (row.resource_type, row.id) in groups.others:
-            body = duplicates.attach_sources(body, groups.others[(row.resource_type, row.id)], found)
-        entries.append(bundles.entry(base, body))
-    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in entries)
+        if _passes_through(grant, row) and row.key not in groups.others:
+            body: dict[str, Any] | bundles.StoredJson = bundles.StoredJson(texts[row.key])
+        else:
+            body = _present(session, grant, json.loads(texts[row.key]))
+            if row.key in groups.others:
+                body = duplicates.attach_sources(body, groups.others[row.key], found)
+        entries.append(bundles.stored_entry(base, row.resource_type, row.id, body))
+    grant.returned(r.ref for r in page.items)
     grant.returned(r.ref for r in others)
     issues = ([bundles.withheld_issue()] if grant.withheld_count else []) + \
         ([bundles.ignored_issue(params.ignored)] if params.ignored else [])

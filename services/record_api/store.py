@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_
+from sqlalchemy import ColumnElement, Text, and_, cast, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from services.record_api.query import Criterion, DateValue, Reference, Token
@@ -37,6 +37,10 @@ class CensusRow:
     @property
     def ref(self) -> str:
         return f"{self.resource_type}/{self.id}"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.resource_type, self.id
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -117,6 +121,15 @@ def bodies(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str,
     rows = session.execute(select(Resource.resource_type, Resource.id, Resource.body)
                            .where(tuple_(Resource.resource_type, Resource.id).in_(list(keys))))
     return {(t, i): body for t, i, body in rows}
+
+
+def body_texts(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Current bodies for (type, id) pairs as their stored JSON text, unparsed, in one query."""
+    if not keys:
+        return {}
+    rows = session.execute(select(Resource.resource_type, Resource.id, cast(Resource.body, Text))
+                           .where(tuple_(Resource.resource_type, Resource.id).in_(list(keys))))
+    return {(t, i): text for t, i, text in rows}
 
 
 def version_bodies(session: Session, keys: Sequence[tuple[str, str, int]]) -> dict[tuple[str, str, int], Any]:
