@@ -264,10 +264,8 @@ class ConsentVersion(Base):
     body: Mapped[dict[str, Any]]
 
 
-class EventLogEntry(Base):
-    """The embedded event log that stands in for Kafka when none is configured (one table, all topics)."""
-
-    __tablename__ = "event_log"
+class _QueuedEvent:
+    """The columns of an event waiting to be read (the embedded log) or relayed (the outbox): ordered by id."""
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     topic: Mapped[str] = mapped_column(String(128))
@@ -275,22 +273,22 @@ class EventLogEntry(Base):
     payload: Mapped[dict[str, Any]]
     created: Mapped[datetime]
 
+
+class EventLogEntry(_QueuedEvent, Base):
+    """The embedded event log that stands in for Kafka when none is configured (one table, all topics)."""
+
+    __tablename__ = "event_log"
     __table_args__ = (Index("ix_event_log_topic", "topic", "id"),)
 
 
-class OutboxEvent(Base):
+class OutboxEvent(_QueuedEvent, Base):
     """Real mode's transactional outbox: ingest (record.changed) and consent (consent.changed) write each event in
     the transaction of the change it announces, and a relay per topic moves committed events to Kafka and deletes
     them (shared/outbox.py), so an event is published at least once whenever its change committed, even if Kafka
     was away at the time."""
 
     __tablename__ = "event_outbox"
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    topic: Mapped[str] = mapped_column(String(128))
-    key: Mapped[str | None] = mapped_column(String(256))
-    payload: Mapped[dict[str, Any]]
-    created: Mapped[datetime]
+    __table_args__ = (Index("ix_event_outbox_topic", "topic", "id"),)  # each relay reads its own topic in order
 
 
 class EventOffset(Base):
