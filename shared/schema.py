@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -113,6 +114,7 @@ class SearchParam(Base):
         Index("ix_search_text", "resource_type", "param", "text"),
         Index("ix_search_date", "resource_type", "param", "date_low", "date_high"),
         Index("ix_search_ref", "param", "ref_type", "ref_id"),
+        Index("ix_search_person_param", "person_id", "param"),  # migration record_api_0002
     )
 
 
@@ -229,6 +231,9 @@ class AuditEventRow(Base):
         Index("ix_audit_person", "person_id", "recorded"),
         Index("ix_audit_user", "actor_user", "recorded"),
         Index("ix_audit_org", "actor_ods", "recorded"),
+        # Each chain is walked in insertion order (migrations record_api_0001, consent_0001).
+        Index("ix_audit_person_sequence", "person_id", "id"),
+        Index("ix_audit_nhs_sequence", "nhs_number", "id"),
     )
 
 
@@ -251,6 +256,10 @@ class ConsentRecord(Base):
     author_user: Mapped[str | None] = mapped_column(String(128))
     body: Mapped[dict[str, Any]]
 
+    # One citizen-preferences Consent per NHS number (migration consent_0001).
+    __table_args__ = (Index("ux_consent_preferences", "nhs_number", unique=True,
+                            postgresql_where=text("kind = 'preferences'"), sqlite_where=text("kind = 'preferences'")),)
+
 
 class ConsentVersion(Base):
     """Every version of every Consent, for the citizen's history and for audit."""
@@ -262,6 +271,8 @@ class ConsentVersion(Base):
     nhs_number: Mapped[str] = mapped_column(String(10), index=True)
     recorded_at: Mapped[datetime]
     body: Mapped[dict[str, Any]]
+
+    __table_args__ = (Index("ix_consent_version_nhs_recorded", "nhs_number", "recorded_at"),)  # consent_0001
 
 
 class _QueuedEvent:
