@@ -2,9 +2,10 @@
 
 ADT sends changes, not states, so each event is a pure function from the stored Encounter (or none) to the
 new one. Each is idempotent: applying the same event twice gives the same Encounter. An event older than the
-stored state (MSH-7 against the stored source timestamp) is not applied to it: a late admit or transfer (MOVES)
-makes the writer replay the stay's archived events with the late one from none, in event-time order
-(services/ingest/writer.py `_replayed`); a late discharge or cancellation is ignored.
+stored state (MSH-7 against the stored source timestamp) is not applied to it: instead the writer replays the
+stay's archived events with the late one from none, in event-time order (services/ingest/writer.py `_replayed`),
+so a transfer that arrives after the discharge still lands in the ward history, and a discharge that arrives after
+a later A08 update still ends the stay.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ ADMIT = frozenset({"A01", "A04"})
 PRE_ADMIT = "A05"
 TRANSFER, DISCHARGE, UPDATE = "A02", "A03", "A08"
 CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE = "A11", "A12", "A13"
-MOVES = ADMIT | {TRANSFER}  # events that put the patient somewhere: the ward history is made of them
 EVENTS = ADMIT | {PRE_ADMIT, TRANSFER, DISCHARGE, UPDATE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE}
 
 

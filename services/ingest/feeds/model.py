@@ -32,8 +32,8 @@ class Mapped:
     confidential: bool = False  # the source marked it confidential/sealed/private
     restricted: bool = False  # Patient only: the S-flag (location hiding) from the source
     merge: Merge | None = None
-    # When older than the stored state: rebuild from the archived events in time order (an ADT movement: a late
-    # admit or transfer is part of the ward history), rather than ignore it (a late discharge or cancellation).
+    # When older than the stored state: rebuild from the archived events in time order (every ADT event of a stay:
+    # a late transfer belongs in the ward history, a late discharge must still end the stay), rather than ignore it.
     replay_when_late: bool = False
     where: str | None = None  # where in the message it came from, for per-entry outcomes
     entry: int | None = None  # its position among the message's entries (Bundle entry, CSV row)

@@ -1,6 +1,6 @@
-"""A stay's ADT messages in any order: a late admit or transfer (older than the stored state) is replayed with
-the stay's archived messages in event-time order, so status, period and the ward history all come out as if the
-PAS's messages had arrived in the order it sent them."""
+"""A stay's ADT messages in any order: a late event (older than the stored state) is replayed with the stay's
+archived messages in event-time order, so status, period and the ward history all come out as if the PAS's
+messages had arrived in the order it sent them."""
 
 from __future__ import annotations
 
@@ -60,3 +60,21 @@ def test_a_late_transfer_makes_a_new_version_that_a_later_replay_builds_on(inges
     row = ingest.get(Resource, Resource.resource_type == "Encounter", Resource.source_key == f"visit:{visit}")
     assert row.version_id == 4  # every late transfer changed the stay, so each made a version
     assert _stay(ingest, person, (1,), stay) == body  # the same late message again: nothing changes
+
+
+def test_a_discharge_delayed_behind_a_later_update_still_ends_the_stay(ingest) -> None:
+    """An A08 sent after the discharge (a bed correction, say) overtakes the A03 on the way: the stay must still
+    end, not show the patient in hospital for ever."""
+    people = messages.people(2, start=999_382_000)
+    stays = []
+    for person in people:
+        visit = f"V{person.n:05d}"
+        stays.append([*messages.admission(person, visit, START),
+                      messages.adt(person, "A08", visit=visit, control=f"{visit}-8", at=START + timedelta(days=3),
+                                   ward="WARD07^BAY3^BED3", admitted=START)])  # the bed corrected: a change
+    in_order = _stay(ingest, people[0], (0, 1, 2, 3), stays[0])
+    late_discharge = _stay(ingest, people[1], (0, 1, 3, 2), stays[1])
+    assert in_order["status"] == late_discharge["status"] == "finished"
+    assert late_discharge["period"] == in_order["period"] == {"start": "2024-03-01T10:00:00+00:00",
+                                                               "end": "2024-03-03T10:00:00+00:00"}
+    assert _wards(late_discharge) == _wards(in_order)
