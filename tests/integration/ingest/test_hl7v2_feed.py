@@ -58,7 +58,10 @@ def test_a_late_discharge_does_not_undo_a_newer_cancellation(ingest) -> None:
     late = ingest.post_hl7(messages.adt("A03", ts="20240301110000", control="C3", discharged="20240301110000"))
     assert _ack(late)[0].get(1) == "AA"
     (encounter,) = ingest.rows("Encounter")
-    assert encounter.body["status"] == "cancelled" and encounter.version_id == 2
+    # Replayed in event-time order (admit, discharge, cancel), as if it had arrived in order: still cancelled,
+    # with the discharge time the PAS sent recorded in a new version.
+    assert encounter.body["status"] == "cancelled" and encounter.version_id == 3
+    assert encounter.body["period"]["end"].startswith("2024-03-01T11:00:00")
 
 
 def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
