@@ -190,9 +190,11 @@ class MessageWriter:
             events += [(other.source_updated, raw.received_at, other.merge) for other in earlier.items
                        if other.merge and other.resource_type == item.resource_type
                        and other.source_key == item.source_key]
+        ordered = sorted(events, key=lambda e: (_aware(e[0]) if e[0] else _FIRST, _aware(e[1])))
+        if ordered[0][2] is item.merge and not item.may_begin and len(ordered) > 1:
+            return None  # e.g. a discharge older than the admission: contradicts the stay, so ignored as stale
         body: dict[str, Any] | None = None
-        for _at, _received, merge in sorted(events, key=lambda e: (_aware(e[0]) if e[0] else _FIRST,
-                                                                   _aware(e[1]))):
+        for _at, _received, merge in ordered:
             body = merge(body)
         return body
 

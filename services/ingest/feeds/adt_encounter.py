@@ -5,7 +5,8 @@ new one. Each is idempotent: applying the same event twice gives the same Encoun
 stored state (MSH-7 against the stored source timestamp) is not applied to it: instead the writer replays the
 stay's archived events with the late one from none, in event-time order (services/ingest/writer.py `_replayed`),
 so a transfer that arrives after the discharge still lands in the ward history, and a discharge that arrives after
-a later A08 update still ends the stay.
+a later A08 update still ends the stay. A late discharge or cancellation dated before every other event of the
+stay (ENDINGS, which cannot begin one) contradicts it and is ignored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ ADMIT = frozenset({"A01", "A04"})
 PRE_ADMIT = "A05"
 TRANSFER, DISCHARGE, UPDATE = "A02", "A03", "A08"
 CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE = "A11", "A12", "A13"
+ENDINGS = frozenset({DISCHARGE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE})  # end or undo, never begin
 EVENTS = ADMIT | {PRE_ADMIT, TRANSFER, DISCHARGE, UPDATE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE}
 
 

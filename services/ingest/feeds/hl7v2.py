@@ -258,7 +258,8 @@ def _encounter(pv1: Segment, event: str, at: str, org: str, updated: Any) -> Map
         event=event, at=at, fields=fields, location=_location(pv1),
         admitted=_time(pv1, 44), discharged=_time(pv1, 45))
     return Mapped(change(None), f"visit:{visit}", updated, refs=(ENCOUNTER_REF,), patient_ref=PATIENT_REF,
-                  merge=change, where="PV1", replay_when_late=True)
+                  merge=change, where="PV1", replay_when_late=True,
+                  may_begin=event not in adt_encounter.ENDINGS)
 
 
 def _location(pv1: Segment) -> str | None:
