@@ -59,14 +59,21 @@ Shared care record is running (embedded default; logs in {DEV_DIR}/*.log)
   Health and metrics     /healthz  /readyz  /metrics on each
 
 Dev tokens (clinician, citizen, feed, privacy officer, planner):   make tokens
-  curl -H "Authorization: Bearer $(.venv/bin/python -m tools.devtokens clinician)" {record}/fhir/Patient?family=smith
+  curl -H "Authorization: Bearer $(.venv/bin/python -m tools.devtokens clinician)" {record}/fhir/Patient?family=demo
 
 Ctrl-C stops everything.
 """, flush=True)
 
 
 def _wait_until_interrupted(services: dict[str, ServiceProcess]) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def stop(*_: object) -> None:
+        # Once: a second TERM (or Ctrl-C) while the services stop must not break off the shutdown.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         while True:
             for service in services.values():
