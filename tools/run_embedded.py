@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 
+from services.ingest.settings import IngestSettings
 from shared.db import migrate
 from shared.settings import DEV_DIR, ServiceSettings
 from tools.devkeys import ensure_export_key, ensure_signing_key
@@ -15,6 +16,14 @@ from tools.devtokens import write_service_token
 from tools.processes import ServiceProcess, start_all, stop_all
 
 PORTS = {"record_api": 8001, "ingest": 8002, "consent": 8003}
+
+
+def _ports() -> dict[str, int]:
+    """PORTS, or the ports in SCR_RUN_PORTS ("8101,8102,8103": record API, ingest, consent) when those are taken."""
+    chosen = os.environ.get("SCR_RUN_PORTS")
+    if not chosen:
+        return PORTS
+    return dict(zip(PORTS, (int(port) for port in chosen.split(",")), strict=True))
 
 
 def main() -> None:
@@ -29,7 +38,7 @@ def main() -> None:
     write_service_token()
     print(f"store: {settings.database_url}", flush=True)
     migrate(settings.database_url)
-    services = start_all(PORTS, env, DEV_DIR)
+    services = start_all(_ports(), env, DEV_DIR)
     try:
         _load_demo_data(services)
         _print_banner(services)
@@ -53,7 +62,7 @@ def _print_banner(services: dict[str, ServiceProcess]) -> None:
 Shared care record is running (embedded default; logs in {DEV_DIR}/*.log)
 
   Record API (FHIR R4)   {record}/fhir/metadata      e.g. {record}/fhir/Patient?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018
-  Ingest                 {ingest}/docs              MLLP on 127.0.0.1:2575
+  Ingest                 {ingest}/docs              MLLP on 127.0.0.1:{IngestSettings().mllp_port}
   Consent + citizen page {consent}/
   Population health      {record}/population/aggregates.html   bulk export at {record}/fhir/$export (planner token)
   Health and metrics     /healthz  /readyz  /metrics on each
