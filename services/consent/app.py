@@ -26,23 +26,21 @@ def create_app(settings: ConsentSettings | None = None) -> FastAPI:
     consent = ConsentService(runtime.sessions, decisions, lambda: runtime.bus, settings.service_name)
     consumers: list[ConsumerThread] = []
 
-    relay: list[OutboxRelay] = []
-
     def on_start(rt: Runtime) -> None:
         if outbox.relays(rt.bus):
-            relay.append(OutboxRelay(rt.sessions, rt.bus, CONSENT_CHANGED).start())
-            consent.on_committed = relay[0].wake
+            rt.extras["outbox"] = OutboxRelay(rt.sessions, rt.bus, CONSENT_CHANGED).start()
+            consent.on_committed = rt.extras["outbox"].wake
         if settings.consumers_enabled and rt.bus is not None:
             consumers.extend(start_consumers(rt.bus, consent, decisions))
 
-    def on_stop(_rt: Runtime) -> None:
+    def on_stop(rt: Runtime) -> None:
         for consumer in consumers:
             consumer.stop()
         consumers.clear()
-        for waiting in relay:  # last: what the consumers committed on the way out is relayed too
-            waiting.stop()
-        relay.clear()
-        consent.on_committed = None
+        relay = rt.extras.pop("outbox", None)
+        if relay is not None:  # last: what the consumers committed on the way out is relayed too
+            relay.stop()
+            consent.on_committed = None
 
     app = create_service_app(settings, title="Shared care record: consent", on_start=on_start, on_stop=on_stop,
                              runtime=runtime)

@@ -204,8 +204,9 @@ class ConsentService:
                 person_id: str | None = None) -> None:
         """Audit a change and write its consent.changed event, both in the change's own transaction."""
         entity = f"Consent/{change.consent_id}/_history/{change.version_id}"
+        person_id = person_id or store.person_id_for(session, change.nhs_number)
         self._audit(session, principal, "consent-change", change.nhs_number, [entity], description, person_id)
-        outbox.stage(session, self._bus(), CONSENT_CHANGED, [(change.nhs_number, _payload(session, change))])
+        outbox.stage(session, self._bus(), CONSENT_CHANGED, [(change.nhs_number, _payload(change, person_id))])
 
     def _audit(self, session: Session, principal: Principal, action: str, nhs_number: str, entities: list[str],
                description: str | None = None, person_id: str | None = None) -> None:
@@ -291,7 +292,7 @@ def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:
     return strip(stored) == strip(new)
 
 
-def _payload(session: Session, change: Change) -> dict[str, Any]:
-    return {"nhs_number": change.nhs_number, "person_id": store.person_id_for(session, change.nhs_number),
+def _payload(change: Change, person_id: str | None) -> dict[str, Any]:
+    return {"nhs_number": change.nhs_number, "person_id": person_id,
             "consent_id": change.consent_id, "version_id": change.version_id, "kind": change.kind,
             "changed_at": change.changed_at.isoformat()}

@@ -54,6 +54,11 @@ def stored_entry(base: str, resource_type: str, resource_id: str, body: dict[str
     return item
 
 
+def reference_of(entry_: dict[str, Any]) -> str:
+    """`Type/id` of an entry, from its fullUrl (its resource may be unparsed StoredJson)."""
+    return "/".join(entry_["fullUrl"].rsplit("/", 2)[-2:])
+
+
 def encode(payload: dict[str, Any]) -> bytes:
     """The payload as compact JSON, with each StoredJson spliced in as its text. Each is first written as a
     placeholder string carrying a per-response nonce, which no stored value can contain by chance."""

@@ -147,9 +147,12 @@ def _served(session: Session, guard: Guard, row: Resource) -> dict[str, Any]:
     return _present(session, grant, row.body)
 
 
-def _passes_through(grant: Grant, row: CensusRow) -> bool:
-    """Whether this caller gets the row's body exactly as stored, so it can be sent as stored JSON text."""
-    return row.resource_type != "Provenance" and not grant.alters(row.resource_type)
+def _shown(session: Session, grant: Grant, row: CensusRow, text: str) -> dict[str, Any] | bundles.StoredJson:
+    """The body this caller gets: the stored JSON text untouched when nothing about it changes for them, else
+    parsed and presented (redacted, Provenance targets filtered)."""
+    if row.resource_type != "Provenance" and not grant.alters(row.resource_type):
+        return bundles.StoredJson(text)
+    return _present(session, grant, json.loads(text))
 
 
 def _present(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, Any]:
@@ -281,18 +284,16 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
         return bundles.bundle("searchset", request, [], total=len(visible), issues=issues)
     cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
     page = paginate(visible, _sort_key(query.sort), query.sort.descending, query.count, cursor)
-    texts = store.body_texts(session, [(r.resource_type, r.id) for r in page.items])
+    texts = store.body_texts(session, [r.key for r in page.items])
     base = bundles.fhir_base(request)
     shaped = bool(query.elements or query.summary)
-    entries = [bundles.stored_entry(base, r.resource_type, r.id, bundles.StoredJson(texts[r.key])
-                                    if _passes_through(grant, r) and not shaped else
-                                    bundles.shape(_present(session, grant, json.loads(texts[r.key])),
-                                                  query.elements, query.summary))
-               for r in page.items if r.key in texts]
-    grant.returned(r.ref for r in page.items if r.key in texts)
-    included = _included(session, guard, grant, base, query, page.items)
-    grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in included)
-    entries += included
+    entries: list[dict[str, Any]] = []
+    for row in (r for r in page.items if r.key in texts):
+        body = bundles.shape(_present(session, grant, json.loads(texts[row.key])), query.elements, query.summary) \
+            if shaped else _shown(session, grant, row, texts[row.key])
+        entries.append(bundles.stored_entry(base, row.resource_type, row.id, body))
+    entries += _included(session, guard, grant, base, query, page.items)
+    grant.returned(bundles.reference_of(e) for e in entries)
     return bundles.bundle("searchset", request, entries, total=len(visible), issues=issues,
                           next_cursor=_cursor(page.next_key, "n", fingerprint_),
                           previous_cursor=_cursor(page.previous_key, "p", fingerprint_))
@@ -341,7 +342,7 @@ def _included(session: Session, guard: Guard, grant: Grant, base: str, query: Se
             continue
         for ref_type, ref_id in store.references_from(session, include.source_type, ids, include.param):
             if ref_type == "Patient":
-                if not any(e["resource"]["resourceType"] == "Patient" for e in entries):
+                if not any(bundles.reference_of(e).startswith("Patient/") for e in entries):
                     found = person_view(session, guard, grant)
                     if found is not None:
                         entries.append(bundles.entry(base, found.body, "include"))
@@ -355,9 +356,9 @@ def _entries_for(session: Session, grant: Grant, base: str, keys: Sequence[tuple
     rows = store.census_of(session, list(dict.fromkeys(keys)))
     shown = [r for r in rows if r.person_id is None and r.resource_type in DIRECTORY_TYPES]
     shown += grant.filter(r for r in rows if r.person_id is not None)
-    found = store.bodies(session, [(r.resource_type, r.id) for r in shown])
-    return [bundles.entry(base, _present(session, grant, found[(r.resource_type, r.id)]), mode)
-            for r in shown if (r.resource_type, r.id) in found]
+    texts = store.body_texts(session, [r.key for r in shown])
+    return [bundles.stored_entry(base, r.resource_type, r.id, _shown(session, grant, r, texts[r.key]), mode)
+            for r in shown if r.key in texts]
 
 
 # ---------------------------------------------------------------- Patient search (across persons)
@@ -393,7 +394,7 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
     for grant, _found in shown:
         grant.returned([f"Patient/{grant.person.id}"])
         included = _patient_revincludes(session, grant, base, query.includes)
-        grant.returned(e["resource"]["resourceType"] + "/" + e["resource"]["id"] for e in included)
+        grant.returned(bundles.reference_of(e) for e in included)
         entries += included
     if guard.withheld_count:
         issues.insert(0, bundles.withheld_issue())
@@ -487,24 +488,23 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
     page = paginate(presented, key, True, params.count, params.cursor)
     others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
-    texts = store.body_texts(session, [(r.resource_type, r.id) for r in [*page.items, *others]])
+    texts = store.body_texts(session, [r.key for r in [*page.items, *others]])
     found = {r.key: json.loads(texts[r.key]) for r in others}  # their meta.source is quoted on the representative
     base = bundles.fhir_base(request)
-    entries = []
+    entries: list[dict[str, Any]] = []
     if params.cursor is None:
         patient = person_view(session, guard, grant)
         if patient is not None:
             entries.append(bundles.entry(base, patient.body))
-            grant.returned([f"Patient/{patient.body['id']}"])
     for row in page.items:
-        if _passes_through(grant, row) and row.key not in groups.others:
-            body: dict[str, Any] | bundles.StoredJson = bundles.StoredJson(texts[row.key])
+        body: dict[str, Any] | bundles.StoredJson
+        if row.key in groups.others:  # the representative of a duplicate group: its other sources attached
+            body = duplicates.attach_sources(_present(session, grant, json.loads(texts[row.key])),
+                                             groups.others[row.key], found)
         else:
-            body = _present(session, grant, json.loads(texts[row.key]))
-            if row.key in groups.others:
-                body = duplicates.attach_sources(body, groups.others[row.key], found)
+            body = _shown(session, grant, row, texts[row.key])
         entries.append(bundles.stored_entry(base, row.resource_type, row.id, body))
-    grant.returned(r.ref for r in page.items)
+    grant.returned(bundles.reference_of(e) for e in entries)
     grant.returned(r.ref for r in others)
     issues = ([bundles.withheld_issue()] if grant.withheld_count else []) + \
         ([bundles.ignored_issue(params.ignored)] if params.ignored else [])

@@ -114,15 +114,6 @@ def get_version(session: Session, resource_type: str, resource_id: str, version_
     return session.get(ResourceVersion, (resource_type, resource_id, version_id))
 
 
-def bodies(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Current bodies for (type, id) pairs, in one query."""
-    if not keys:
-        return {}
-    rows = session.execute(select(Resource.resource_type, Resource.id, Resource.body)
-                           .where(tuple_(Resource.resource_type, Resource.id).in_(list(keys))))
-    return {(t, i): body for t, i, body in rows}
-
-
 def body_texts(session: Session, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """Current bodies for (type, id) pairs as their stored JSON text, unparsed, in one query."""
     if not keys:
