@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import insert, select, text
 from sqlalchemy.orm import Session
 
 from shared.auth import Principal
@@ -55,30 +55,56 @@ class AuditRecord:
     description: str | None = None
 
 
-def write_audit(session: Session, record: AuditRecord) -> AuditEventRow:
-    """Append one audit row in the caller's transaction, chained to the previous row of the same person."""
-    chain = record.person_id or record.nhs_number or "-"
-    _lock_chain(session, chain)
+def write_audit(session: Session, record: AuditRecord) -> int:
+    """Append one audit row in the caller's transaction, chained to the previous row of the same person; returns
+    its id. Every read writes one, so on PostgreSQL it costs two statements: the chain's lock, then one INSERT
+    that reads the previous hash and computes the new one itself (sha256 in SQL, the same bytes as
+    `verify_chain` hashes). The INSERT is its own statement, so under READ COMMITTED it sees the newest row
+    committed before the lock was granted."""
+    _lock_chain(session, record.person_id or record.nhs_number or "-")
+    recorded = datetime.now(UTC)
+    body = audit_event_resource(record, recorded)
+    canonical = canonical_json(body)
+    columns = _columns(record, recorded)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = text(_APPEND_SQL.format(chain=_CHAIN_SQL[_chain_kind(record)]))
+        return int(session.execute(statement, columns | {"body": canonical.decode(), "canonical": canonical,
+                                                         "genesis": GENESIS, "chain_person": record.person_id,
+                                                         "chain_nhs": record.nhs_number}).scalar_one())
     previous = session.scalar(
         select(AuditEventRow.hash).where(_chain_filter(record)).order_by(AuditEventRow.id.desc()).limit(1)
     ) or GENESIS
-    recorded = datetime.now(UTC)
-    body = audit_event_resource(record, recorded)
-    digest = hashlib.sha256(previous.encode() + canonical_json(body)).hexdigest()
+    digest = hashlib.sha256(previous.encode() + canonical).hexdigest()
+    return int(session.execute(insert(AuditEventRow).values(**columns, body=body, prev_hash=previous, hash=digest)
+                               .returning(AuditEventRow.id)).scalar_one())
+
+
+_COLUMNS = ("recorded", "service", "action", "outcome", "person_id", "nhs_number", "actor_kind", "actor_user",
+            "actor_ods", "actor_role", "purpose", "break_glass_reason")
+_CHAIN_SQL = {"person": "person_id = :chain_person",
+              "nhs": "nhs_number = :chain_nhs AND person_id IS NULL",
+              "none": "person_id IS NULL AND nhs_number IS NULL"}
+_APPEND_SQL = (
+    f"INSERT INTO audit_event ({', '.join(_COLUMNS)}, body, prev_hash, hash) "
+    f"SELECT {', '.join(':' + c for c in _COLUMNS)}, CAST(:body AS jsonb), previous.hash, "
+    "encode(sha256(convert_to(previous.hash, 'UTF8') || :canonical), 'hex') "
+    "FROM (SELECT COALESCE((SELECT hash FROM audit_event WHERE {chain} ORDER BY id DESC LIMIT 1), :genesis) "
+    "AS hash) AS previous RETURNING id")
+
+
+def _columns(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
     principal = record.principal
-    row = AuditEventRow(
-        recorded=recorded, service=record.service, action=record.action, outcome=record.outcome,
-        person_id=record.person_id, nhs_number=record.nhs_number,
-        actor_kind=principal.kind if principal else "anonymous",
-        actor_user=principal.subject if principal else None,
-        actor_ods=principal.ods_code if principal else None,
-        actor_role=principal.role if principal else None,
-        purpose=record.purpose, break_glass_reason=record.break_glass_reason,
-        body=body, prev_hash=previous, hash=digest,
-    )
-    session.add(row)
-    session.flush()
-    return row
+    return dict(recorded=recorded, service=record.service, action=record.action, outcome=record.outcome,
+                person_id=record.person_id, nhs_number=record.nhs_number,
+                actor_kind=principal.kind if principal else "anonymous",
+                actor_user=principal.subject if principal else None,
+                actor_ods=principal.ods_code if principal else None,
+                actor_role=principal.role if principal else None,
+                purpose=record.purpose, break_glass_reason=record.break_glass_reason)
+
+
+def _chain_kind(record: AuditRecord) -> str:
+    return "person" if record.person_id else "nhs" if record.nhs_number else "none"
 
 
 def _chain_filter(record: AuditRecord) -> Any:

@@ -12,8 +12,10 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def create_db_engine(url: str, pool_size: int = 10) -> Engine:
-    """One engine per service process. SQLite gets WAL and a busy timeout so three processes can share it."""
+def create_db_engine(url: str, pool_size: int = 10, prepared_statements: bool = True) -> Engine:
+    """One engine per service process. SQLite gets WAL and a busy timeout so three processes can share it.
+    PostgreSQL: the most recently used connection is reused first (LIFO), so the statements it has prepared stay
+    warm and surplus connections go idle."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
@@ -25,7 +27,8 @@ def create_db_engine(url: str, pool_size: int = 10) -> Engine:
         max_overflow=pool_size,
         pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
         pool_recycle=1800,
-        connect_args={"connect_timeout": 5},
+        pool_use_lifo=True,
+        connect_args={"connect_timeout": 5, "prepare_threshold": 1 if prepared_statements else None},
     )
 
 

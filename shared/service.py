@@ -78,14 +78,34 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         return _unexpected(request, exc)
 
-    @app.middleware("http")
-    async def contain_unexpected(request: Request, call_next):  # type: ignore[no-untyped-def]
-        # Answered here rather than by the Exception handler above, which re-raises to the server: uvicorn would
-        # then log the whole traceback, and a database error's text quotes the SQL parameters (patient data).
+    app.add_middleware(ContainUnexpected)
+
+
+class ContainUnexpected:
+    """ASGI middleware answering any exception that escapes the app itself, rather than the Exception handler
+    above, which re-raises to the server: uvicorn would then log the whole traceback, and a database error's text
+    quotes the SQL parameters (patient data). Plain ASGI for the reason given on AccessLogAndMetrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            return await call_next(request)
+            await self.app(scope, receive, send_noting_start)
         except Exception as exc:
-            return _unexpected(request, exc)
+            response = _unexpected(Request(scope), exc)
+            if not started:  # once a response has begun, the client sees it cut short; it is logged either way
+                await response(scope, receive, send)
 
 
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -134,7 +154,7 @@ def limit_request_bodies(app: FastAPI, limit: int) -> None:
 
 
 def open_runtime(settings: ServiceSettings) -> Runtime:
-    engine = create_db_engine(settings.database_url, settings.database_pool_size)
+    engine = create_db_engine(settings.database_url, settings.database_pool_size, settings.database_prepared_statements)
     validator = TokenValidator(JwksSource(settings.jwks), settings.jwt_issuer, settings.jwt_audience,
                                settings.jwt_leeway_seconds)
     return Runtime(settings, engine, make_session_factory(engine), validator)

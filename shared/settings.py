@@ -22,6 +22,10 @@ class ServiceSettings(BaseSettings):
     # SQLite file in the embedded default; PostgreSQL (postgresql+psycopg://...) in real mode.
     database_url: str = f"sqlite:///{DEV_DIR / 'scr.db'}"
     database_pool_size: int = 10
+    # Server-side prepared statements (psycopg prepares a statement on its second run on a connection): each
+    # read's queries are planned once per connection instead of every time. Turn off only behind a pooler that
+    # cannot carry them (PgBouncer before 1.21 in transaction mode).
+    database_prepared_statements: bool = True
     kafka_bootstrap_servers: str | None = None
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None

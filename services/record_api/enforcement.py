@@ -29,7 +29,7 @@ from services.record_api.metrics import AUDIT_FAILURES, BREAK_GLASS, WITHHELD
 from services.record_api.resource_types import served_types
 from services.record_api.schemas import Actor, DecideRequest, Decision, PatientRef
 from services.record_api.settings import RecordApiSettings
-from services.record_api.store import CensusRow, organization_ods_codes, person_record_summary, source_patients
+from services.record_api.store import CensusRow, organization_ods_codes, person_record_summary, sources_with_channels
 from shared import roles
 from shared.audit import AuditRecord, write_audit
 from shared.auth import Principal, authenticate
@@ -87,6 +87,7 @@ class Grant:
     s_flag: bool
     # The person's source Patient records as admit() read them, so the request's other steps need not read again.
     sources: list[Resource] = field(default_factory=list)
+    channels: dict[str, str] = field(default_factory=dict)  # source Patient id -> the channel it first came by
     withheld: Counter[str] = field(default_factory=Counter)
     entities: list[str] = field(default_factory=list)
     _withheld_refs: set[str] = field(default_factory=set)
@@ -224,7 +225,7 @@ class Guard:
 
     def admit(self, session: Session, person: Person, *, soft: bool = False) -> Grant | None:
         """A Grant for this person, or a 403 (or None when `soft`: the person is left out of a search)."""
-        sources = source_patients(session, [person.id])[person.id]
+        sources, channels = sources_with_channels(session, person.id)
         summary = person_record_summary(session, person.id)
         relationship, basis = self._relationship(session, person, sources, summary)
         if relationship == "none" and not self.caller.break_glass_reason:
@@ -237,7 +238,8 @@ class Guard:
             return self._refuse(person, decision.reason, soft, hint=decision.break_glass_available,
                                 metric="objection")
         grant = Grant(person, decision, self.caller.principal.ods_code or "", relationship,
-                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources), sources=list(sources))
+                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources), sources=sources,
+                      channels=channels)
         self.description = basis
         self.grants.append(grant)
         return grant

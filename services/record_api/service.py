@@ -71,8 +71,7 @@ def person_view(session: Session, guard: Guard, grant: Grant) -> Found | None:
             grant.note_withheld(f"Patient/{row.id}", reason)
     if not visible:
         return None
-    channels = store.patient_channels(session, [row.id for row in visible])
-    body = grant.redact(person_patient(person, visible, channels))
+    body = grant.redact(person_patient(person, visible, grant.channels))
     return Found(body, version_of(person, visible), person_last_updated(person, visible))
 
 
@@ -284,7 +283,7 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
         return bundles.bundle("searchset", request, [], total=len(visible), issues=issues)
     cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
     page = paginate(visible, _sort_key(query.sort), query.sort.descending, query.count, cursor)
-    texts = store.body_texts(session, [r.key for r in page.items])
+    texts = store.body_texts(session, [r.key for r in page.items], person.id)
     base = bundles.fhir_base(request)
     shaped = bool(query.elements or query.summary)
     entries: list[dict[str, Any]] = []
@@ -356,7 +355,8 @@ def _entries_for(session: Session, grant: Grant, base: str, keys: Sequence[tuple
     rows = store.census_of(session, list(dict.fromkeys(keys)))
     shown = [r for r in rows if r.person_id is None and r.resource_type in DIRECTORY_TYPES]
     shown += grant.filter(r for r in rows if r.person_id is not None)
-    texts = store.body_texts(session, [r.key for r in shown])
+    owners = {r.person_id for r in shown}
+    texts = store.body_texts(session, [r.key for r in shown], grant.person.id if owners == {grant.person.id} else None)
     return [bundles.stored_entry(base, r.resource_type, r.id, _shown(session, grant, r, texts[r.key]), mode)
             for r in shown if r.key in texts]
 
@@ -488,7 +488,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
     page = paginate(presented, key, True, params.count, params.cursor)
     others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
-    texts = store.body_texts(session, [r.key for r in [*page.items, *others]])
+    texts = store.body_texts(session, [r.key for r in [*page.items, *others]], person.id)
     found = {r.key: json.loads(texts[r.key]) for r in others}  # their meta.source is quoted on the representative
     base = bundles.fhir_base(request)
     entries: list[dict[str, Any]] = []

@@ -90,7 +90,9 @@ def test_audit_rows_are_hash_chained_per_person_and_tampering_shows(pg_url: str)
     for action in ("search", "read", "everything"):
         with transaction(sessions) as session:
             write_audit(session, AuditRecord("record_api", action, "success", clinician, person_id="person-1",
-                                             nhs_number=NHS_NUMBERS[0], purpose="TREAT",
+                                             nhs_number=NHS_NUMBERS[0], purpose="ETREAT",
+                                             # not ASCII: PostgreSQL hashes the same UTF-8 bytes verify_chain does
+                                             break_glass_reason="unconscious in A&E — Zoë, déjà admitted",
                                              entities=["Observation/obs-1"]))
     with transaction(sessions) as session:
         write_audit(session, AuditRecord("record_api", "read", "denied", clinician, person_id="person-2"))
