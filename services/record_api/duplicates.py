@@ -88,16 +88,17 @@ def _keys(index_rows: Sequence[tuple[Any, ...]]) -> dict[tuple[str, str], set[An
 
 
 def attach_sources(body: dict[str, Any], others: Sequence[CensusRow],
-                   other_bodies: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
-    """The representative's body with one also-recorded-by extension per other member of its group."""
+                   sources: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """The representative's body with one also-recorded-by extension per other member of its group (`sources`:
+    each member's meta.source, where it has one)."""
     extensions = list(body.get("extension") or [])
     for row in others:
-        meta = (other_bodies.get((row.resource_type, row.id)) or {}).get("meta") or {}
+        source = sources.get((row.resource_type, row.id))
         parts: list[dict[str, Any]] = [
             {"url": "organization", "valueIdentifier": {"system": ODS_ORG_SYSTEM, "value": row.source_org}},
             {"url": "record", "valueReference": {"reference": row.ref}},
         ]
-        if meta.get("source"):
-            parts.insert(0, {"url": "source", "valueUri": meta["source"]})
+        if source:
+            parts.insert(0, {"url": "source", "valueUri": source})
         extensions.append({"url": ALSO_RECORDED_BY, "extension": parts})
     return body | {"extension": extensions}

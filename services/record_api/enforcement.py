@@ -232,7 +232,7 @@ class Guard:
             return self._refuse(person, "no legitimate relationship with this patient: no registration or care "
                                         "by your organisation; claim one or use break-glass with a reason", soft)
         # Only codes of the two label systems mean anything to the decision service (shared.labels).
-        labels = sorted({label for _t, _o, labels in summary for label in labels} & KNOWN_LABELS)
+        labels = sorted({label for _o, labels in summary for label in labels} & KNOWN_LABELS)
         decision = self._decision(person, relationship, labels)
         if not decision.permits:
             return self._refuse(person, decision.reason, soft, hint=decision.break_glass_available,
@@ -245,11 +245,11 @@ class Guard:
         return grant
 
     def _relationship(self, session: Session, person: Person, sources: Sequence[Resource],
-                      summary: Sequence[tuple[str, str, list[str]]]) -> tuple[str, str | None]:
+                      summary: Sequence[tuple[str, list[str]]]) -> tuple[str, str | None]:
         ods = self.caller.principal.ods_code
         if ods and _registered_with(session, sources, ods):
             return "registered", None
-        if ods and any(org == ods for _t, org, _l in summary):
+        if ods and any(org == ods for org, _l in summary):
             return "care", None
         claim = self.caller.principal.claims.get("legitimate_relationship")
         if isinstance(claim, dict) and claim.get("basis") == "self_claimed" and str(claim.get("reason", "")).strip():

@@ -488,8 +488,8 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
     page = paginate(presented, key, True, params.count, params.cursor)
     others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
-    texts = store.body_texts(session, [r.key for r in [*page.items, *others]], person.id)
-    found = {r.key: json.loads(texts[r.key]) for r in others}  # their meta.source is quoted on the representative
+    texts = store.body_texts(session, [r.key for r in page.items], person.id)
+    sources = store.meta_sources(session, [r.key for r in others], person.id)  # quoted on their representative
     base = bundles.fhir_base(request)
     entries: list[dict[str, Any]] = []
     if params.cursor is None:
@@ -500,7 +500,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
         body: dict[str, Any] | bundles.StoredJson
         if row.key in groups.others:  # the representative of a duplicate group: its other sources attached
             body = duplicates.attach_sources(_present(session, grant, json.loads(texts[row.key])),
-                                             groups.others[row.key], found)
+                                             groups.others[row.key], sources)
         else:
             body = _shown(session, grant, row, texts[row.key])
         entries.append(bundles.stored_entry(base, row.resource_type, row.id, body))

@@ -54,8 +54,7 @@ def test_types_do_not_mix_and_immunisations_need_the_same_day() -> None:
 def test_attached_sources_name_each_other_record_and_its_origin() -> None:
     other = _row("AllergyIntolerance", "a-gp", "Y12345")
     body = {"resourceType": "AllergyIntolerance", "id": "a-acute", "extension": [{"url": "keep-me"}]}
-    shown = attach_sources(body, [other], {("AllergyIntolerance", "a-gp"): {"meta": {
-        "source": "urn:scr:ods:Y12345:EMIS"}}})
+    shown = attach_sources(body, [other], {("AllergyIntolerance", "a-gp"): "urn:scr:ods:Y12345:EMIS"})
     assert shown["extension"][0] == {"url": "keep-me"}
     attached = shown["extension"][1]
     assert attached["url"] == ALSO_RECORDED_BY
