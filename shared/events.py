@@ -12,6 +12,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,12 @@ class EventConsumer(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def commit_latest(self, events: Iterable[Event]) -> None:
+        """Commit the latest of `events` on each of their partitions: every one of them (and everything before them)
+        is fully processed. Transports that can commit several partitions in one request override this."""
+        for event in _latest_per_partition(events):
+            self.commit(event)
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Events published but not yet handed to this consumer, per (topic, partition), where known."""
@@ -333,10 +340,15 @@ class _KafkaConsumer(EventConsumer):
         ]
 
     def commit(self, event: Event) -> None:
+        self.commit_latest([event])
+
+    def commit_latest(self, events: Iterable[Event]) -> None:
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
-        self._consumer.commit({TopicPartition(event.topic, event.partition): OffsetAndMetadata(event.offset + 1,
-                                                                                                "", -1)})
+        offsets = {TopicPartition(e.topic, e.partition): OffsetAndMetadata(e.offset + 1, "", -1)
+                   for e in _latest_per_partition(events)}
+        if offsets:
+            self._consumer.commit(offsets)  # one request to the group coordinator for the whole poll
 
     def close(self) -> None:
         self._consumer.close()
@@ -377,3 +389,12 @@ def create_event_bus(settings: Any, engine: Engine) -> EventBus:
     if settings.kafka_bootstrap_servers:
         return KafkaEventBus(settings.kafka_bootstrap_servers, settings.service_name, kafka_security(settings))
     return DatabaseEventLog(engine)
+
+
+def _latest_per_partition(events: Iterable[Event]) -> list[Event]:
+    latest: dict[tuple[str, int], Event] = {}
+    for event in events:
+        key = (event.topic, event.partition)
+        if key not in latest or event.offset > latest[key].offset:
+            latest[key] = event
+    return list(latest.values())

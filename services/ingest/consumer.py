@@ -1,9 +1,10 @@
 """The socialcare.events consumer: a background thread in consumer group `ingest`, over Kafka in real mode or
 the embedded event log otherwise (shared.events gives both the same interface).
 
-Each event is archived and processed before its offset is committed, so a crash redelivers rather than
-loses it (re-processing is idempotent). A bad event, or one whose processing keeps failing, goes to
-socialcare.events.dlq with the reason and is committed: it never blocks its partition.
+Each event is archived and processed before its offset is committed (once per poll, for the events of that poll
+already stored), so a crash redelivers rather than loses it (re-processing is idempotent). A bad event, or one
+whose processing keeps failing, goes to socialcare.events.dlq with the reason and is committed: it never blocks
+its partition.
 """
 
 from __future__ import annotations
@@ -87,15 +88,20 @@ class SocialCareConsumer:
             log.error("consumer poll failed", error_type=type(exc).__name__)
             self._stop.wait(_BACKOFF_SECONDS[1])
             return 0
-        handled = 0
-        for event in events:
-            if not self.handle(event):
-                break  # stopping: the rest stay uncommitted and are redelivered
-            consumer.commit(event)
-            handled += 1
+        handled: list[Event] = []
+        try:
+            for event in events:
+                if not self.handle(event):
+                    break  # stopping: the rest stay uncommitted and are redelivered
+                handled.append(event)
+        finally:
+            # Offsets move only past events already stored (or dead-lettered), once per poll rather than once per
+            # event: a commit is a round trip to the group coordinator. A crash before it redelivers this poll's
+            # events, and storing them again changes nothing.
+            consumer.commit_latest(handled)
         for (topic, partition), lag in consumer.lag().items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
-        return handled
+        return len(handled)
 
     def handle(self, event: Event) -> bool:
         """Store the event, or dead-letter it; True when it may be committed, False if stopping first."""

@@ -55,6 +55,25 @@ def test_a_consumer_that_crashes_before_committing_sees_the_event_again(kafka) -
     bus.close()
 
 
+def test_one_commit_moves_every_partition_past_the_latest_event_handled_there(kafka) -> None:
+    topic = _topic()
+    kafka.create_topics([topic], partitions=3)
+    bus = KafkaEventBus(kafka.bootstrap, "test")
+    for n in range(12):
+        bus.publish(topic, f"person-{n % 4}", {"n": n})
+    bus.flush()
+    first = bus.consumer("group-c", [topic])
+    events = _poll_until(first, 12)
+    assert len(events) == 12 and len({e.partition for e in events}) > 1
+    handled = [e for e in events if e.payload["n"] < 8]  # the last four stay uncommitted, as if the worker crashed
+    first.commit_latest(reversed(handled))  # in any order: the highest offset per partition is what is committed
+    first.close()
+    second = bus.consumer("group-c", [topic])
+    assert sorted(e.payload["n"] for e in _poll_until(second, 4)) == [8, 9, 10, 11]
+    second.close()
+    bus.close()
+
+
 def test_bytes_that_are_not_json_arrive_as_a_decode_error_not_an_exception(kafka) -> None:
     topic = _topic()
     kafka.create_topics([topic])
