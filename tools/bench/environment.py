@@ -109,7 +109,8 @@ def environment(work_dir: Path | None = None) -> Iterator[Environment]:
     work directory, unless the run failed: its service logs say why)."""
     work = work_dir or Path(tempfile.mkdtemp(prefix="scr-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    postgres = PostgresServer().start()  # its own directory: the server runs as another user
+    # Durable (fsync, synchronous commit): ingest commits twice a message, and a non-durable server would flatter it.
+    postgres = PostgresServer(durable=True).start()  # its own directory: the server runs as another user
     kafka: KafkaBroker | None = None
     env: Environment | None = None
     succeeded = False

@@ -185,9 +185,12 @@ def software_versions(env: Environment) -> dict[str, Any]:
 
     with psycopg.connect(env.dsn) as conn:
         postgres = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        durability = ", ".join(f"{name} {conn.execute(f'SHOW {name}').fetchone()[0]}"  # type: ignore[index]
+                               for name in ("fsync", "synchronous_commit", "shared_buffers"))
     kafka = next((j.name.removeprefix("kafka_2.13-").removesuffix(".jar") for j in KAFKA_LIB.glob("kafka_2.13-*.jar")),
                  "?")
-    return {"Python": platform.python_version(), "PostgreSQL": postgres, "Apache Kafka (KRaft)": kafka,
+    return {"Python": platform.python_version(), "PostgreSQL": postgres, "PostgreSQL settings": durability,
+            "Apache Kafka (KRaft)": kafka,
             **{name: version(name) for name in ("fastapi", "uvicorn", "sqlalchemy", "psycopg", "fhir.resources",
                                                  "kafka-python", "pydantic")}}
 
