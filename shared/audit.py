@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import LargeBinary, Select, Text, bindparam, cast, func, insert, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from shared.auth import Principal
@@ -67,29 +68,27 @@ def write_audit(session: Session, record: AuditRecord) -> int:
     canonical = canonical_json(body)
     columns = _columns(record, recorded)
     if session.get_bind().dialect.name == "postgresql":
-        statement = text(_APPEND_SQL.format(chain=_CHAIN_SQL[_chain_kind(record)]))
-        return int(session.execute(statement, columns | {"body": canonical.decode(), "canonical": canonical,
-                                                         "genesis": GENESIS, "chain_person": record.person_id,
-                                                         "chain_nhs": record.nhs_number}).scalar_one())
-    previous = session.scalar(
-        select(AuditEventRow.hash).where(_chain_filter(record)).order_by(AuditEventRow.id.desc()).limit(1)
-    ) or GENESIS
+        return _append_hashed_in_sql(session, record, columns, canonical)
+    previous = session.scalar(_previous_hash(record)) or GENESIS
     digest = hashlib.sha256(previous.encode() + canonical).hexdigest()
     return int(session.execute(insert(AuditEventRow).values(**columns, body=body, prev_hash=previous, hash=digest)
                                .returning(AuditEventRow.id)).scalar_one())
 
 
-_COLUMNS = ("recorded", "service", "action", "outcome", "person_id", "nhs_number", "actor_kind", "actor_user",
-            "actor_ods", "actor_role", "purpose", "break_glass_reason")
-_CHAIN_SQL = {"person": "person_id = :chain_person",
-              "nhs": "nhs_number = :chain_nhs AND person_id IS NULL",
-              "none": "person_id IS NULL AND nhs_number IS NULL"}
-_APPEND_SQL = (
-    f"INSERT INTO audit_event ({', '.join(_COLUMNS)}, body, prev_hash, hash) "
-    f"SELECT {', '.join(':' + c for c in _COLUMNS)}, CAST(:body AS jsonb), previous.hash, "
-    "encode(sha256(convert_to(previous.hash, 'UTF8') || :canonical), 'hex') "
-    "FROM (SELECT COALESCE((SELECT hash FROM audit_event WHERE {chain} ORDER BY id DESC LIMIT 1), :genesis) "
-    "AS hash) AS previous RETURNING id")
+def _append_hashed_in_sql(session: Session, record: AuditRecord, columns: dict[str, Any], canonical: bytes) -> int:
+    """INSERT ... SELECT: the previous hash read and the new one computed by PostgreSQL in the same statement."""
+    previous = select(func.coalesce(_previous_hash(record).scalar_subquery(), GENESIS).label("hash")).subquery()
+    digest = func.encode(func.sha256(func.convert_to(previous.c.hash, "UTF8").op("||")(
+        bindparam("canonical", canonical, type_=LargeBinary))), "hex")
+    values = [bindparam(name, value, type_=AuditEventRow.__table__.c[name].type) for name, value in columns.items()]
+    body = cast(bindparam("body", canonical.decode(), type_=Text), JSONB)
+    rows = select(*values, body, previous.c.hash, digest)
+    return int(session.execute(insert(AuditEventRow).from_select([*columns, "body", "prev_hash", "hash"], rows)
+                               .returning(AuditEventRow.id)).scalar_one())
+
+
+def _previous_hash(record: AuditRecord) -> Select[tuple[str]]:
+    return select(AuditEventRow.hash).where(_chain_filter(record)).order_by(AuditEventRow.id.desc()).limit(1)
 
 
 def _columns(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
@@ -101,10 +100,6 @@ def _columns(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
                 actor_ods=principal.ods_code if principal else None,
                 actor_role=principal.role if principal else None,
                 purpose=record.purpose, break_glass_reason=record.break_glass_reason)
-
-
-def _chain_kind(record: AuditRecord) -> str:
-    return "person" if record.person_id else "nhs" if record.nhs_number else "none"
 
 
 def _chain_filter(record: AuditRecord) -> Any:
