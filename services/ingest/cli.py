@@ -6,8 +6,11 @@
     python -m services.ingest.cli reviews [--status open]
     python -m services.ingest.cli review REVIEW_ID link|reject --reviewer USER_ID
     python -m services.ingest.cli undo-merge MERGE_ID
+    python -m services.ingest.cli reindex [--type Observation]
+    python -m services.ingest.cli relabel [--dry-run]
 
-Each prints one JSON object per line; exit status 1 if anything asked for could not be done.
+Each prints one JSON object per line; exit status 1 if anything asked for could not be done. The long ones
+(reindex, relabel) report their progress on stderr and their totals on stdout.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import json
 import sys
 from typing import Any
 
+from services.ingest import maintenance
+from services.ingest.labelling import load_code_lists
 from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
 from shared.db import create_db_engine, make_session_factory
 from shared.errors import ScrError
 from shared.events import create_event_bus
+
+_PROGRESS_EVERY = 10_000  # resources between progress lines
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--reviewer", required=True)
     undo = commands.add_parser("undo-merge", help="undo an A40 merge")
     undo.add_argument("merge_id")
+    reindex = commands.add_parser("reindex", help="rebuild the search rows from the stored bodies")
+    reindex.add_argument("--type", dest="resource_type", help="only resources of this type")
+    relabel = commands.add_parser("relabel", help="add the labels the current code lists give to stored records")
+    relabel.add_argument("--dry-run", action="store_true", help="count what would change, change nothing")
     return parser
 
 
@@ -50,8 +61,20 @@ def _print(item: dict[str, Any]) -> None:
     print(json.dumps(item, default=str), flush=True)
 
 
+def _progress(report: dict[str, Any]) -> None:
+    if report["resources"] % _PROGRESS_EVERY < maintenance.BATCH:
+        print(json.dumps(report), file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     """Carry out one command; the exit status."""
+    if args.command == "reindex":
+        _print(maintenance.reindex(pipeline.sessions, resource_type=args.resource_type, progress=_progress).as_dict())
+        return 0
+    if args.command == "relabel":
+        code_lists = load_code_lists(pipeline.settings.label_code_lists)
+        _print(maintenance.relabel(pipeline.sessions, code_lists, dry_run=args.dry_run, progress=_progress).as_dict())
+        return 0
     if args.command == "list":
         for item in pipeline.list_raw(args.status, args.limit):
             _print(item)

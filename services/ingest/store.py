@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.fhir import NHS_NUMBER_SYSTEM
@@ -32,6 +32,8 @@ _SEARCH_COLUMNS = ("resource_type", "resource_id", "person_id", "param", "system
 _VERSION_COLUMNS = ("resource_type", "id", "version_id", "person_id", "source_org", "raw_message_id", "labels",
                     "last_updated", "deleted", "body")
 # One resource_version row, in _VERSION_COLUMNS order.
+# A stored version, current or past: what carries labels and a body.
+Labelled = Resource | ResourceVersion
 VersionRow = tuple[str, str, int, str | None, str, str | None, list[str], datetime, bool, dict[str, Any]]
 
 
@@ -110,6 +112,25 @@ def by_typed_source_keys(session: Session, source_org: str, source_system: str,
         Resource.source_key.in_(sorted({k for _, k in wanted}))).with_for_update())
     found = {(row.resource_type, row.source_key or ""): row for row in rows}
     return {key: row for key, row in found.items() if key in wanted}
+
+
+def current_batch(session: Session, after: tuple[str, str] | None, limit: int, *,
+                  resource_type: str | None = None) -> list[Resource]:
+    """The next `limit` current resources after the key `after`, in key order, locked for this transaction."""
+    query = select(Resource).order_by(Resource.resource_type, Resource.id).limit(limit).with_for_update()
+    if after is not None:
+        query = query.where(tuple_(Resource.resource_type, Resource.id) > tuple_(*after))
+    if resource_type is not None:
+        query = query.where(Resource.resource_type == resource_type)
+    return list(session.scalars(query))
+
+
+def versions_of(session: Session, keys: list[tuple[str, str]]) -> list[ResourceVersion]:
+    """Every stored version of the resources named by (type, id)."""
+    if not keys:
+        return []
+    return list(session.scalars(select(ResourceVersion).where(
+        tuple_(ResourceVersion.resource_type, ResourceVersion.id).in_(keys))))
 
 
 def get_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:

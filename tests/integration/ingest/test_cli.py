@@ -1,4 +1,5 @@
-"""The operator CLI as a real process against PostgreSQL: list failed messages, retry them, undo a merge."""
+"""The operator CLI as a real process against PostgreSQL: list failed messages, retry them, undo a merge, rebuild
+the search index, apply changed code lists."""
 
 import json
 import os
@@ -17,8 +18,12 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(tokens, pg_url, *args: str) -> tuple[int, list[dict], str]:
+    return _cli_env(tokens, pg_url, {}, *args)
+
+
+def _cli_env(tokens, pg_url, env: dict[str, str], *args: str) -> tuple[int, list[dict], str]:
     result = subprocess.run([sys.executable, "-m", "services.ingest.cli", *args], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=120, env=os.environ | service_env(tokens, pg_url))
+                            text=True, timeout=120, env=os.environ | service_env(tokens, pg_url) | env)
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
     return result.returncode, lines, result.stderr
 
@@ -49,3 +54,68 @@ def test_a_merge_is_undone_from_the_cli_and_unknown_ids_say_so(ingest, tokens, p
     assert ingest.get(PatientMerge, PatientMerge.id == merge.id).undone_at is not None
     code, _, error = _cli(tokens, pg_url, "undo-merge", "no-such-merge")
     assert code == 1 and error.strip() == "ingest: no merge no-such-merge"
+
+
+def _search_rows(ingest) -> list[tuple]:
+    with ingest.sessions() as session:
+        return sorted(session.execute(text(
+            "SELECT resource_type, resource_id, person_id, param, system, code, text, date_low, date_high, ref_type, "
+            "ref_id FROM search_param")).all(), key=repr)
+
+
+def test_reindex_rebuilds_the_search_rows_from_the_stored_bodies(ingest, tokens, pg_url) -> None:
+    bundle = messages.bundle([messages.patient(), messages.condition("38341003", "Hypertension", ident="P1")])
+    assert ingest.post_fhir(bundle).status_code == 200
+    before = _search_rows(ingest)
+    assert {row[0] for row in before} >= {"Patient", "Condition"}
+    with ingest.sessions.begin() as session:  # lose some rows and corrupt others
+        session.execute(text("DELETE FROM search_param WHERE resource_type = 'Patient'"))
+        session.execute(text("UPDATE search_param SET code = 'wrong' WHERE resource_type = 'Condition'"))
+
+    code, lines, progress = _cli(tokens, pg_url, "reindex", "--type", "Patient")
+    assert code == 0 and lines[-1]["resources"] == 1
+    assert [row for row in _search_rows(ingest) if row[0] == "Patient"] == [r for r in before if r[0] == "Patient"]
+    assert any(row[5] == "wrong" for row in _search_rows(ingest))  # --type left the Conditions alone
+
+    code, lines, progress = _cli(tokens, pg_url, "reindex")
+    assert code == 0 and lines == [{"command": "reindex", "resources": ingest.count(Resource),
+                                    "search_rows": len(before)}]
+    assert json.loads(progress.splitlines()[-1])["through"]
+    assert _search_rows(ingest) == before
+
+
+def test_relabel_adds_what_new_code_lists_give_to_stored_versions_and_nothing_else(ingest, tokens, pg_url,
+                                                                                    tmp_path) -> None:
+    first = messages.condition("38341003", "Hypertension", ident="P1")
+    second = messages.condition("386810004", "Phobic disorder", ident="P1")  # the same problem, recoded
+    other = messages.condition("195967001", "Asthma", ident="P2")
+    assert ingest.post_fhir(messages.bundle([messages.patient(), first, other])).status_code == 200
+    assert ingest.post_fhir(messages.bundle([messages.patient(), second])).status_code == 200
+    problem = next(r for r in ingest.rows("Condition") if r.version_id == 2)
+    assert "PSY" not in problem.labels
+    lists = json.loads((REPO_ROOT / "services/ingest/labels.json").read_text())
+    lists["PSY"]["snomed"].append("386810004")
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(lists))
+    env = {"SCR_LABEL_CODE_LISTS": str(path)}
+
+    code, lines, _ = _cli_env(tokens, pg_url, env, "relabel", "--dry-run")
+    assert code == 0 and lines[0] | {"resources": 0} == {
+        "command": "relabel", "dry_run": True, "resources": 0, "relabelled": 1, "versions_relabelled": 1,
+        "labels_added": {"PSY": 1}}
+    assert "PSY" not in ingest.get(Resource, Resource.id == problem.id).labels
+
+    code, lines, _ = _cli_env(tokens, pg_url, env, "relabel")
+    assert code == 0 and lines[0]["relabelled"] == 1 and lines[0]["resources"] == ingest.count(Resource)
+    current = ingest.get(Resource, Resource.id == problem.id)
+    assert "PSY" in current.labels and current.version_id == 2  # a label is not a new version ($meta-add)
+    assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"} in \
+        [{k: c[k] for k in ("system", "code")} for c in current.body["meta"]["security"]]
+    v1, v2 = ingest.versions("Condition", problem.id)
+    assert "PSY" not in v1.labels and "PSY" in v2.labels and v2.body["meta"]["security"] == current.body["meta"][
+        "security"]
+    asthma = next(r for r in ingest.rows("Condition") if r.id != problem.id)
+    assert "PSY" not in asthma.labels
+
+    code, lines, _ = _cli_env(tokens, pg_url, env, "relabel")
+    assert code == 0 and lines[0]["relabelled"] == 0  # nothing left to add

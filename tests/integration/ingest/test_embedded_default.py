@@ -1,10 +1,17 @@
 """The embedded default: every feed into the SQLite store, record.changed into the event-log table."""
 
+from dataclasses import replace
+
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete, func, select
 
+from services.ingest import maintenance
 from services.ingest.app import create_app
+from services.ingest.labelling import load_code_lists
+from services.ingest.settings import IngestSettings
 from shared.db import create_db_engine, make_session_factory
+from shared.schema import Resource, SearchParam
 from tests.fixtures.ingest import messages
 from tests.integration.ingest.conftest import Ingest, ingest_settings
 from tests.support import data
@@ -33,4 +40,27 @@ def test_every_feed_works_on_sqlite_with_the_event_log(sqlite_url, tokens) -> No
         assert encounter.body["status"] == "in-progress"  # the late, older discharge did not apply
         assert [r.labels for r in ingest.rows("Flag") if r.source_org == data.SOCIAL_CARE_ODS] == [["SDV", "SOC"]]
         assert {e["resource_type"] for e in ingest.events()} >= {"Patient", "Encounter", "Flag", "EpisodeOfCare"}
+    engine.dispose()
+
+
+def test_reindex_and_relabel_run_on_sqlite(sqlite_url, tokens) -> None:
+    engine = create_db_engine(sqlite_url)
+    sessions = make_session_factory(engine)
+    with TestClient(create_app(ingest_settings(tokens, sqlite_url))) as client:
+        ingest = Ingest(client, tokens, sessions)
+        assert ingest.post_fhir(messages.load_json("gp_record_bundle.json")).status_code == 200
+    stored = ingest.count(Resource)
+    with sessions.begin() as session:
+        before = session.scalar(select(func.count()).select_from(SearchParam))
+        session.execute(delete(SearchParam))
+    report = maintenance.reindex(sessions, batch=3)  # several batches: the keyset paging is exercised
+    assert (report.resources, report.search_rows) == (stored, before) and ingest.count(SearchParam) == before
+
+    condition = ingest.rows("Condition")[0]
+    code = condition.body["code"]["coding"][0]
+    shipped = load_code_lists(IngestSettings().label_code_lists)  # cached: changed only in a copy
+    lists = replace(shipped, exact=shipped.exact | {(code["system"], code["code"]): frozenset({"ETH"})})
+    report = maintenance.relabel(sessions, lists, batch=3)
+    assert report.relabelled >= 1 and report.added["ETH"] >= 1 and report.resources == stored
+    assert "ETH" in ingest.get(Resource, Resource.id == condition.id).labels
     engine.dispose()
