@@ -15,6 +15,7 @@ from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.records import Change
 from services.ingest.schemas import ReviewDecision, socialcare_schema
 from services.ingest.service import Outcome, Pipeline
+from services.ingest.store import Inbound
 from shared.auth import Principal, require
 from shared.errors import InvalidInput, TooLarge
 from shared.fhir import FHIR_JSON, Issue, operation_outcome
@@ -162,11 +163,9 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     """One social-care event or a JSON array of them (the same events as topic socialcare.events)."""
     body = await read_body(request, pipe.settings.max_body_bytes)
     events = _split_events(body)
-    results = []
-    for raw in events:
-        outcome = await run_in_threadpool(pipe.receive, "socialcare", raw, content_type="application/json",
-                                          sender_org=principal.ods_code, sender_system=None)
-        results.append(outcome)
+    # One batch, as a Kafka poll: archived together, stored in one transaction with a savepoint per event.
+    results = await run_in_threadpool(pipe.receive_many, [Inbound("socialcare", raw, "application/json",
+                                                                  sender_org=principal.ods_code) for raw in events])
     issues = []
     for index, outcome in enumerate(results):
         where = f"event[{index}]" if len(events) > 1 else "event"
@@ -178,7 +177,8 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
                        for i in outcome.issues]
     accepted = sum(o.status == "processed" for o in results)
     status = 200 if accepted == len(results) else 207 if accepted else _refusal_status(results[0])
-    return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON)
+    return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON,
+                        headers={"X-Raw-Message-Id": ", ".join(o.raw_id for o in results)})
 
 
 def _split_events(body: bytes) -> list[bytes]:

@@ -6,6 +6,7 @@
     python -m services.ingest.cli reviews [--status open]
     python -m services.ingest.cli review REVIEW_ID link|reject --reviewer USER_ID
     python -m services.ingest.cli undo-merge MERGE_ID
+    python -m services.ingest.cli replay --since 2026-12-01T00:00Z [--until ...] [--channel hl7v2] [--dry-run]
     python -m services.ingest.cli reindex [--type Observation]
     python -m services.ingest.cli relabel [--dry-run]
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from services.ingest import maintenance
@@ -27,8 +29,19 @@ from services.ingest.settings import IngestSettings
 from shared.db import create_db_engine, make_session_factory
 from shared.errors import ScrError
 from shared.events import create_event_bus
+from shared.observability import configure_logging
 
 _PROGRESS_EVERY = 10_000  # resources between progress lines
+STATUSES = ["received", "processed", "failed", "rejected"]
+CHANNELS = ["fhir", "hl7v2", "mllp", "community", "socialcare"]
+
+
+def _moment(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an ISO 8601 date or time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="archived raw messages, newest first")
-    listing.add_argument("--status", choices=["received", "processed", "failed", "rejected"])
+    listing.add_argument("--status", choices=STATUSES)
     listing.add_argument("--limit", type=int, default=50)
     retry = commands.add_parser("retry", help="process archived messages again")
     retry.add_argument("raw_ids", nargs="*")
@@ -50,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     review.add_argument("--reviewer", required=True)
     undo = commands.add_parser("undo-merge", help="undo an A40 merge")
     undo.add_argument("merge_id")
+    replay = commands.add_parser("replay", help="process again every archived message received in a period, "
+                                                "oldest first, whatever became of it (after a mapping fix)")
+    replay.add_argument("--since", required=True, type=_moment, help="ISO 8601; a time without a zone is UTC")
+    replay.add_argument("--until", type=_moment, help="ISO 8601, exclusive; default: now")
+    replay.add_argument("--channel", action="append", choices=CHANNELS, help="only these channels (repeatable)")
+    replay.add_argument("--status", action="append", choices=STATUSES, help="only messages now in these states "
+                                                                            "(repeatable; default: every state)")
+    replay.add_argument("--dry-run", action="store_true", help="list the messages, process none")
     reindex = commands.add_parser("reindex", help="rebuild the search rows from the stored bodies")
     reindex.add_argument("--type", dest="resource_type", help="only resources of this type")
     relabel = commands.add_parser("relabel", help="add the labels the current code lists give to stored records")
@@ -68,6 +89,8 @@ def _progress(report: dict[str, Any]) -> None:
 
 def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     """Carry out one command; the exit status."""
+    if args.command == "replay":
+        return _replay(args, pipeline)
     if args.command == "reindex":
         _print(maintenance.reindex(pipeline.sessions, resource_type=args.resource_type, progress=_progress).as_dict())
         return 0
@@ -102,9 +125,29 @@ def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     return 0
 
 
+def _replay(args: argparse.Namespace, pipeline: Pipeline) -> int:
+    """Each message is processed as on arrival: idempotent by source key, and never older over newer."""
+    totals: dict[str, int] = {}
+    until = args.until or datetime.now(UTC)  # what arrives while it runs is processed as it arrives, not again
+    for raw in pipeline.received(args.since, until, channels=args.channel, statuses=args.status):
+        if args.dry_run:
+            outcome_status, changes, error = raw["status"], None, None
+        else:
+            outcome = pipeline.process(raw["id"])
+            outcome_status, changes, error = outcome.status, sum(c.changed for c in outcome.changes), \
+                outcome.error_text or None
+        _print(raw | {"status": outcome_status, "changes": changes, "error": error})
+        totals[outcome_status] = totals.get(outcome_status, 0) + 1
+    _print({"command": "replay", "dry_run": args.dry_run, "messages": sum(totals.values())} | totals)
+    if not args.dry_run:
+        pipeline.refresh_gauges()
+    return int(not args.dry_run and totals.get("failed", 0) > 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = IngestSettings()
+    configure_logging("ingest-cli", settings.log_level)  # JSON logs on stderr: stdout is the command's answer
     engine = create_db_engine(settings.database_url)
     bus = create_event_bus(settings, engine)
     try:

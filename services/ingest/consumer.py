@@ -2,7 +2,9 @@
 the embedded event log otherwise (shared.events gives both the same interface).
 
 Each event is archived and processed before its offset is committed (once per poll, for the events of that poll
-already stored), so a crash redelivers rather than loses it (re-processing is idempotent). A bad event, or one
+already stored), so a crash redelivers rather than loses it (re-processing is idempotent). A poll's events are
+archived in one insert and stored in one transaction, a savepoint each (Pipeline.receive_many), so a bad event
+still fails alone. A bad event, or one
 whose processing keeps failing, goes to socialcare.events.dlq with the reason and is committed: it never blocks
 its partition.
 """
@@ -17,6 +19,7 @@ import structlog
 from services.ingest import metrics
 from services.ingest.service import Outcome, Pipeline
 from services.ingest.settings import IngestSettings
+from services.ingest.store import Inbound
 from shared.events import Event, EventBus, EventConsumer
 
 log = structlog.get_logger("scr.ingest.consumer")
@@ -90,8 +93,8 @@ class SocialCareConsumer:
             return 0
         handled: list[Event] = []
         try:
-            for event in events:
-                if not self.handle(event):
+            for event, outcome in zip(events, self._receive_all(events), strict=True):
+                if not self.handle(event, outcome):
                     break  # stopping: the rest stay uncommitted and are redelivered
                 handled.append(event)
         finally:
@@ -103,19 +106,32 @@ class SocialCareConsumer:
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         return len(handled)
 
-    def handle(self, event: Event) -> bool:
-        """Store the event, or dead-letter it; True when it may be committed, False if stopping first."""
-        raw_id: str | None = None
+    def _receive_all(self, events: list[Event]) -> list[Outcome | None]:
+        """A poll's events archived and processed as one batch; all None if the archive could not be written
+        (each event then tries again on its own in `handle`)."""
+        if not events:
+            return []
+        try:
+            return list(self.pipeline.receive_many([self._inbound(event) for event in events]))
+        except Exception as exc:
+            log.error("events could not be archived", error_type=type(exc).__name__, events=len(events))
+            return [None] * len(events)
+
+    def handle(self, event: Event, outcome: Outcome | None = None) -> bool:
+        """Store the event (or take the outcome of storing it already), or dead-letter it; True when it may be
+        committed, False if stopping first."""
+        raw_id = outcome.raw_id if outcome else None
         attempts = 0
-        while not self.stopping:
-            try:
-                outcome = self._receive(event) if raw_id is None else self.pipeline.process(raw_id)
-            except Exception as exc:  # the archive itself is unreachable: nothing is stored, so wait and retry
-                log.error("event could not be archived", error_type=type(exc).__name__, partition=event.partition,
-                          offset=event.offset)
-                self._stop.wait(_BACKOFF_SECONDS[min(attempts, len(_BACKOFF_SECONDS) - 1)])
-                attempts += 1
-                continue
+        while outcome is not None or not self.stopping:
+            if outcome is None:
+                try:
+                    outcome = self._receive(event) if raw_id is None else self.pipeline.process(raw_id)
+                except Exception as exc:  # the archive is unreachable: nothing is stored, so wait and retry
+                    log.error("event could not be archived", error_type=type(exc).__name__,
+                              partition=event.partition, offset=event.offset)
+                    self._stop.wait(_BACKOFF_SECONDS[min(attempts, len(_BACKOFF_SECONDS) - 1)])
+                    attempts += 1
+                    continue
             raw_id = outcome.raw_id
             if outcome.status == "processed":
                 return True
@@ -127,12 +143,16 @@ class SocialCareConsumer:
                 self._dead_letter(event, "processing-failed", outcome)
                 return True
             self._stop.wait(_BACKOFF_SECONDS[min(attempts, len(_BACKOFF_SECONDS) - 1)])
+            outcome = None
         return False
 
     def _receive(self, event: Event) -> Outcome:
+        return self.pipeline.receive_many([self._inbound(event)])[0]
+
+    @staticmethod
+    def _inbound(event: Event) -> Inbound:
         detail = {"topic": event.topic, "partition": event.partition, "offset": event.offset}
-        return self.pipeline.receive("socialcare", event.raw, content_type="application/json", sender_org=None,
-                                     sender_system=None, detail=detail)
+        return Inbound("socialcare", event.raw, "application/json", detail=detail)
 
     def _dead_letter(self, event: Event, reason: str, outcome: Outcome) -> None:
         original: Any = event.payload if event.payload is not None else event.raw.decode("utf-8", "replace")

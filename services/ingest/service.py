@@ -8,7 +8,7 @@ and lists the bad). Bad input is `rejected` with the reason; a fault here leaves
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +24,14 @@ from services.ingest.labelling import load_code_lists
 from services.ingest.person_index import Thresholds
 from services.ingest.records import Change, WriteContext
 from services.ingest.settings import IngestSettings
+from services.ingest.store import Inbound
 from services.ingest.writer import MessageWriter
 from shared import outbox
 from shared.db import transaction
 from shared.errors import Conflict, NotFound, ScrError
 from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
+from shared.schema import RawMessage
 
 log = structlog.get_logger("scr.ingest")
 
@@ -50,10 +52,31 @@ class Outcome:
     hl7_location: tuple[str, int, int] | None = None
     hl7_code: str = "207"
     duplicate_of: str | None = None
+    channel: str = "unknown"
 
     @property
     def error_text(self) -> str:
         return describe(self.issues)[:1000]
+
+
+def _refusal(exc: AdapterError | ScrError) -> AdapterError:
+    """A rule checked against the store (an A40 naming no record, ...) refuses the message as an adapter does."""
+    if isinstance(exc, AdapterError):
+        return exc
+    location = ("MRG", 1, 0) if exc.expression and exc.expression[0].startswith("MRG") else None
+    return AdapterError(Issue(exc.message, exc.expression[0] if exc.expression else None, code=exc.code),
+                        hl7_location=location, hl7_code="204")
+
+
+def _refused_outcome(raw_id: str, channel: str, exc: AdapterError) -> Outcome:
+    return Outcome(raw_id, "rejected", issues=exc.issues, hl7_location=exc.hl7_location, hl7_code=exc.hl7_code,
+                   channel=channel)
+
+
+def _locked(raw: RawMessage | None, raw_id: str) -> RawMessage:
+    if raw is None:
+        raise LookupError(f"raw message {raw_id} vanished")
+    return raw
 
 
 def describe(issues: list[Issue]) -> str:
@@ -67,6 +90,7 @@ class Pipeline:
     def __init__(self, sessions: sessionmaker[Session], bus: EventBus | None, settings: IngestSettings) -> None:
         self.sessions, self.bus, self.settings = sessions, bus, settings
         self.on_committed: Callable[[], None] | None = None  # the outbox relay's wake-up, when one runs here
+        self._savepoints = sessions.kw["bind"].dialect.name == "postgresql"
         self.writer = MessageWriter(load_code_lists(settings.label_code_lists),
                                     Thresholds(settings.match_link_threshold, settings.match_review_threshold),
                                     remap=lambda raw: self._map(raw.channel, raw.content, raw.sender_org,
@@ -82,6 +106,17 @@ class Pipeline:
             raw = store.archive(session, channel=channel, content=content, content_type=content_type,
                                 sender_org=sender_org, sender_system=sender_system, detail=detail)
         return self.process(raw.id)
+
+    def receive_many(self, messages: list[Inbound]) -> list[Outcome]:
+        """Archive several messages in one statement (committed), then process them in one transaction with a
+        savepoint each (PostgreSQL; one by one on SQLite, whose driver does not nest transactions). Outcomes in
+        the order given. The fixed cost of a message (two transactions, pool checkouts, the archive insert) is
+        what holds small messages such as social-care events back, so a Kafka poll is stored as one batch."""
+        with transaction(self.sessions) as session:
+            raw_ids = [raw.id for raw in store.archive_many(session, messages)]
+        if len(raw_ids) == 1 or not self._savepoints:
+            return [self.process(raw_id) for raw_id in raw_ids]
+        return self._process_together(raw_ids)
 
     def process(self, raw_id: str) -> Outcome:
         """Process (or re-process) an archived message."""
@@ -103,54 +138,105 @@ class Pipeline:
                                "messages are retried")
         return self.process(raw_id)
 
+    def received(self, since: datetime, until: datetime | None, *, channels: list[str] | None = None,
+                 statuses: list[str] | None = None, page: int = 500) -> Iterator[dict[str, Any]]:
+        """Archived messages received in [since, until), oldest first, a page at a time (for replay)."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            with self.sessions() as session:
+                rows = store.raw_received(session, since, until, channels=channels, statuses=statuses, after=after,
+                                          limit=page)
+                found = [{"id": r.id, "channel": r.channel, "received_at": r.received_at.isoformat(),
+                          "status": r.status} for r in rows]
+            if not rows:
+                return
+            after = (rows[-1].received_at, rows[-1].id)
+            yield from found
+
     # ----------------------------------------------------------------------------------- processing
 
     def _process_once(self, raw_id: str) -> Outcome:
         channel = "unknown"
         try:
             with transaction(self.sessions) as session:
-                raw = store.get_raw(session, raw_id, lock=True)
-                if raw is None:
-                    raise LookupError(f"raw message {raw_id} vanished")
+                raw = _locked(store.get_raw(session, raw_id, lock=True), raw_id)
                 channel = raw.channel
-                if channel in HL7_CHANNELS and (original := store.processed_duplicate(session, raw, HL7_CHANNELS)):
-                    store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
-                    outcome = Outcome(raw_id, "processed", duplicate_of=original)
-                else:
-                    mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
-                    changes = self.writer.write(session, raw.id, raw.channel, mapped)
-                    self._publish_in(session, changes)
-                    summary = _summary(changes, mapped.rejected)
-                    store.finish_raw(session, raw.id, "processed", detail=raw.detail | summary)
-                    outcome = Outcome(raw_id, "processed", changes, mapped.rejected)
-        except AdapterError as exc:
-            return self._rejected(raw_id, channel, exc)
-        except ScrError as exc:  # a rule checked against the store (an A40 naming no record, ...)
-            location = ("MRG", 1, 0) if exc.expression and exc.expression[0].startswith("MRG") else None
-            return self._rejected(raw_id, channel, AdapterError(Issue(exc.message, exc.expression[0] if
-                                                                      exc.expression else None, code=exc.code),
-                                                                hl7_location=location, hl7_code="204"))
+                outcome = self._apply(session, raw)
+        except (AdapterError, ScrError) as exc:
+            return self._rejected(raw_id, channel, _refusal(exc))
         except IntegrityError:
             raise
         except Exception as exc:  # any fault here: the message stays archived as failed, retryable
             return self._failed(raw_id, type(exc).__name__, str(exc))
-        self._publish(outcome.changes)
-        if created := [c.id for c in outcome.changes if c.resource_type == "Patient" and c.change == "create"]:
-            with self.sessions() as session:  # a new source Patient may have opened a review
-                if store.has_reviews(session, created):  # recount only then: a count(*) per message is not free
-                    metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
-        metrics.MESSAGES.labels(channel, "accepted").inc()
-        for change in outcome.changes:
-            metrics.RESOURCES.labels(channel, "unchanged" if change.change == "stale" else change.change).inc()
+        self._after_commit([outcome])
         return outcome
 
+    def _process_together(self, raw_ids: list[str]) -> list[Outcome]:
+        """One transaction for several archived messages, a savepoint each: a refused message is rejected alone,
+        one that fails otherwise (a unique race, a fault) is rolled back alone and then processed on its own, as
+        `process` would; if the transaction itself fails, every message is."""
+        outcomes: dict[str, Outcome] = {}
+        alone: list[str] = []
+        try:
+            with transaction(self.sessions) as session:
+                for raw in store.get_raws(session, raw_ids, lock=True):
+                    try:
+                        with session.begin_nested():
+                            outcomes[raw.id] = self._apply(session, raw)
+                    except (AdapterError, ScrError) as exc:
+                        refusal = _refusal(exc)
+                        store.finish_raw(session, raw.id, "rejected", error=describe(refusal.issues)[:2000])
+                        outcomes[raw.id] = _refused_outcome(raw.id, raw.channel, refusal)
+                    except Exception:  # retried on its own below, where a failure is recorded
+                        alone.append(raw.id)
+                alone += [raw_id for raw_id in raw_ids if raw_id not in outcomes and raw_id not in alone]
+        except Exception as exc:  # the batch's own transaction failed: nothing of it was stored
+            log.warning("batch not stored; processing its messages one by one", error_type=type(exc).__name__,
+                        messages=len(raw_ids))
+            return [self.process(raw_id) for raw_id in raw_ids]
+        self._after_commit([o for o in outcomes.values() if o.status == "processed"])
+        for outcome in outcomes.values():
+            if outcome.status == "rejected":
+                self._count_rejected(outcome)
+        outcomes |= {raw_id: self.process(raw_id) for raw_id in alone}
+        return [outcomes[raw_id] for raw_id in raw_ids]
+
+    def _apply(self, session: Session, raw: RawMessage) -> Outcome:
+        """Map and store one archived message in the caller's transaction."""
+        if raw.channel in HL7_CHANNELS and (original := store.processed_duplicate(session, raw, HL7_CHANNELS)):
+            store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
+            return Outcome(raw.id, "processed", channel=raw.channel, duplicate_of=original)
+        mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
+        # Never processed before (an attempt that failed counted itself): no earlier Provenance of it to update.
+        first_attempt = raw.status == "received" and raw.attempts == 0
+        changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
+        self._publish_in(session, changes)
+        store.finish_raw(session, raw.id, "processed", detail=raw.detail | _summary(changes, mapped.rejected))
+        return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel)
+
+    def _after_commit(self, outcomes: list[Outcome]) -> None:
+        """Wake the outbox relay, count, and recount open reviews if a new source Patient may have opened one."""
+        changes = [change for outcome in outcomes for change in outcome.changes]
+        self._publish(changes)
+        if created := [c.id for c in changes if c.resource_type == "Patient" and c.change == "create"]:
+            with self.sessions() as session:
+                if store.has_reviews(session, created):  # recount only then: a count(*) per message is not free
+                    metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
+        for outcome in outcomes:
+            metrics.MESSAGES.labels(outcome.channel, "accepted").inc()
+            for change in outcome.changes:
+                metrics.RESOURCES.labels(outcome.channel, "unchanged" if change.change == "stale"
+                                         else change.change).inc()
+
     def _rejected(self, raw_id: str, channel: str, exc: AdapterError) -> Outcome:
-        text = describe(exc.issues)[:2000]
         with transaction(self.sessions) as session:
-            store.finish_raw(session, raw_id, "rejected", error=text)
-        metrics.MESSAGES.labels(channel, "rejected").inc()
-        log.info("message rejected", raw_id=raw_id, channel=channel, issues=len(exc.issues))
-        return Outcome(raw_id, "rejected", issues=exc.issues, hl7_location=exc.hl7_location, hl7_code=exc.hl7_code)
+            store.finish_raw(session, raw_id, "rejected", error=describe(exc.issues)[:2000])
+        return self._count_rejected(_refused_outcome(raw_id, channel, exc))
+
+    def _count_rejected(self, outcome: Outcome) -> Outcome:
+        metrics.MESSAGES.labels(outcome.channel, "rejected").inc()
+        log.info("message rejected", raw_id=outcome.raw_id, channel=outcome.channel, issues=len(outcome.issues))
+        return outcome
 
     def _failed(self, raw_id: str, kind: str, text: str) -> Outcome:
         # The exception text may quote the message (SQL parameters): it goes to the archive row, never the log.

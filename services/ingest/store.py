@@ -6,7 +6,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Collection, Iterable
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -43,21 +44,47 @@ def new_id() -> str:
 
 # ------------------------------------------------------------------------------------------- raw archive
 
+@dataclass(frozen=True)
+class Inbound:
+    """One message as it arrived, to be archived."""
+
+    channel: str
+    content: bytes
+    content_type: str
+    sender_org: str | None = None
+    sender_system: str | None = None
+    detail: dict[str, Any] | None = None
+
+
 def archive(session: Session, *, channel: str, content: bytes, content_type: str, sender_org: str | None,
             sender_system: str | None, detail: dict[str, Any] | None = None) -> RawMessage:
     """Store one inbound message byte for byte, with its hash and receipt time, before anything reads it."""
-    raw = RawMessage(id=new_id(), channel=channel, received_at=datetime.now(UTC),
-                     content_hash=hashlib.sha256(content).hexdigest(), content=content,
-                     content_type=content_type[:128], sender_org=sender_org, sender_system=sender_system,
-                     status="received", attempts=0, detail=detail or {})
-    session.add(raw)
+    return archive_many(session, [Inbound(channel, content, content_type, sender_org, sender_system, detail)])[0]
+
+
+def archive_many(session: Session, messages: list[Inbound]) -> list[RawMessage]:
+    """`archive` for several messages, in one multi-row insert; a microsecond apart, so that the archive's
+    received order is the order they came in (replay follows it)."""
+    now = datetime.now(UTC)
+    raws = [RawMessage(id=new_id(), channel=m.channel, received_at=now + timedelta(microseconds=n),
+                       content_hash=hashlib.sha256(m.content).hexdigest(), content=m.content,
+                       content_type=m.content_type[:128], sender_org=m.sender_org, sender_system=m.sender_system,
+                       status="received", attempts=0, detail=m.detail or {}) for n, m in enumerate(messages)]
+    session.add_all(raws)
     session.flush()
-    return raw
+    return raws
 
 
 def get_raw(session: Session, raw_id: str, *, lock: bool = False) -> RawMessage | None:
     query = select(RawMessage).where(RawMessage.id == raw_id)
     return session.scalar(query.with_for_update() if lock else query)
+
+
+def get_raws(session: Session, raw_ids: list[str], *, lock: bool = False) -> list[RawMessage]:
+    """The archived messages named, in the order named (any that vanished left out)."""
+    query = select(RawMessage).where(RawMessage.id.in_(raw_ids))
+    found = {raw.id: raw for raw in session.scalars(query.with_for_update() if lock else query)}
+    return [found[raw_id] for raw_id in raw_ids if raw_id in found]
 
 
 def finish_raw(session: Session, raw_id: str, status: str, *, error: str | None = None,
@@ -66,7 +93,25 @@ def finish_raw(session: Session, raw_id: str, status: str, *, error: str | None 
                               "attempts": RawMessage.attempts + 1}
     if detail is not None:
         values["detail"] = detail
-    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values))
+    # No synchronising of loaded objects: it evaluates every object in the session, and a batch holds hundreds.
+    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values)
+                    .execution_options(synchronize_session=False))
+
+
+def raw_received(session: Session, since: datetime, until: datetime | None, *, channels: list[str] | None,
+                 statuses: list[str] | None, after: tuple[datetime, str] | None, limit: int) -> list[RawMessage]:
+    """Archived messages received in [since, until), oldest first, the next `limit` after the key `after`."""
+    query = (select(RawMessage).where(RawMessage.received_at >= since)
+             .order_by(RawMessage.received_at, RawMessage.id).limit(limit))
+    if until is not None:
+        query = query.where(RawMessage.received_at < until)
+    if channels:
+        query = query.where(RawMessage.channel.in_(channels))
+    if statuses:
+        query = query.where(RawMessage.status.in_(statuses))
+    if after is not None:
+        query = query.where(tuple_(RawMessage.received_at, RawMessage.id) > tuple_(*after))
+    return list(session.scalars(query))
 
 
 def list_raw(session: Session, status: str | None, limit: int) -> list[RawMessage]:

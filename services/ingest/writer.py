@@ -32,8 +32,10 @@ class MessageWriter:
         self.code_lists, self.thresholds = code_lists, thresholds
         self.remap, self.replay_channels = remap, replay_channels
 
-    def write(self, session: Session, raw_id: str, channel: str, mapped: MappedMessage) -> list[Change]:
-        """Store one mapped message in the caller's transaction; every resource it touched, and how."""
+    def write(self, session: Session, raw_id: str, channel: str, mapped: MappedMessage, *,
+              first_attempt: bool = False) -> list[Change]:
+        """Store one mapped message in the caller's transaction; every resource it touched, and how.
+        `first_attempt`: the message has never been processed, so nothing stored can carry its raw id."""
         ctx = WriteContext(mapped.source_org or "", mapped.source_system or channel, raw_id, datetime.now(UTC))
         for item in mapped.items:
             item.source_key = item.source_key or f"hash:{records.content_hash(item.resource)}"
@@ -50,7 +52,7 @@ class MessageWriter:
             changes += person_index.merge(session, ctx, surviving, mapped.merge.retired_source_key)
         changes += self._store_others(session, ctx, channel, mapped, persons, refs)
         if changed := [c for c in changes if c.changed]:
-            self._store_provenance(session, ctx, changed)
+            self._store_provenance(session, ctx, changed, first_attempt)
         ctx.flush_search(session)  # every version and search row of the message, Provenance's included
         return changes
 
@@ -198,9 +200,11 @@ class MessageWriter:
             body = merge(body)
         return body
 
-    def _store_provenance(self, session: Session, ctx: WriteContext, changed: list[Change]) -> None:
+    def _store_provenance(self, session: Session, ctx: WriteContext, changed: list[Change],
+                          first_attempt: bool) -> None:
         key = f"raw:{ctx.raw_id}"
-        existing = store.by_source_keys(session, ctx.source_org, ctx.source_system, "Provenance", [key]).get(key)
+        existing = None if first_attempt else store.by_source_keys(session, ctx.source_org, ctx.source_system,
+                                                                   "Provenance", [key]).get(key)
         people = {c.person_id for c in changed if c.person_id}
         body = provenance_for(changed, ctx)
         records.write(session, ctx, existing=existing, resource_type="Provenance",

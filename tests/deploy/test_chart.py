@@ -328,6 +328,7 @@ def test_config_changes_roll_the_pods() -> None:
     ({"database": {"url": "postgresql+psycopg://scr:hunter2@db/scr"}}, "additional properties 'url' not allowed"),
     ({"kafka": {"sasl": {"password": "hunter2"}}}, "additional properties 'password' not allowed"),
     ({"services": {"ingest": {"extraConfig": {"SCR_DATABASE_URL": "postgresql+psycopg://a:b@c/d"}}}}, "'not' failed"),
+    ({"services": {"recordApi": {"extraConfig": {"SCR_EXPORT_PSEUDONYM_KEY": "k" * 40}}}}, "'not' failed"),
     ({"services": {"consent": {"extraConfig": {"LOG_LEVEL": "DEBUG"}}}}, "does not match pattern"),
     ({"securityContext": {"readOnlyRootFilesystem": False}}, "readOnlyRootFilesystem"),
     ({"podSecurityContext": {"runAsNonRoot": False}}, "runAsNonRoot"),

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
-from shared.schema import PatientMerge, RawMessage, Resource
+from shared.schema import PatientMerge, RawMessage, Resource, ResourceVersion
 from tests.fixtures.ingest import messages
 from tests.support.services import service_env
 from tools.processes import REPO_ROOT
@@ -54,6 +54,11 @@ def test_a_merge_is_undone_from_the_cli_and_unknown_ids_say_so(ingest, tokens, p
     assert ingest.get(PatientMerge, PatientMerge.id == merge.id).undone_at is not None
     code, _, error = _cli(tokens, pg_url, "undo-merge", "no-such-merge")
     assert code == 1 and error.strip() == "ingest: no merge no-such-merge"
+
+
+def _raws(ingest) -> list[RawMessage]:
+    with ingest.sessions() as session:
+        return list(session.scalars(select(RawMessage)))
 
 
 def _search_rows(ingest) -> list[tuple]:
@@ -119,3 +124,32 @@ def test_relabel_adds_what_new_code_lists_give_to_stored_versions_and_nothing_el
 
     code, lines, _ = _cli_env(tokens, pg_url, env, "relabel")
     assert code == 0 and lines[0]["relabelled"] == 0  # nothing left to add
+
+
+def test_replay_processes_a_period_of_the_archive_again_in_received_order(ingest, tokens, pg_url) -> None:
+    ids = [ingest.post_hl7(messages.adt(event, control=f"C{n}", ts=f"2024030{n + 1}101500")).headers[
+        "x-raw-message-id"] for n, event in enumerate(["A28", "A01", "A03"])]
+    refused = ingest.post_hl7("MSH|^~\\&|broken").headers["x-raw-message-id"]
+    times = {ids[0]: "2026-11-30T09:00:00+00:00", ids[1]: "2026-12-01T09:00:00+00:00",
+             ids[2]: "2026-12-01T10:00:00+00:00", refused: "2026-12-01T11:00:00+00:00"}
+    with ingest.sessions.begin() as session:
+        for raw_id, moment in times.items():
+            session.execute(text("UPDATE raw_message SET received_at = :t WHERE id = :id"), {"t": moment, "id": raw_id})
+    versions_before = ingest.count(ResourceVersion)
+
+    code, lines, _ = _cli(tokens, pg_url, "replay", "--since", "2026-12-01", "--dry-run")
+    assert code == 0 and [line.get("id") for line in lines[:-1]] == [ids[1], ids[2], refused]
+    assert lines[-1] == {"command": "replay", "dry_run": True, "messages": 3, "processed": 2, "rejected": 1}
+
+    code, lines, _ = _cli(tokens, pg_url, "replay", "--since", "2026-12-01T00:00Z", "--until", "2026-12-01T10:30",
+                          "--channel", "hl7v2")
+    assert code == 0 and [(line["id"], line["status"], line["changes"]) for line in lines[:-1]] == [
+        (ids[1], "processed", 0), (ids[2], "processed", 0)]  # the same bytes again: nothing new to store
+    assert ingest.count(ResourceVersion) == versions_before
+    attempts = {r.id: r.attempts for r in _raws(ingest)}
+    assert (attempts[ids[0]], attempts[ids[1]], attempts[ids[2]], attempts[refused]) == (1, 2, 2, 1)
+
+    code, lines, _ = _cli(tokens, pg_url, "replay", "--since", "2026-12-01", "--status", "rejected")
+    assert code == 0 and lines[-1] == {"command": "replay", "dry_run": False, "messages": 1, "rejected": 1}
+    code, _, error = _cli(tokens, pg_url, "replay", "--since", "last week")
+    assert code == 2 and "not an ISO 8601" in error

@@ -100,9 +100,9 @@ def test_bad_events_are_answered_field_by_field_and_good_ones_in_the_same_reques
     assert {tuple(i["expression"]) for i in errors} == {("event[1].care_package.service",),
                                                         ("event[1].care_package.start_date",)}
     assert len(ingest.rows("RelatedPerson")) == 1 and ingest.rows("EpisodeOfCare") == []
-    statuses = sorted(r.status for r in [ingest.get(RawMessage, RawMessage.id == i) for i in
-                                         [x.id for x in _raws(ingest)]])
-    assert statuses == ["processed", "rejected"]
+    raw_ids = response.headers["x-raw-message-id"].split(", ")  # one archived message per event, in order
+    assert [ingest.get(RawMessage, RawMessage.id == i).status for i in raw_ids] == ["processed", "rejected"]
+    assert sorted(raw_ids) == sorted(r.id for r in _raws(ingest))
 
 
 def _raws(ingest):
