@@ -4,9 +4,8 @@ the embedded event log otherwise (shared.events gives both the same interface).
 Each event is archived and processed before its offset is committed (once per poll, for the events of that poll
 already stored), so a crash redelivers rather than loses it (re-processing is idempotent). A poll's events are
 archived in one insert and stored in one transaction, a savepoint each (Pipeline.receive_many), so a bad event
-still fails alone. A bad event, or one
-whose processing keeps failing, goes to socialcare.events.dlq with the reason and is committed: it never blocks
-its partition.
+still fails alone. A bad event, or one whose processing keeps failing, goes to socialcare.events.dlq with the
+reason and is committed: it never blocks its partition.
 """
 
 from __future__ import annotations

@@ -78,20 +78,20 @@ def relabel(sessions: sessionmaker[Session], code_lists: CodeLists, *, dry_run: 
     after: tuple[str, str] | None = None
     while True:
         with transaction(sessions) as session:
-            rows = store.current_batch(session, after, batch)
+            rows = store.current_batch(session, after, batch, lock=not dry_run)
             if not rows:
                 return report
-            relabelled = {(row.resource_type, row.id) for row in rows
-                          if _missing_labels(row.body, row.labels, code_lists)}
+            relabelled = {(row.resource_type, row.id): (row, missing) for row in rows
+                          if (missing := _missing_labels(row.body, row.labels, code_lists))}
             for version in store.versions_of(session, sorted(relabelled)):
                 if missing := _missing_labels(version.body, version.labels, code_lists):
                     report.versions += 1
                     report.added.update(missing)
                     if not dry_run:
                         _add_labels(version, missing)
-            for row in rows:
-                if (row.resource_type, row.id) in relabelled and not dry_run:
-                    _add_labels(row, _missing_labels(row.body, row.labels, code_lists))
+            if not dry_run:
+                for row, missing in relabelled.values():
+                    _add_labels(row, missing)
         after = (rows[-1].resource_type, rows[-1].id)
         report.resources += len(rows)
         report.relabelled += len(relabelled)

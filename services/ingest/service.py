@@ -102,10 +102,7 @@ class Pipeline:
     def receive(self, channel: str, content: bytes, *, content_type: str, sender_org: str | None,
                 sender_system: str | None, detail: dict[str, Any] | None = None) -> Outcome:
         """Archive the message (committed), then process it."""
-        with transaction(self.sessions) as session:
-            raw = store.archive(session, channel=channel, content=content, content_type=content_type,
-                                sender_org=sender_org, sender_system=sender_system, detail=detail)
-        return self.process(raw.id)
+        return self.receive_many([Inbound(channel, content, content_type, sender_org, sender_system, detail)])[0]
 
     def receive_many(self, messages: list[Inbound]) -> list[Outcome]:
         """Archive several messages in one statement (committed), then process them in one transaction with a

@@ -32,9 +32,9 @@ _SEARCH_COLUMNS = ("resource_type", "resource_id", "person_id", "param", "system
                    "date_high", "ref_type", "ref_id")
 _VERSION_COLUMNS = ("resource_type", "id", "version_id", "person_id", "source_org", "raw_message_id", "labels",
                     "last_updated", "deleted", "body")
-# One resource_version row, in _VERSION_COLUMNS order.
 # A stored version, current or past: what carries labels and a body.
 Labelled = Resource | ResourceVersion
+# One resource_version row, in _VERSION_COLUMNS order.
 VersionRow = tuple[str, str, int, str | None, str, str | None, list[str], datetime, bool, dict[str, Any]]
 
 
@@ -56,15 +56,10 @@ class Inbound:
     detail: dict[str, Any] | None = None
 
 
-def archive(session: Session, *, channel: str, content: bytes, content_type: str, sender_org: str | None,
-            sender_system: str | None, detail: dict[str, Any] | None = None) -> RawMessage:
-    """Store one inbound message byte for byte, with its hash and receipt time, before anything reads it."""
-    return archive_many(session, [Inbound(channel, content, content_type, sender_org, sender_system, detail)])[0]
-
-
 def archive_many(session: Session, messages: list[Inbound]) -> list[RawMessage]:
-    """`archive` for several messages, in one multi-row insert; a microsecond apart, so that the archive's
-    received order is the order they came in (replay follows it)."""
+    """Store inbound messages byte for byte, with their hashes and receipt times, before anything reads them: one
+    multi-row insert, the receipt times a microsecond apart so that the archive's order is the order they came in
+    (replay follows it)."""
     now = datetime.now(UTC)
     raws = [RawMessage(id=new_id(), channel=m.channel, received_at=now + timedelta(microseconds=n),
                        content_hash=hashlib.sha256(m.content).hexdigest(), content=m.content,
@@ -160,9 +155,11 @@ def by_typed_source_keys(session: Session, source_org: str, source_system: str,
 
 
 def current_batch(session: Session, after: tuple[str, str] | None, limit: int, *,
-                  resource_type: str | None = None) -> list[Resource]:
-    """The next `limit` current resources after the key `after`, in key order, locked for this transaction."""
-    query = select(Resource).order_by(Resource.resource_type, Resource.id).limit(limit).with_for_update()
+                  resource_type: str | None = None, lock: bool = True) -> list[Resource]:
+    """The next `limit` current resources after the key `after`, in key order (locked for this transaction
+    unless `lock` is False)."""
+    query = select(Resource).order_by(Resource.resource_type, Resource.id).limit(limit)
+    query = query.with_for_update() if lock else query
     if after is not None:
         query = query.where(tuple_(Resource.resource_type, Resource.id) > tuple_(*after))
     if resource_type is not None:
