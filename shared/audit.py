@@ -4,13 +4,14 @@ cannot be written fails with it rather than going unrecorded."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import LargeBinary, Select, Text, bindparam, cast, func, insert, select, text
+from sqlalchemy import Insert, LargeBinary, Select, Text, bindparam, cast, func, insert, select, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -67,28 +68,38 @@ def write_audit(session: Session, record: AuditRecord) -> int:
     body = audit_event_resource(record, recorded)
     canonical = canonical_json(body)
     columns = _columns(record, recorded)
+    kind, chain = _chain_of(record)
     if session.get_bind().dialect.name == "postgresql":
-        return _append_hashed_in_sql(session, record, columns, canonical)
-    previous = session.scalar(_previous_hash(record)) or GENESIS
+        parameters = columns | {"chain": chain, "canonical": canonical, "body": canonical.decode()}
+        return int(session.execute(_hashed_insert(kind), parameters).scalar_one())
+    previous = session.scalar(_previous_hash(kind), {"chain": chain}) or GENESIS
     digest = hashlib.sha256(previous.encode() + canonical).hexdigest()
     return int(session.execute(insert(AuditEventRow).values(**columns, body=body, prev_hash=previous, hash=digest)
                                .returning(AuditEventRow.id)).scalar_one())
 
 
-def _append_hashed_in_sql(session: Session, record: AuditRecord, columns: dict[str, Any], canonical: bytes) -> int:
-    """INSERT ... SELECT: the previous hash read and the new one computed by PostgreSQL in the same statement."""
-    previous = select(func.coalesce(_previous_hash(record).scalar_subquery(), GENESIS).label("hash")).subquery()
+_COLUMNS = ("recorded", "service", "action", "outcome", "person_id", "nhs_number", "actor_kind", "actor_user",
+            "actor_ods", "actor_role", "purpose", "break_glass_reason")
+
+
+@functools.cache
+def _hashed_insert(kind: str) -> Insert:
+    """INSERT ... SELECT: the previous hash read and the new one computed by PostgreSQL in the same statement.
+    Built once per kind of chain, with every value a parameter: building and cache-keying the statement afresh
+    for every read cost more than running it."""
+    previous = select(func.coalesce(_previous_hash(kind).scalar_subquery(), GENESIS).label("hash")).subquery()
     digest = func.encode(func.sha256(func.convert_to(previous.c.hash, "UTF8").op("||")(
-        bindparam("canonical", canonical, type_=LargeBinary))), "hex")
-    values = [bindparam(name, value, type_=AuditEventRow.__table__.c[name].type) for name, value in columns.items()]
-    body = cast(bindparam("body", canonical.decode(), type_=Text), JSONB)
+        bindparam("canonical", type_=LargeBinary))), "hex")
+    values = [bindparam(name, type_=AuditEventRow.__table__.c[name].type) for name in _COLUMNS]
+    body = cast(bindparam("body", type_=Text), JSONB)
     rows = select(*values, body, previous.c.hash, digest)
-    return int(session.execute(insert(AuditEventRow).from_select([*columns, "body", "prev_hash", "hash"], rows)
-                               .returning(AuditEventRow.id)).scalar_one())
+    table = AuditEventRow.__table__  # a Core insert: the ORM's bulk-insert path adds nothing to one row
+    return insert(table).from_select([*_COLUMNS, "body", "prev_hash", "hash"], rows).returning(table.c.id)
 
 
-def _previous_hash(record: AuditRecord) -> Select[tuple[str]]:
-    return select(AuditEventRow.hash).where(_chain_filter(record)).order_by(AuditEventRow.id.desc()).limit(1)
+@functools.cache
+def _previous_hash(kind: str) -> Select[tuple[str]]:
+    return select(AuditEventRow.hash).where(_CHAIN_FILTERS[kind]).order_by(AuditEventRow.id.desc()).limit(1)
 
 
 def _columns(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
@@ -102,12 +113,23 @@ def _columns(record: AuditRecord, recorded: datetime) -> dict[str, Any]:
                 purpose=record.purpose, break_glass_reason=record.break_glass_reason)
 
 
-def _chain_filter(record: AuditRecord) -> Any:
+def _chain_of(record: AuditRecord) -> tuple[str, str | None]:
+    """Which chain a row joins: its person's, else (a denial before any person was found) its NHS number's, else
+    the chain of rows about nobody in particular."""
     if record.person_id:
-        return AuditEventRow.person_id == record.person_id
+        return "person", record.person_id
     if record.nhs_number:
-        return (AuditEventRow.nhs_number == record.nhs_number) & AuditEventRow.person_id.is_(None)
-    return AuditEventRow.person_id.is_(None) & AuditEventRow.nhs_number.is_(None)
+        return "nhs_number", record.nhs_number
+    return "none", None
+
+
+_CHAIN_FILTERS: dict[str, Any] = {
+    "person": AuditEventRow.person_id == bindparam("chain", type_=Text),
+    "nhs_number": (AuditEventRow.nhs_number == bindparam("chain", type_=Text)) & AuditEventRow.person_id.is_(None),
+    "none": AuditEventRow.person_id.is_(None) & AuditEventRow.nhs_number.is_(None),
+}
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_SQLITE_WRITE_LOCK = text("UPDATE audit_event SET id = id WHERE id < 0")
 
 
 def _lock_chain(session: Session, chain: str) -> None:
@@ -117,9 +139,9 @@ def _lock_chain(session: Session, chain: str) -> None:
     (the driver opens a transaction for it, and SQLite grants the lock with an up-to-date snapshot); reading the
     previous hash first would let two writers chain to the same row."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(chain.encode())})
+        session.execute(_ADVISORY_LOCK, {"k": zlib.crc32(chain.encode())})
     else:
-        session.execute(text("UPDATE audit_event SET id = id WHERE id < 0"))
+        session.execute(_SQLITE_WRITE_LOCK)
 
 
 def verify_chain(rows: list[AuditEventRow]) -> bool:

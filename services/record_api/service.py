@@ -237,7 +237,7 @@ class HistoryParams:
 
 
 def _history_key(row: CensusRow) -> Key:
-    return (_instant(row.last_updated), row.resource_type, row.id, f"{row.version_id:010d}")
+    return (row.last_updated_key, row.resource_type, row.id, f"{row.version_id:010d}")
 
 
 def _history_entry(base: str, grant: Grant | None, session: Session, row: CensusRow, body: Any) -> dict[str, Any]:
@@ -316,12 +316,8 @@ def _sort_key(sort: Sort):  # type: ignore[no-untyped-def]
     if sort.key == "_id":
         return lambda r: (r.id, r.resource_type)
     if sort.key == "date":
-        return lambda r: (_instant(r.sort_date) if r.sort_date else "", r.resource_type, r.id)
-    return lambda r: (_instant(r.last_updated), r.resource_type, r.id)
-
-
-def _instant(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return lambda r: (r.sort_date_key, r.resource_type, r.id)
+    return lambda r: (r.last_updated_key, r.resource_type, r.id)
 
 
 def _cursor(key: Key | None, direction: str, fingerprint_: str) -> str | None:

@@ -7,6 +7,7 @@ paging need; bodies are fetched afterwards for one page, in one query.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +43,21 @@ class CensusRow:
     def key(self) -> tuple[str, str]:
         return self.resource_type, self.id
 
+    # Sort and cursor keys: instants as fixed-width text, so they compare as the instants do. Computed once per
+    # row (sorting, then paging, asks for each several times; formatting was 7% of a long `$everything`).
+    @functools.cached_property
+    def last_updated_key(self) -> str:
+        return instant_key(self.last_updated)
+
+    @functools.cached_property
+    def sort_date_key(self) -> str:
+        return instant_key(self.sort_date) if self.sort_date else ""
+
+
+def instant_key(value: datetime) -> str:
+    """A UTC instant as `YYYY-MM-DDTHH:MM:SS.ffffff` (what cursors issued before hold too)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")[:26]
+
 
 def utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; everything stored is UTC."""
@@ -73,22 +89,27 @@ def source_patients(session: Session, person_ids: Sequence[str]) -> dict[str, li
 def sources_with_channels(session: Session, person_id: str) -> tuple[list[Resource], dict[str, str]]:
     """One person's linked source Patient records (as `source_patients`) and the inbound channel (fhir, hl7v2,
     mllp, community, socialcare) each first arrived by, in one query: every read asks for both."""
-    first_channel = (select(RawMessage.channel)
-                     .join(ResourceVersion, RawMessage.id == ResourceVersion.raw_message_id)
-                     .where(ResourceVersion.resource_type == "Patient", ResourceVersion.id == Resource.id)
-                     .order_by(ResourceVersion.version_id).limit(1).scalar_subquery())
-    rows = session.execute(select(Resource, first_channel).where(
-        Resource.person_id == person_id, Resource.resource_type == "Patient", Resource.deleted.is_(False))
-        .order_by(Resource.id)).all()
+    rows = session.execute(_SOURCES_WITH_CHANNELS, {"person_id": person_id}).all()
     return [row for row, _ in rows], {row.id: channel for row, channel in rows if channel is not None}
 
 
 def person_record_summary(session: Session, person_id: str) -> list[tuple[str, list[str]]]:
     """The distinct (source_org, labels) pairs of a person's current resources: who contributed to the record and
     what labels it carries. Distinct in SQL: a long record has hundreds of rows but a handful of pairs."""
-    return [(o, list(lab or [])) for o, lab in session.execute(
-        select(Resource.source_org, Resource.labels)
-        .where(Resource.person_id == person_id, Resource.deleted.is_(False)).distinct())]
+    return [(o, list(lab or [])) for o, lab in session.execute(_RECORD_SUMMARY, {"person_id": person_id})]
+
+
+# Every read runs these two: built once, so a read does not pay for building and cache-keying them again.
+_FIRST_CHANNEL = (select(RawMessage.channel)
+                  .join(ResourceVersion, RawMessage.id == ResourceVersion.raw_message_id)
+                  .where(ResourceVersion.resource_type == "Patient", ResourceVersion.id == Resource.id)
+                  .order_by(ResourceVersion.version_id).limit(1).scalar_subquery())
+_SOURCES_WITH_CHANNELS = (select(Resource, _FIRST_CHANNEL)
+                          .where(Resource.person_id == bindparam("person_id"), Resource.resource_type == "Patient",
+                                 Resource.deleted.is_(False))
+                          .order_by(Resource.id))
+_RECORD_SUMMARY = (select(Resource.source_org, Resource.labels)
+                   .where(Resource.person_id == bindparam("person_id"), Resource.deleted.is_(False)).distinct())
 
 
 def organization_ods_codes(session: Session, ids: Sequence[str]) -> dict[str, str]:
