@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -21,15 +23,31 @@ def create_db_engine(url: str, pool_size: int = 10, prepared_statements: bool = 
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,  # survive a PostgreSQL restart without handing out dead connections
         pool_recycle=1800,
         pool_use_lifo=True,
         connect_args={"connect_timeout": 5, "prepare_threshold": 1 if prepared_statements else None},
     )
+    event.listen(engine, "checkout", _replace_if_hung_up)  # survive a PostgreSQL restart: no dead connections
+    return engine
+
+
+def _replace_if_hung_up(dbapi_connection, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+    """The pool's liveness check on checkout, without a round trip. An idle connection has nothing to read, so
+    a readable socket means the server has said goodbye: a restart, a terminated backend or an idle timeout
+    (PostgreSQL sends a FATAL message and closes) or the socket was reset. Such a connection is replaced (the
+    pool retries the checkout with a new one). SQLAlchemy's `pool_pre_ping` sent a `SELECT 1` instead on every
+    checkout: a round trip that was an eighth of a Patient search here. A peer that vanished without closing
+    the socket is found by the first statement instead, as the ping would have found it only by timing out."""
+    if dbapi_connection.closed:
+        raise DisconnectionError("the connection is closed")
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection or sent to an idle one")
 
 
 def _ensure_sqlite_dir(url: str) -> None:
