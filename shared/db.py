@@ -69,6 +69,16 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for requests that read, then append their audit rows: on PostgreSQL in autocommit. Under READ
+    COMMITTED every statement takes its own snapshot anyway, so a transaction around the reads bought nothing but
+    its BEGIN and COMMIT round trips; the audit rows get a transaction of their own (`shared.audit`). SQLite keeps
+    transactions: its audit chain relies on holding the write lock from the lock to the insert."""
+    if engine.dialect.name != "postgresql":
+        return make_session_factory(engine)
+    return sessionmaker(bind=engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any exception."""

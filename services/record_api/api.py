@@ -31,7 +31,7 @@ def _settings(request: Request) -> RecordApiSettings:
 
 
 def _session(request: Request) -> Session:
-    return request.app.state.runtime.sessions()
+    return request.app.state.read_sessions()
 
 
 def _strict(request: Request) -> bool:

@@ -12,6 +12,7 @@ from services.record_api.decision_cache import DecisionCache
 from services.record_api.enforcement import Enforcer
 from services.record_api.population.service import Population
 from services.record_api.settings import RecordApiSettings
+from shared.db import make_read_session_factory
 from shared.service import Runtime, create_service_app
 
 
@@ -41,6 +42,7 @@ def create_app(settings: RecordApiSettings | None = None, decisions: DecisionSer
 
     app = create_service_app(settings, title="Shared care record: record API", on_start=on_start, on_stop=on_stop)
     app.state.enforcer = Enforcer(settings, app.state.runtime.sessions, decisions, cache)
+    app.state.read_sessions = make_read_session_factory(app.state.runtime.engine)  # the /fhir routes' sessions
     population.install(app)  # before the generic /fhir/{resource_type} routes, so /fhir/$export is matched
     app.include_router(router)
     return app

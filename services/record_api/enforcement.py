@@ -31,7 +31,7 @@ from services.record_api.schemas import Actor, DecideRequest, Decision, PatientR
 from services.record_api.settings import RecordApiSettings
 from services.record_api.store import CensusRow, organization_ods_codes, person_record_summary, sources_with_channels
 from shared import roles
-from shared.audit import AuditRecord, write_audit
+from shared.audit import AuditRecord, write_audits
 from shared.auth import Principal, authenticate
 from shared.errors import Forbidden, InvalidInput, NotFound, ScrError, ServiceUnavailable
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, ODS_ORG_SYSTEM, Issue
@@ -312,9 +312,8 @@ class Guard:
     def respond(self, payload: dict[str, Any] | None, *, status: int = 200,
                 headers: dict[str, str] | None = None, session: Session | None = None) -> Response:
         """Audit what is being returned, then return it; if the audit cannot be written, return nothing.
-        Given the request's read session, the audit rows are written and committed in it (one connection and one
-        transaction per read); the lock and hash read each run as their own statement, so they see the newest
-        committed row under READ COMMITTED."""
+        Given the request's read session, the audit rows are written on its connection (one connection per read;
+        on PostgreSQL in one round trip and a transaction of their own, see `shared.audit.write_audits`)."""
         self._audit(session)
         body = bundles.encode(payload) if payload else b""
         return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON if payload else None)
@@ -338,8 +337,7 @@ class Guard:
 
     @staticmethod
     def _write(session: Session, records: list[AuditRecord]) -> None:
-        for record in records:
-            write_audit(session, record)
+        write_audits(session, records)
 
     def _records(self) -> list[AuditRecord]:
         caller = self.caller

@@ -8,9 +8,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
 
 import services.record_api.population.models  # noqa: F401  (its tables are part of the store's metadata)
-from shared.audit import AuditRecord, verify_chain, write_audit
+from shared.audit import AuditRecord, verify_chain, write_audit, write_audits
 from shared.auth import Principal
-from shared.db import create_db_engine, make_session_factory, migrate, transaction
+from shared.db import create_db_engine, make_read_session_factory, make_session_factory, migrate, transaction
 from shared.schema import AuditEventRow, Base, Resource, ResourceVersion
 from tests.support.data import NHS_NUMBERS
 
@@ -105,22 +105,28 @@ def test_audit_rows_are_hash_chained_per_person_and_tampering_shows(pg_url: str)
         assert not verify_chain(rows)
 
 
-@pytest.mark.parametrize("which", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("which", ["sqlite", "postgresql", "postgresql-autocommit"])
 def test_concurrent_audit_writers_of_one_person_never_fork_the_chain(which: str, request: pytest.FixtureRequest
                                                                       ) -> None:
-    """Two processes' worth of writers (threads with their own connections) append to one person's chain at
-    once; every row must link to the row before it, on PostgreSQL (advisory lock) and on SQLite (write lock)."""
-    url = request.getfixturevalue("pg_url" if which == "postgresql" else "sqlite_url")
+    """Two processes' worth of writers (threads with their own connections) append to two persons' chains at
+    once, two rows a request; every row must link to the row before it, on PostgreSQL (advisory lock; in the
+    caller's transaction, or in one of its own from the record API's autocommit read sessions) and on SQLite
+    (write lock)."""
+    url = request.getfixturevalue("sqlite_url" if which == "sqlite" else "pg_url")
     migrate(url)
     engines = [create_db_engine(url) for _ in range(4)]
     clinician = Principal("clinician", "555000000001", ods_code="RR8", role="R8000")
+    factory = make_read_session_factory if which == "postgresql-autocommit" else make_session_factory
 
     def writer(engine) -> None:
-        sessions = make_session_factory(engine)
+        sessions = factory(engine)
         for _ in range(25):
             with sessions() as session:
                 session.execute(select(AuditEventRow.id).limit(1)).all()  # a read first, as a record API read does
-                write_audit(session, AuditRecord("record_api", "read", "success", clinician, person_id="person-c"))
+                ids = write_audits(session, [
+                    AuditRecord("record_api", "read", "success", clinician, person_id=person)
+                    for person in ("person-c", "person-d")])
+                assert len(ids) == 2 and ids[0] < ids[1]
                 session.commit()
 
     threads = [threading.Thread(target=writer, args=(engine,)) for engine in engines]
@@ -129,8 +135,8 @@ def test_concurrent_audit_writers_of_one_person_never_fork_the_chain(which: str,
     for thread in threads:
         thread.join()
     with make_session_factory(engines[0])() as session:
-        rows = list(session.scalars(select(AuditEventRow).where(AuditEventRow.person_id == "person-c")
-                                    .order_by(AuditEventRow.id)))
+        chains = [list(session.scalars(select(AuditEventRow).where(AuditEventRow.person_id == person)
+                                       .order_by(AuditEventRow.id))) for person in ("person-c", "person-d")]
     for engine in engines:
         engine.dispose()
-    assert len(rows) == 100 and verify_chain(rows)
+    assert [len(rows) for rows in chains] == [100, 100] and all(verify_chain(rows) for rows in chains)
