@@ -2,6 +2,7 @@
 replaced on checkout without the caller seeing an error, and a healthy idle connection is reused as it is."""
 
 import time
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -62,5 +63,16 @@ def test_every_pooled_connection_is_replaced_after_all_backends_go(pg_url: str) 
         for conn in held:
             conn.close()
         assert fresh.isdisjoint(pids)
+    finally:
+        engine.dispose()
+
+
+def test_sessions_are_in_utc_so_timestamps_arrive_in_utc(pg_url: str) -> None:
+    engine = create_db_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW TIME ZONE")).scalar_one() == "UTC"
+            stamp = conn.execute(text("SELECT TIMESTAMPTZ '2026-03-29 01:30:00+01'")).scalar_one()
+        assert stamp.tzinfo is UTC and stamp == datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
     finally:
         engine.dispose()
