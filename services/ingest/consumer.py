@@ -82,6 +82,16 @@ class SocialCareConsumer:
                 self._stop.wait(_BACKOFF_SECONDS[-1])
         return None
 
+    @staticmethod
+    def _commit_after_failure(consumer: EventConsumer, handled: list[Event]) -> None:
+        """Commit what was stored before a failure, without letting a failed commit (the broker is often the
+        reason) take the place of the failure the caller must see and log."""
+        try:
+            consumer.commit_latest(handled)
+        except Exception as exc:
+            log.error("offsets not committed after a failed poll; those events will be redelivered",
+                      error_type=type(exc).__name__)
+
     def poll_once(self, consumer: EventConsumer) -> int:
         """Handle one poll's worth of events; the number handled and committed."""
         try:
@@ -90,17 +100,19 @@ class SocialCareConsumer:
             log.error("consumer poll failed", error_type=type(exc).__name__)
             self._stop.wait(_BACKOFF_SECONDS[1])
             return 0
+        # Offsets move only past events already stored (or dead-lettered), once per poll rather than once per
+        # event: a commit is a round trip to the group coordinator. A crash before it redelivers this poll's events,
+        # and storing them again changes nothing.
         handled: list[Event] = []
         try:
             for event, outcome in zip(events, self._receive_all(events), strict=True):
                 if not self.handle(event, outcome):
                     break  # stopping: the rest stay uncommitted and are redelivered
                 handled.append(event)
-        finally:
-            # Offsets move only past events already stored (or dead-lettered), once per poll rather than once per
-            # event: a commit is a round trip to the group coordinator. A crash before it redelivers this poll's
-            # events, and storing them again changes nothing.
-            consumer.commit_latest(handled)
+        except BaseException:
+            self._commit_after_failure(consumer, handled)
+            raise
+        consumer.commit_latest(handled)
         for (topic, partition), lag in consumer.lag().items():
             metrics.CONSUMER_LAG.labels(topic, str(partition)).set(lag)
         return len(handled)

@@ -181,9 +181,7 @@ class Pipeline:
                         with session.begin_nested():
                             outcomes[raw.id] = self._apply(session, raw)
                     except (AdapterError, ScrError) as exc:
-                        refusal = _refusal(exc)
-                        store.finish_raw(session, raw.id, "rejected", error=describe(refusal.issues)[:2000])
-                        outcomes[raw.id] = _refused_outcome(raw.id, raw.channel, refusal)
+                        outcomes[raw.id] = _mark_rejected(session, raw.id, raw.channel, _refusal(exc))
                     except Exception:  # retried on its own below, where a failure is recorded
                         alone.append(raw.id)
                 alone += [raw_id for raw_id in raw_ids if raw_id not in outcomes and raw_id not in alone]
@@ -227,8 +225,8 @@ class Pipeline:
 
     def _rejected(self, raw_id: str, channel: str, exc: AdapterError) -> Outcome:
         with transaction(self.sessions) as session:
-            store.finish_raw(session, raw_id, "rejected", error=describe(exc.issues)[:2000])
-        return self._count_rejected(_refused_outcome(raw_id, channel, exc))
+            outcome = _mark_rejected(session, raw_id, channel, exc)
+        return self._count_rejected(outcome)
 
     def _count_rejected(self, outcome: Outcome) -> Outcome:
         metrics.MESSAGES.labels(outcome.channel, "rejected").inc()
@@ -320,6 +318,12 @@ def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, A
     return [(c.person_id, {"person_id": c.person_id, "resource_type": c.resource_type, "id": c.id,
                            "version_id": c.version_id, "change": c.change, "source_org": c.source_org})
             for c in changes if c.changed and c.resource_type != "Provenance"]
+
+
+def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: AdapterError) -> Outcome:
+    """Record in the raw archive why a message was refused; its outcome for the sender."""
+    store.finish_raw(session, raw_id, "rejected", error=describe(refusal.issues)[:2000])
+    return _refused_outcome(raw_id, channel, refusal)
 
 
 def _summary(changes: list[Change], rejected: list[Rejected]) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""What a failed poll leaves behind: the events stored before the failure are committed, and the failure itself,
+not a failed offset commit after it, is what reaches the consumer loop (and its log line)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.ingest.consumer import SocialCareConsumer
+from services.ingest.settings import IngestSettings
+from shared.events import Event
+
+
+class _Member:
+    """A consumer-group member that hands out one poll of events and cannot commit (the broker has gone)."""
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events, self.commits = events, []
+
+    def poll(self, timeout: float) -> list[Event]:
+        return self.events
+
+    def commit_latest(self, handled: list[Event]) -> None:
+        self.commits.append(list(handled))
+        raise ConnectionError("the group coordinator is unreachable")
+
+
+class _FailsAfterFirst(SocialCareConsumer):
+    def _receive_all(self, events: list[Event]) -> list[Any]:
+        return [None] * len(events)
+
+    def handle(self, event: Event, outcome: Any = None) -> bool:
+        if event.offset > 0:
+            raise RuntimeError("the store went away mid-poll")
+        return True
+
+
+def test_a_failure_mid_poll_commits_what_was_stored_and_is_the_error_raised() -> None:
+    events = [Event("socialcare.events", "k", {"n": n}, b"{}", offset=n) for n in range(3)]
+    member = _Member(events)
+    consumer = _FailsAfterFirst(bus=None, pipeline=None, settings=IngestSettings())  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="mid-poll"):
+        consumer.poll_once(member)  # type: ignore[arg-type]
+    assert [[e.offset for e in handled] for handled in member.commits] == [[0]]
