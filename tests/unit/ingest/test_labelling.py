@@ -16,6 +16,8 @@ SNOMED, ICD10, READ = "http://snomed.info/sct", "http://hl7.org/fhir/sid/icd-10"
     (SNOMED, "86406008", "HIV"), (ICD10, "B20.1", "HIV"), (READ, "A788.", "HIV"),
     (SNOMED, "105629000", "STD"), (ICD10, "A56.0", "STD"),
     (SNOMED, "52637005", "SEX"), (ICD10, "O04.9", "SEX"), (ICD10, "Z31.2", "SEX"),
+    (SNOMED, "190905008", "GDIS"), (SNOMED, "58756001", "GDIS"), (ICD10, "Q90.9", "GDIS"), (ICD10, "E70.0", "GDIS"),
+    (READ, "C370.", "GDIS"),
     (SNOMED, "93461009", "TBOO"), (ICD10, "F64.0", "TBOO"),
     (SNOMED, "35489007", "PSY"), (ICD10, "F32.9", "PSY"), (READ, "Eu32.", "PSY"),
     (SNOMED, "7200002", "ETH"), (ICD10, "F10.2", "ETH"), (READ, "E23..", "ETH"),
@@ -28,6 +30,8 @@ def test_each_category_is_found_from_its_code_lists(system: str, code: str, labe
 
 def test_ordinary_clinical_codes_carry_no_label() -> None:
     assert labels_for(messages.condition("44054006", "Diabetes", ident="x"), LISTS, channel="fhir") == []
+    # A prefix covers what it names only: E70.0 (phenylketonuria) is genetic, E70.1 is not listed.
+    assert labels_for(messages.condition("E70.1", "coded", ident="x", system=ICD10), LISTS, channel="fhir") == []
     assert labels_for(messages.condition("J18.9", "Pneumonia", ident="x", system=ICD10), LISTS, channel="hl7v2") == []
 
 
