@@ -68,17 +68,6 @@ def _refusal(exc: AdapterError | ScrError) -> AdapterError:
                         hl7_location=location, hl7_code="204")
 
 
-def _refused_outcome(raw_id: str, channel: str, exc: AdapterError) -> Outcome:
-    return Outcome(raw_id, "rejected", issues=exc.issues, hl7_location=exc.hl7_location, hl7_code=exc.hl7_code,
-                   channel=channel)
-
-
-def _locked(raw: RawMessage | None, raw_id: str) -> RawMessage:
-    if raw is None:
-        raise LookupError(f"raw message {raw_id} vanished")
-    return raw
-
-
 def describe(issues: list[Issue]) -> str:
     """Issues as one line a sender or operator can act on: `where: what`."""
     return "; ".join(f"{i.expression}: {i.diagnostics}" if i.expression else i.diagnostics for i in issues)
@@ -156,7 +145,9 @@ class Pipeline:
         channel = "unknown"
         try:
             with transaction(self.sessions) as session:
-                raw = _locked(store.get_raw(session, raw_id, lock=True), raw_id)
+                raw = store.get_raw(session, raw_id, lock=True)
+                if raw is None:
+                    raise LookupError(f"raw message {raw_id} vanished")
                 channel = raw.channel
                 outcome = self._apply(session, raw)
         except (AdapterError, ScrError) as exc:
@@ -323,7 +314,8 @@ def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, A
 def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: AdapterError) -> Outcome:
     """Record in the raw archive why a message was refused; its outcome for the sender."""
     store.finish_raw(session, raw_id, "rejected", error=describe(refusal.issues)[:2000])
-    return _refused_outcome(raw_id, channel, refusal)
+    return Outcome(raw_id, "rejected", issues=refusal.issues, hl7_location=refusal.hl7_location,
+                   hl7_code=refusal.hl7_code, channel=channel)
 
 
 def _summary(changes: list[Change], rejected: list[Rejected]) -> dict[str, Any]:

@@ -323,9 +323,9 @@ class Guard:
         try:
             if session is None:
                 with self.enforcer.sessions.begin() as own:
-                    self._write(own, records)
+                    write_audits(own, records)
             else:
-                self._write(session, records)
+                write_audits(session, records)
                 session.commit()
         except Exception as exc:  # any failure to record an access means the access does not happen
             if session is not None:
@@ -334,10 +334,6 @@ class Guard:
             log.error("audit write failed; response withheld", error_type=type(exc).__name__)
             raise AuditUnavailable("the access could not be audited, so nothing was returned; try again") from None
         self._count_metrics()
-
-    @staticmethod
-    def _write(session: Session, records: list[AuditRecord]) -> None:
-        write_audits(session, records)
 
     def _records(self) -> list[AuditRecord]:
         caller = self.caller
