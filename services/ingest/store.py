@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import and_, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.fhir import NHS_NUMBER_SYSTEM
@@ -70,27 +70,35 @@ def archive_many(session: Session, messages: list[Inbound]) -> list[RawMessage]:
     return raws
 
 
+# The statements every message runs are built once, every value a bound parameter: building a statement and its
+# cache key afresh for each message cost more Python than PostgreSQL took to run it.
+_RAWS = select(RawMessage).where(RawMessage.id.in_(bindparam("ids", expanding=True)))
+_RAWS_LOCKED = _RAWS.with_for_update()
+
+
 def get_raw(session: Session, raw_id: str, *, lock: bool = False) -> RawMessage | None:
-    query = select(RawMessage).where(RawMessage.id == raw_id)
-    return session.scalar(query.with_for_update() if lock else query)
+    return session.scalar(_RAWS_LOCKED if lock else _RAWS, {"ids": [raw_id]})
 
 
 def get_raws(session: Session, raw_ids: list[str], *, lock: bool = False) -> list[RawMessage]:
     """The archived messages named, in the order named (any that vanished left out)."""
-    query = select(RawMessage).where(RawMessage.id.in_(raw_ids))
-    found = {raw.id: raw for raw in session.scalars(query.with_for_update() if lock else query)}
+    found = {raw.id: raw for raw in session.scalars(_RAWS_LOCKED if lock else _RAWS, {"ids": raw_ids})}
     return [found[raw_id] for raw_id in raw_ids if raw_id in found]
+
+
+_RAW_TABLE = RawMessage.__table__
+_FINISH_RAW = {with_detail: update(_RAW_TABLE).where(_RAW_TABLE.c.id == bindparam("raw_id")).values(
+    status=bindparam("status"), error=bindparam("error"), processed_at=bindparam("processed_at"),
+    attempts=_RAW_TABLE.c.attempts + 1, **({"detail": bindparam("detail")} if with_detail else {}))
+    for with_detail in (False, True)}
 
 
 def finish_raw(session: Session, raw_id: str, status: str, *, error: str | None = None,
                detail: dict[str, Any] | None = None) -> None:
-    values: dict[str, Any] = {"status": status, "error": error, "processed_at": datetime.now(UTC),
-                              "attempts": RawMessage.attempts + 1}
-    if detail is not None:
-        values["detail"] = detail
-    # No synchronising of loaded objects: it evaluates every object in the session, and a batch holds hundreds.
-    session.execute(update(RawMessage).where(RawMessage.id == raw_id).values(**values)
-                    .execution_options(synchronize_session=False))
+    """Record a message's outcome. A Core update of the table: the ORM's would evaluate its WHERE against every
+    object in the session, and a batch holds hundreds (objects loaded before keep their old status)."""
+    values = {"raw_id": raw_id, "status": status, "error": error, "processed_at": datetime.now(UTC)}
+    session.execute(_FINISH_RAW[detail is not None], values | ({"detail": detail} if detail is not None else {}))
 
 
 def raw_received(session: Session, since: datetime, until: datetime | None, *, channels: list[str] | None,
@@ -118,9 +126,12 @@ def list_raw(session: Session, status: str | None, limit: int) -> list[RawMessag
 
 def processed_duplicate(session: Session, raw: RawMessage, channels: tuple[str, ...]) -> str | None:
     """An earlier, processed message with the same bytes on one of `channels` (an exact re-send)."""
-    return session.scalar(select(RawMessage.id).where(
-        RawMessage.content_hash == raw.content_hash, RawMessage.status == "processed",
-        RawMessage.channel.in_(channels), RawMessage.id != raw.id).limit(1))
+    return session.scalar(_PROCESSED_DUPLICATE, {"hash": raw.content_hash, "channels": list(channels), "id": raw.id})
+
+
+_PROCESSED_DUPLICATE = select(RawMessage.id).where(
+    RawMessage.content_hash == bindparam("hash"), RawMessage.status == "processed",
+    RawMessage.channel.in_(bindparam("channels", expanding=True)), RawMessage.id != bindparam("id")).limit(1)
 
 
 def count_raw(session: Session, status: str) -> int:
@@ -131,27 +142,27 @@ def count_raw(session: Session, status: str) -> int:
 
 def by_source_keys(session: Session, source_org: str, source_system: str, resource_type: str,
                    keys: Iterable[str]) -> dict[str, Resource]:
-    wanted = list(dict.fromkeys(keys))
-    if not wanted:
-        return {}
-    rows = session.scalars(select(Resource).where(
-        Resource.source_org == source_org, Resource.source_system == source_system,
-        Resource.resource_type == resource_type, Resource.source_key.in_(wanted)).with_for_update())
-    return {row.source_key: row for row in rows if row.source_key}
+    found = by_typed_source_keys(session, source_org, source_system, [(resource_type, key) for key in keys])
+    return {key: row for (_type, key), row in found.items()}
 
 
 def by_typed_source_keys(session: Session, source_org: str, source_system: str,
                          keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Resource]:
-    """`by_source_keys` for several resource types in one round trip, keyed by (type, source key)."""
+    """The stored resources of one sender with these (type, source key)s, locked, in one round trip."""
     wanted = set(keys)
     if not wanted:
         return {}
-    rows = session.scalars(select(Resource).where(
-        Resource.source_org == source_org, Resource.source_system == source_system,
-        Resource.resource_type.in_(sorted({t for t, _ in wanted})),
-        Resource.source_key.in_(sorted({k for _, k in wanted}))).with_for_update())
+    rows = session.scalars(_BY_SOURCE_KEYS, {"org": source_org, "system": source_system,
+                                             "types": sorted({t for t, _ in wanted}),
+                                             "keys": sorted({k for _, k in wanted})})
     found = {(row.resource_type, row.source_key or ""): row for row in rows}
     return {key: row for key, row in found.items() if key in wanted}
+
+
+_BY_SOURCE_KEYS = select(Resource).where(
+    Resource.source_org == bindparam("org"), Resource.source_system == bindparam("system"),
+    Resource.resource_type.in_(bindparam("types", expanding=True)),
+    Resource.source_key.in_(bindparam("keys", expanding=True))).with_for_update()
 
 
 def current_batch(session: Session, after: tuple[str, str] | None, limit: int, *,
@@ -213,8 +224,7 @@ def replace_search_rows(session: Session, entries: list[tuple[str, str, str | No
         if (resource_type, resource_id) not in fresh:
             by_type.setdefault(resource_type, []).append(resource_id)
     for resource_type, ids in by_type.items():
-        session.execute(delete(SearchParam).where(SearchParam.resource_type == resource_type,
-                                                  SearchParam.resource_id.in_(ids)))
+        session.execute(_DELETE_SEARCH_ROWS, {"type": resource_type, "ids": ids})
     values = [(t, i, p, r.param, r.system, r.code, r.text, r.date_low, r.date_high, r.ref_type, r.ref_id)
               for t, i, p, rows in entries for r in rows]
     if not values:
@@ -229,6 +239,11 @@ def replace_search_rows(session: Session, entries: list[tuple[str, str, str | No
     else:
         session.execute(SearchParam.__table__.insert(), [dict(zip(_SEARCH_COLUMNS, row, strict=True))
                                                          for row in values])
+
+
+_SEARCH_TABLE = SearchParam.__table__
+_DELETE_SEARCH_ROWS = delete(_SEARCH_TABLE).where(_SEARCH_TABLE.c.resource_type == bindparam("type"),
+                                                  _SEARCH_TABLE.c.resource_id.in_(bindparam("ids", expanding=True)))
 
 
 # ------------------------------------------------------------------------------------------- persons

@@ -2,11 +2,14 @@
 dissent, the S-flag, and A40 merges that can be undone."""
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from services.ingest.feeds.hl7v2_message import parse
+from services.ingest.service import Pipeline
+from shared.db import create_db_engine, make_session_factory
 from shared.schema import PatientMerge, Person, PersonLink, RawMessage, Resource
 from tests.fixtures.ingest import messages
+from tests.integration.ingest.conftest import ingest_settings
 from tests.support import data
 
 pytestmark = pytest.mark.integration
@@ -182,3 +185,24 @@ def test_processing_that_fails_leaves_the_raw_message_archived_and_a_retry_store
     assert raw.status == "processed" and raw.attempts == 2
     assert "scr_ingest_raw_failed 0.0" in ingest.client.get("/metrics").text
     assert ingest.client.post(f"/ingest/raw/{raw_id}/retry", headers=ingest.admin()).status_code == 409
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_the_archive_records_each_outcome_with_its_summary(database: str, request, tokens) -> None:
+    url = request.getfixturevalue("pg_url" if database == "postgresql" else "sqlite_url")
+    engine = create_db_engine(url)
+    sessions = make_session_factory(engine)
+    pipeline = Pipeline(sessions, None, ingest_settings(tokens, url))
+    admit = messages.adt("A01", ts="20240301100000", ward="WARD01", control="S1")
+    first, resend, bad = (pipeline.receive("hl7v2", m.encode(), content_type="x-application/hl7-v2+er7",
+                                           sender_org=data.ACUTE_ODS, sender_system="PAS")
+                          for m in (admit, admit, admit.replace("PID|", "PIX|")))
+    with sessions() as session:
+        raws = {raw.id: raw for raw in session.scalars(select(RawMessage))}
+    engine.dispose()
+    stored = raws[first.raw_id]
+    assert (stored.status, stored.attempts, stored.error) == ("processed", 1, None)
+    assert [c.resource_type for c in first.changes] == ["Patient", "Encounter"]
+    assert stored.detail["changes"] == {"create": 2} and stored.processed_at is not None
+    assert (raws[resend.raw_id].status, raws[resend.raw_id].detail["duplicate_of"]) == ("processed", first.raw_id)
+    assert (raws[bad.raw_id].status, raws[bad.raw_id].attempts) == ("rejected", 1) and raws[bad.raw_id].error
