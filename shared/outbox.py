@@ -55,9 +55,13 @@ class OutboxRelay:
     """A background thread relaying one topic's outbox; `wake()` after a commit makes it relay at once."""
 
     def __init__(self, sessions: sessionmaker[Session], bus: EventBus, topic: str, *, batch: int = 500,
-                 idle_seconds: float = 1.0, delivery_timeout: float = 30) -> None:
+                 idle_seconds: float = 1.0, delivery_timeout: float = 30, linger_seconds: float = 0.0) -> None:
+        """`linger_seconds`: after a batch, how long to let the next one gather before relaying it (as Kafka's
+        producers linger): under a stream of small commits, one transaction and one produce for many of them
+        instead of one each; the price is that much delay for a lone event."""
         self.sessions, self.bus, self.topic = sessions, bus, topic
         self.batch, self.idle_seconds, self.delivery_timeout = batch, idle_seconds, delivery_timeout
+        self.linger_seconds = linger_seconds
         self._lock_key = zlib.crc32(f"scr-outbox:{topic}".encode())
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -95,6 +99,8 @@ class OutboxRelay:
             if stopping and moved < self.batch:
                 return
             if moved < self.batch:
+                if moved and self.linger_seconds:
+                    self._stop.wait(self.linger_seconds)
                 self._wake.wait(self.idle_seconds)
                 self._wake.clear()
 

@@ -39,7 +39,7 @@ def _start(rt: Runtime, settings: IngestSettings) -> None:
     if settings.mllp_enabled:
         rt.extras["mllp"] = _start_mllp(pipeline, settings)
     if outbox.relays(rt.bus):
-        relay = OutboxRelay(rt.sessions, rt.bus, RECORD_CHANGED).start()
+        relay = OutboxRelay(rt.sessions, rt.bus, RECORD_CHANGED, linger_seconds=settings.outbox_linger_seconds).start()
         pipeline.on_committed = relay.wake
         rt.extras["outbox"] = relay
     if settings.consumers_enabled and rt.bus is not None:

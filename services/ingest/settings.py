@@ -27,6 +27,8 @@ class IngestSettings(ServiceSettings):
     # How often an event whose processing fails (not a bad event: a fault here) is retried before it is
     # dead-lettered; its raw copy stays archived as `failed` for the admin retry.
     consumer_max_attempts: int = 3
+    # record.changed leaves through the outbox relay; after relaying a batch it lets the next gather this long.
+    outbox_linger_seconds: float = 0.05
 
     # Size limits: bodies and MLLP frames over these are refused (413 / AR) before anything is parsed.
     max_body_bytes: int = 10 * 1024 * 1024

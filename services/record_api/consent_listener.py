@@ -54,7 +54,7 @@ class ConsentChangeListener:
                 self.started.set()
                 for event in events:
                     self.apply(event)
-                    self._consumer.commit(event)
+                self._consumer.commit_latest(events)
             except Exception as exc:  # keep listening: the TTL covers what a broken poll misses
                 log.warning("consent.changed poll failed", error_type=type(exc).__name__)
                 self._cache.clear()  # we may have missed a change: forget everything rather than serve stale

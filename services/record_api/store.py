@@ -7,6 +7,7 @@ paging need; bodies are fetched afterwards for one page, in one query.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,12 +44,13 @@ class CensusRow:
     def key(self) -> tuple[str, str]:
         return self.resource_type, self.id
 
-    # Sort and cursor keys: instants as fixed-width text, so they compare as the instants do.
-    @property
+    # Sort and cursor keys: instants as fixed-width text, so they compare as the instants do. Kept once made:
+    # sorting and then paging ask for every row's key.
+    @functools.cached_property
     def last_updated_key(self) -> str:
         return instant_key(self.last_updated)
 
-    @property
+    @functools.cached_property
     def sort_date_key(self) -> str:
         return instant_key(self.sort_date) if self.sort_date else ""
 

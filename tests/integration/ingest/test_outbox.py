@@ -5,6 +5,7 @@ acknowledged it. Consent's relay shares the table and moves only consent.changed
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
@@ -136,3 +137,35 @@ def test_each_relay_moves_only_its_own_topic_and_a_rolled_back_change_stages_not
     finally:
         reader.close()
     assert seen == [{"nhs_number": nhs, "version_id": 1}]
+
+
+def test_a_lingering_relay_sends_a_lone_change_at_once_and_gathers_a_stream(parts) -> None:
+    sessions, bus, _pipeline = parts
+    batches: list[list[str]] = []
+    first_sent = threading.Event()
+    deliver = bus.deliver
+
+    def recorded(events, timeout=30):  # the real delivery to the broker, with a note of each batch's contents
+        deliver(events, timeout)
+        batches.append([payload["id"] for _topic, _key, payload in events])
+        first_sent.set()
+
+    bus.deliver = recorded  # type: ignore[method-assign]
+    linger = 3.0
+    relay = OutboxRelay(sessions, bus, RECORD_CHANGED, linger_seconds=linger).start()
+    tag = uuid.uuid4().hex[:8]
+
+    def change(n: int) -> None:
+        with sessions() as session, session.begin():
+            stage(session, bus, RECORD_CHANGED, [(f"p-{tag}", {"id": f"{tag}-{n}", "person_id": f"p-{tag}"})])
+        relay.wake()
+
+    try:
+        change(0)
+        assert first_sent.wait(linger - 0.5), "a lone change waited for the linger"
+        for n in (1, 2, 3):  # a stream arriving while the relay lingers after the first batch
+            change(n)
+    finally:
+        relay.stop()  # relays what is committed, then stops
+    assert batches == [[f"{tag}-0"], [f"{tag}-1", f"{tag}-2", f"{tag}-3"]]
+    assert {p["id"] for p in _announced(bus, {f"{tag}-{n}" for n in range(4)})} == {f"{tag}-{n}" for n in range(4)}
