@@ -53,7 +53,7 @@ def assign_new(session: Session, source_patient_id: str, patient: dict[str, Any]
     demo = demographics(patient)
     if demo.nhs_number and demo.verified and (known := store.person_by_nhs_number(session, demo.nhs_number)):
         person = follow(session, known)
-        store.set_link(session, source_patient_id, person.id, "nhs-number", None,
+        store.add_link(session, source_patient_id, person.id, "nhs-number", None,
                        {"rule": "valid NHS number with verification status verified"})
         return person.id
     decision = decide(_candidate_scores(session, source_patient_id, demo, patient), link_threshold=thresholds.link,
@@ -64,7 +64,7 @@ def assign_new(session: Session, source_patient_id: str, patient: dict[str, Any]
         assert person is not None  # candidates come from existing links
         if verified_number and person.nhs_number is None:
             person.nhs_number, person.updated = verified_number, datetime.now(UTC)
-        store.set_link(session, source_patient_id, person.id, "demographic", decision.score, decision.explanation)
+        store.add_link(session, source_patient_id, person.id, "demographic", decision.score, decision.explanation)
         return person.id
     person = store.create_person(session, verified_number)
     explanation = dict(decision.explanation)
@@ -72,7 +72,7 @@ def assign_new(session: Session, source_patient_id: str, patient: dict[str, Any]
         review = store.add_review(session, source_patient_id, decision.candidate, decision.score or 0.0,
                                   decision.explanation)
         explanation["review_id"] = review.id
-    store.set_link(session, source_patient_id, person.id, "new-person", decision.score, explanation)
+    store.add_link(session, source_patient_id, person.id, "new-person", decision.score, explanation)
     return person.id
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
 from shared.fhir import NHS_NUMBER_SYSTEM
@@ -257,11 +257,11 @@ def person_by_nhs_number(session: Session, number: str) -> Person | None:
 
 
 def create_person(session: Session, nhs_number: str | None) -> Person:
+    """A new person, written with the session's next flush (its id is ours, so nothing waits for the insert)."""
     now = datetime.now(UTC)
     person = Person(id=new_id(), nhs_number=nhs_number, status="active", merged_into=None, version=1,
                     created=now, updated=now)
     session.add(person)
-    session.flush()
     return person
 
 
@@ -269,17 +269,24 @@ def get_link(session: Session, source_patient_id: str) -> PersonLink | None:
     return session.get(PersonLink, source_patient_id)
 
 
+def add_link(session: Session, source_patient_id: str, person_id: str, method: str, score: float | None,
+             explanation: dict[str, Any]) -> PersonLink:
+    """The first link of a source Patient seen for the first time (written with the session's next flush)."""
+    now = datetime.now(UTC)
+    link = PersonLink(source_patient_id=source_patient_id, person_id=person_id, method=method, score=score,
+                      explanation=explanation, created=now, updated=now)
+    session.add(link)
+    return link
+
+
 def set_link(session: Session, source_patient_id: str, person_id: str, method: str, score: float | None,
              explanation: dict[str, Any]) -> PersonLink:
-    now = datetime.now(UTC)
     link = session.get(PersonLink, source_patient_id)
     if link is None:
-        link = PersonLink(source_patient_id=source_patient_id, person_id=person_id, method=method, score=score,
-                          explanation=explanation, created=now, updated=now)
-        session.add(link)
+        link = add_link(session, source_patient_id, person_id, method, score, explanation)
     else:
         link.person_id, link.method, link.score, link.explanation, link.updated = (person_id, method, score,
-                                                                                   explanation, now)
+                                                                                   explanation, datetime.now(UTC))
     session.flush()
     return link
 
@@ -292,34 +299,46 @@ def candidate_patients(session: Session, *, birth_dates: list[date], nhs: str | 
                        postcode: str | None, exclude: str) -> list[tuple[Resource, str]]:
     """Source Patients worth scoring (blocking): same or transposed birth date, same NHS number, or same
     family name and postcode. Each with the person it is linked to."""
-    patient = SearchParam.resource_type == "Patient"
-    blocks = []
-    if birth_dates:
-        lows = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in birth_dates]
-        blocks.append(and_(SearchParam.param == "birthdate", SearchParam.date_low.in_(lows)))
-    if nhs:
-        blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
-                           SearchParam.code == nhs))
     ids = set()
-    if blocks:
-        ids |= set(session.scalars(select(SearchParam.resource_id).where(patient, or_(*blocks))
-                                   .limit(CANDIDATE_LIMIT)))
+    if birth_dates or nhs:
+        lows = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in birth_dates]
+        ids |= set(session.scalars(_BLOCKED[(bool(lows), bool(nhs))], {"lows": lows, "nhs": nhs}))
     if family and postcode:
-        other = aliased(SearchParam)
-        ids |= set(session.scalars(
-            select(SearchParam.resource_id).join(other, and_(other.resource_id == SearchParam.resource_id,
-                                                             other.resource_type == "Patient"))
-            .where(patient, SearchParam.param == "family", SearchParam.text == normalise_text(family),
-                   other.param == "address-postalcode", other.text == normalise_postcode(postcode))
-            .limit(CANDIDATE_LIMIT)))
+        ids |= set(session.scalars(_BY_NAME_AND_POSTCODE, {"family": normalise_text(family),
+                                                           "postcode": normalise_postcode(postcode)}))
     ids.discard(exclude)
     if not ids:
         return []
-    rows = session.execute(select(Resource, PersonLink.person_id)
-                           .join(PersonLink, PersonLink.source_patient_id == Resource.id)
-                           .where(Resource.resource_type == "Patient", Resource.id.in_(ids),
-                                  Resource.deleted.is_(False)))
-    return [(resource, person_id) for resource, person_id in rows]
+    return [(resource, person_id) for resource, person_id in session.execute(_LINKED_PATIENTS, {"ids": list(ids)})]
+
+
+def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str]]:
+    blocks = []
+    if by_birth_date:
+        blocks.append(and_(SearchParam.param == "birthdate",
+                           SearchParam.date_low.in_(bindparam("lows", expanding=True))))
+    if by_nhs_number:
+        blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
+                           SearchParam.code == bindparam("nhs")))
+    return (select(SearchParam.resource_id).where(SearchParam.resource_type == "Patient", or_(*blocks))
+            .limit(CANDIDATE_LIMIT))
+
+
+# Built once: every new source Patient runs them, and building them was most of their cost in Python.
+_BLOCKED = {(dates, nhs): _blocked(dates, nhs) for dates in (True, False) for nhs in (True, False) if dates or nhs}
+_POSTCODE_ROW = aliased(SearchParam)
+_BY_NAME_AND_POSTCODE = (
+    select(SearchParam.resource_id)
+    .join(_POSTCODE_ROW, and_(_POSTCODE_ROW.resource_id == SearchParam.resource_id,
+                              _POSTCODE_ROW.resource_type == "Patient"))
+    .where(SearchParam.resource_type == "Patient", SearchParam.param == "family",
+           SearchParam.text == bindparam("family"), _POSTCODE_ROW.param == "address-postalcode",
+           _POSTCODE_ROW.text == bindparam("postcode"))
+    .limit(CANDIDATE_LIMIT))
+_LINKED_PATIENTS = (select(Resource, PersonLink.person_id)
+                    .join(PersonLink, PersonLink.source_patient_id == Resource.id)
+                    .where(Resource.resource_type == "Patient", Resource.id.in_(bindparam("ids", expanding=True)),
+                           Resource.deleted.is_(False)))
 
 
 # ------------------------------------------------------------------------------------------- reviews, merges
