@@ -21,7 +21,7 @@ from prometheus_client import Gauge
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.db import transaction
+from shared.db import append_rows, transaction
 from shared.events import DatabaseEventLog, EventBus
 from shared.schema import OutboxEvent
 
@@ -40,10 +40,10 @@ def stage(session: Session, bus: EventBus | None, topic: str, events: Events) ->
         return
     if isinstance(bus, DatabaseEventLog):
         DatabaseEventLog.publish_many_in(session, topic, events)
-    else:
+    else:  # one COPY for a message's events: as a statement per event this was a tenth of a GP record's ingest
         now = datetime.now(UTC)
-        session.execute(OutboxEvent.__table__.insert(), [
-            {"topic": topic, "key": key, "payload": payload, "created": now} for key, payload in events])
+        append_rows(session, OutboxEvent.__table__, ("topic", "key", "payload", "created"),
+                    [(topic, key, payload, now) for key, payload in events])
 
 
 def relays(bus: EventBus | None) -> bool:

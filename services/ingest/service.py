@@ -53,6 +53,7 @@ class Outcome:
     hl7_code: str = "207"
     duplicate_of: str | None = None
     channel: str = "unknown"
+    reviews_opened: bool = False
 
     @property
     def error_text(self) -> str:
@@ -198,16 +199,16 @@ class Pipeline:
         changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
         self._publish_in(session, changes)
         store.finish_raw(session, raw.id, "processed", detail=raw.detail | _summary(changes, mapped.rejected))
-        return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel)
+        return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel,
+                       reviews_opened=store.reviews_opened(session))
 
     def _after_commit(self, outcomes: list[Outcome]) -> None:
-        """Wake the outbox relay, count, and recount open reviews if a new source Patient may have opened one."""
+        """Wake the outbox relay, count, and recount open reviews if a message opened one."""
         changes = [change for outcome in outcomes for change in outcome.changes]
         self._publish(changes)
-        if created := [c.id for c in changes if c.resource_type == "Patient" and c.change == "create"]:
+        if any(outcome.reviews_opened for outcome in outcomes):  # only then: a count(*) per message is not free
             with self.sessions() as session:
-                if store.has_reviews(session, created):  # recount only then: a count(*) per message is not free
-                    metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
+                metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
         for outcome in outcomes:
             metrics.MESSAGES.labels(outcome.channel, "accepted").inc()
             for change in outcome.changes:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
 from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, tuple_, update
 from sqlalchemy.orm import Session, aliased
 
+from shared.db import append_rows
 from shared.fhir import NHS_NUMBER_SYSTEM
 from shared.schema import (
     MatchReview,
@@ -203,42 +203,23 @@ def version_row(row: Resource, raw_message_id: str | None) -> VersionRow:
 
 
 def add_versions(session: Session, rows: list[VersionRow]) -> None:
-    """Insert version rows in one statement: COPY on PostgreSQL (versions are only ever appended)."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        with connection.connection.cursor() as cursor, cursor.copy(
-                f"COPY resource_version ({', '.join(_VERSION_COLUMNS)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row((*row[:6], Jsonb(row[6]), *row[7:9], Jsonb(row[9])))
-    else:
-        session.execute(ResourceVersion.__table__.insert(), [dict(zip(_VERSION_COLUMNS, row, strict=True))
-                                                             for row in rows])
+    """Insert version rows in one statement (versions are only ever appended)."""
+    append_rows(session, ResourceVersion.__table__, _VERSION_COLUMNS, rows)
 
 
 def replace_search_rows(session: Session, entries: list[tuple[str, str, str | None, list[SearchRow]]],
                         fresh: Collection[tuple[str, str]] = ()) -> None:
     """Drop the search rows of each (type, id) and insert its new ones: one delete per type (none for `fresh`
-    resources, created in this transaction and never indexed before), one insert."""
+    resources, created in this transaction and never indexed before), one insert for every row of the message."""
     by_type: dict[str, list[str]] = {}
     for resource_type, resource_id, _person, _rows in entries:
         if (resource_type, resource_id) not in fresh:
             by_type.setdefault(resource_type, []).append(resource_id)
     for resource_type, ids in by_type.items():
         session.execute(_DELETE_SEARCH_ROWS, {"type": resource_type, "ids": ids})
-    values = [(t, i, p, r.param, r.system, r.code, r.text, r.date_low, r.date_high, r.ref_type, r.ref_id)
-              for t, i, p, rows in entries for r in rows]
-    if not values:
-        return
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        # COPY: one round trip for every search row of the message, the bulk path PostgreSQL is built for.
-        with connection.connection.cursor() as cursor, cursor.copy(
-                f"COPY search_param ({', '.join(_SEARCH_COLUMNS)}) FROM STDIN") as copy:
-            for row in values:
-                copy.write_row(row)
-    else:
-        session.execute(SearchParam.__table__.insert(), [dict(zip(_SEARCH_COLUMNS, row, strict=True))
-                                                         for row in values])
+    append_rows(session, SearchParam.__table__, _SEARCH_COLUMNS, [
+        (t, i, p, r.param, r.system, r.code, r.text, r.date_low, r.date_high, r.ref_type, r.ref_id)
+        for t, i, p, rows in entries for r in rows])
 
 
 _SEARCH_TABLE = SearchParam.__table__
@@ -349,7 +330,17 @@ def add_review(session: Session, source_patient_id: str, candidate_person_id: st
                          score=score, explanation=explanation, status="open", created=datetime.now(UTC))
     session.add(review)
     session.flush()
+    session.info[_REVIEWS_OPENED] = True
     return review
+
+
+_REVIEWS_OPENED = "scr.reviews_opened"
+
+
+def reviews_opened(session: Session) -> bool:
+    """Whether a match review was opened in this session since the last call (so the open-reviews gauge needs a
+    recount). A message rolled back after opening one leaves the mark for the next: one recount too many."""
+    return bool(session.info.pop(_REVIEWS_OPENED, False))
 
 
 def list_reviews(session: Session, status: str | None, limit: int) -> list[MatchReview]:
@@ -359,12 +350,6 @@ def list_reviews(session: Session, status: str | None, limit: int) -> list[Match
 
 def get_review(session: Session, review_id: str) -> MatchReview | None:
     return session.scalar(select(MatchReview).where(MatchReview.id == review_id).with_for_update())
-
-
-def has_reviews(session: Session, source_patient_ids: list[str]) -> bool:
-    """Whether any of these source Patients is waiting for (or had) a match review."""
-    return session.scalar(select(MatchReview.id).where(MatchReview.source_patient_id.in_(source_patient_ids))
-                          .limit(1)) is not None
 
 
 def count_open_reviews(session: Session) -> int:

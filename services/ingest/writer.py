@@ -89,7 +89,9 @@ class MessageWriter:
             change, more = self._store_patient(session, ctx, channel, item, existing.get(item.source_key))
             if ("Patient", change.id) in ctx.written:  # a second entry for the same record updates this one
                 existing[item.source_key] = ctx.written[("Patient", change.id)]
-            person_id = person_index.person_of(session, change.id)
+            # A new source Patient's person is the one just assigned; a stored one's may have moved just now.
+            person_id = change.person_id if change.change == "create" and change.person_id \
+                else person_index.person_of(session, change.id)
             for ref in item.refs:
                 refs[ref] = f"Patient/{person_id}"
                 persons[ref] = (change.id, person_id)
