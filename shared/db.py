@@ -8,9 +8,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table, create_engine, event, text
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -107,14 +108,17 @@ def append_rows(session: Session, table: Table, columns: Sequence[str], rows: Se
         session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
         return
     json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
-    with connection.connection.cursor() as cursor, cursor.copy(
-            f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            if json_at:
-                row = list(row)
-                for i in json_at:
-                    row[i] = Jsonb(row[i])
-            copy.write_row(row)
+    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    try:
+        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                if json_at:
+                    row = list(row)
+                    for i in json_at:
+                        row[i] = Jsonb(row[i])
+                copy.write_row(row)
+    except psycopg.IntegrityError as exc:  # as SQLAlchemy raises it, so callers retrying a unique race see it
+        raise IntegrityError(statement, None, exc) from exc
 
 
 def check_database(engine: Engine) -> None:

@@ -54,6 +54,8 @@ class WriteContext:
     fresh: set[tuple[str, str]] = field(default_factory=set)
     # Version rows waiting to be written in one statement (COPY on PostgreSQL) with the search rows.
     pending_versions: list[store.VersionRow] = field(default_factory=list)
+    # Resources created since the last flush: written the same way, then held by the session like loaded rows.
+    pending_new: list[Resource] = field(default_factory=list)
 
     def queue(self, row: Resource, rows: list[SearchRow], *, created: bool) -> None:
         """The version row and search rows of a write, for the next flush; a later write of the same resource
@@ -68,6 +70,11 @@ class WriteContext:
         self.pending_search.append((row.resource_type, row.id, row.person_id, rows))
 
     def flush_search(self, session: Session) -> None:
+        """Write what is queued: new resources, versions, search rows. Until then a new resource is invisible to
+        queries (the writer flushes before any query that could need one: matching, merges)."""
+        if self.pending_new:
+            store.add_resources(session, self.pending_new)
+            self.pending_new = []
         if self.pending_versions:
             store.add_versions(session, self.pending_versions)
             self.pending_versions = []
@@ -119,7 +126,7 @@ def write(session: Session, ctx: WriteContext, *, existing: Resource | None, res
     row.content_hash = digest or content_hash(body)
     row.labels, row.last_updated, row.deleted, row.body = labels, ctx.now, False, stored
     if existing is None:
-        session.add(row)
+        ctx.pending_new.append(row)
     ctx.written[(resource_type, resource_id)] = row
     ctx.queue(row, extract(stored), created=existing is None)
     return Change(resource_type, resource_id, version, person_id, change or ("update" if existing else "create"),

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, tuple_, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
 
 from shared.db import append_rows
 from shared.fhir import NHS_NUMBER_SYSTEM
@@ -200,6 +200,20 @@ def version_row(row: Resource, raw_message_id: str | None) -> VersionRow:
     """The `resource_version` row for the version `row` now holds."""
     return (row.resource_type, row.id, row.version_id, row.person_id, row.source_org, raw_message_id,
             row.labels, row.last_updated, row.deleted, row.body)
+
+
+_RESOURCE_COLUMNS = tuple(column.name for column in Resource.__table__.columns)
+
+
+def add_resources(session: Session, rows: list[Resource]) -> None:
+    """Insert new resource rows in one statement, then attach them to the session as if loaded, so later changes
+    in the transaction are UPDATEs. The ORM's own inserts (a unit of work per flush, every attribute tracked)
+    were a sixth of a GP record's ingest."""
+    append_rows(session, Resource.__table__, _RESOURCE_COLUMNS,
+                [tuple(getattr(row, name) for name in _RESOURCE_COLUMNS) for row in rows])
+    for row in rows:
+        make_transient_to_detached(row)
+        session.add(row)
 
 
 def add_versions(session: Session, rows: list[VersionRow]) -> None:

@@ -44,6 +44,7 @@ class MessageWriter:
         refs: dict[str, str] = {}
         changes = self._store_patients(session, ctx, channel, mapped, persons, refs)
         if mapped.merge:
+            ctx.flush_search(session)  # the merge queries the records it moves, this message's new ones included
             surviving_id = persons[mapped.merge.surviving_ref][0] or ""
             surviving = ctx.written.get(("Patient", surviving_id)) or store.get_resource(session, "Patient",
                                                                                          surviving_id)
