@@ -99,8 +99,10 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 
 def append_rows(session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Insert rows (values in `columns` order) in the session's transaction, in one round trip: COPY on
-    PostgreSQL, the bulk path it is built for; an executemany elsewhere. JSON columns take plain values."""
+    """Insert rows (values in `columns` order) in the session's transaction, in one round trip. On PostgreSQL a few
+    rows go as one pipelined batch of INSERTs and more as a COPY, the bulk path it is built for (but a COPY is two
+    round trips, which is most of its cost for the few rows of a small message); elsewhere an executemany. JSON
+    columns take plain values."""
     if not rows:
         return
     connection = session.connection()
@@ -108,17 +110,30 @@ def append_rows(session: Session, table: Table, columns: Sequence[str], rows: Se
         session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
         return
     json_at = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, JSON)]
-    statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+    values = [_with_json(row, json_at) for row in rows] if json_at else rows
+    names = ", ".join(columns)
     try:
-        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                if json_at:
-                    row = list(row)
-                    for i in json_at:
-                        row[i] = Jsonb(row[i])
-                copy.write_row(row)
+        with connection.connection.cursor() as cursor:
+            if len(rows) <= _INSERTED_AT_MOST:
+                statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join(['%s'] * len(columns))})"
+                cursor.executemany(statement, values)  # pipelined by psycopg: one round trip
+            else:
+                statement = f"COPY {table.name} ({names}) FROM STDIN"
+                with cursor.copy(statement) as copy:
+                    for row in values:
+                        copy.write_row(row)
     except psycopg.IntegrityError as exc:  # as SQLAlchemy raises it, so callers retrying a unique race see it
         raise IntegrityError(statement, None, exc) from exc
+
+
+_INSERTED_AT_MOST = 50
+
+
+def _with_json(row: Sequence[Any], json_at: list[int]) -> list[Any]:
+    values = list(row)
+    for i in json_at:
+        values[i] = Jsonb(values[i])
+    return values
 
 
 def check_database(engine: Engine) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 
 from services.ingest.feeds import hl7v2
 from services.ingest.service import Outcome, Pipeline
+from shared import db
 from shared.db import create_db_engine, make_session_factory
 from shared.schema import RawMessage, Resource
 from tests.fixtures.ingest import messages
@@ -21,7 +22,10 @@ from tests.support import data
 pytestmark = pytest.mark.integration
 
 
-def test_a_record_first_seen_by_two_messages_at_once_is_stored_once_and_both_are_processed(pg_url, tokens) -> None:
+@pytest.mark.parametrize("inserted_at_most", [50, 0], ids=["pipelined-inserts", "copy"])
+def test_a_record_first_seen_by_two_messages_at_once_is_stored_once_and_both_are_processed(
+        pg_url, tokens, monkeypatch, inserted_at_most: int) -> None:
+    monkeypatch.setattr(db, "_INSERTED_AT_MOST", inserted_at_most)  # both ways rows are appended
     engine = create_db_engine(pg_url)
     sessions = make_session_factory(engine)
     pipeline = Pipeline(sessions, None, ingest_settings(tokens, pg_url))
