@@ -41,7 +41,7 @@ class Change:
 
 @dataclass
 class WriteContext:
-    """Who sent what, when; and the search rows waiting to be written in one statement."""
+    """Who sent what, when; and the rows waiting to be written together (new resources, versions, search rows)."""
 
     source_org: str
     source_system: str
@@ -52,7 +52,7 @@ class WriteContext:
     written: dict[tuple[str, str], Resource] = field(default_factory=dict)
     # Resources first created in this transaction and not rewritten since: they have no search rows to delete.
     fresh: set[tuple[str, str]] = field(default_factory=set)
-    # Version rows waiting to be written in one statement (COPY on PostgreSQL) with the search rows.
+    # Version rows waiting to be written in one statement (shared.db.append_rows) with the search rows.
     pending_versions: list[store.VersionRow] = field(default_factory=list)
     # Resources created since the last flush: written the same way, then held by the session like loaded rows.
     pending_new: list[Resource] = field(default_factory=list)
@@ -69,7 +69,7 @@ class WriteContext:
         self.pending_versions.append(store.version_row(row, self.raw_id))
         self.pending_search.append((row.resource_type, row.id, row.person_id, rows))
 
-    def flush_search(self, session: Session) -> None:
+    def write_queued(self, session: Session) -> None:
         """Write what is queued: new resources, versions, search rows. Until then a new resource is invisible to
         queries (the writer flushes before any query that could need one: matching, merges)."""
         if self.pending_new:

@@ -271,7 +271,7 @@ class Pipeline:
             else:
                 changes = person_index.resolve_review(session, ctx, kwargs["review_id"], kwargs["decision"],
                                                       kwargs["reviewer"])
-            ctx.flush_search(session)
+            ctx.write_queued(session)
             self._publish_in(session, changes)
             metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
         self._publish(changes)

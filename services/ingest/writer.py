@@ -44,7 +44,7 @@ class MessageWriter:
         refs: dict[str, str] = {}
         changes = self._store_patients(session, ctx, channel, mapped, persons, refs)
         if mapped.merge:
-            ctx.flush_search(session)  # the merge queries the records it moves, this message's new ones included
+            ctx.write_queued(session)  # the merge queries the records it moves, this message's new ones included
             surviving_id = persons[mapped.merge.surviving_ref][0] or ""
             surviving = ctx.written.get(("Patient", surviving_id)) or store.get_resource(session, "Patient",
                                                                                          surviving_id)
@@ -54,7 +54,7 @@ class MessageWriter:
         changes += self._store_others(session, ctx, channel, mapped, persons, refs)
         if changed := [c for c in changes if c.changed]:
             self._store_provenance(session, ctx, changed, first_attempt)
-        ctx.flush_search(session)  # every version and search row of the message, Provenance's included
+        ctx.write_queued(session)  # every new row, version and search row of the message, Provenance's included
         return changes
 
     def _resolve_stored_patients(self, session: Session, mapped: MappedMessage,
@@ -114,10 +114,10 @@ class MessageWriter:
                                    body=body, labels=labels, person_id=existing.person_id,
                                    source_patient_id=existing.id, source_key=item.source_key,
                                    source_updated=item.source_updated, digest=digest)
-            ctx.flush_search(session)
+            ctx.write_queued(session)
             return _located(change, item), person_index.after_update(session, ctx, existing.id, body)
         resource_id = store.new_id()
-        ctx.flush_search(session)  # an earlier Patient of this message may be this one's match
+        ctx.write_queued(session)  # an earlier Patient of this message may be this one's match
         person_id = person_index.assign_new(session, resource_id, body, self.thresholds)
         change = records.write(session, ctx, existing=None, resource_type="Patient", resource_id=resource_id,
                                body=body, labels=labels, person_id=person_id, source_patient_id=resource_id,
