@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.schema import EventLogEntry, EventOffset
+
+log = structlog.get_logger("scr.events")
 
 SOCIALCARE_EVENTS = "socialcare.events"
 SOCIALCARE_DLQ = "socialcare.events.dlq"
@@ -74,6 +77,18 @@ class EventConsumer(ABC):
         is fully processed. Transports that can commit several partitions in one request override this."""
         for event in _latest_per_partition(events):
             self.commit(event)
+
+    def commit_latest_or_log(self, events: Iterable[Event], consumer: str) -> bool:
+        """`commit_latest` where a failed commit must not stop the caller (the broker away is often why the caller is
+        failing too): logged instead, and the events are delivered again, so handlers must be idempotent. True if
+        committed."""
+        try:
+            self.commit_latest(events)
+        except Exception as exc:
+            log.error("offsets not committed; those events will be delivered again", consumer=consumer,
+                      error_type=type(exc).__name__)
+            return False
+        return True
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Events published but not yet handed to this consumer, per (topic, partition), where known."""

@@ -40,7 +40,7 @@ def stage(session: Session, bus: EventBus | None, topic: str, events: Events) ->
         return
     if isinstance(bus, DatabaseEventLog):
         DatabaseEventLog.publish_many_in(session, topic, events)
-    else:  # one COPY for a message's events: as a statement per event this was a tenth of a GP record's ingest
+    else:  # appended in one round trip: as a statement per event this was a tenth of a GP record's ingest
         now = datetime.now(UTC)
         append_rows(session, OutboxEvent.__table__, ("topic", "key", "payload", "created"),
                     [(topic, key, payload, now) for key, payload in events])
@@ -56,9 +56,9 @@ class OutboxRelay:
 
     def __init__(self, sessions: sessionmaker[Session], bus: EventBus, topic: str, *, batch: int = 500,
                  idle_seconds: float = 1.0, delivery_timeout: float = 30, linger_seconds: float = 0.0) -> None:
-        """`linger_seconds`: after a batch, how long to let the next one gather before relaying it (as Kafka's
-        producers linger): under a stream of small commits, one transaction and one produce for many of them
-        instead of one each; the price is that much delay for a lone event."""
+        """`linger_seconds`: after relaying a batch, how long to let the next one gather (as Kafka's producers
+        linger): under a stream of small commits, one transaction and one produce for many of them instead of one
+        each. An event after a quiet spell goes at once; one that arrives just after a batch waits up to that long."""
         self.sessions, self.bus, self.topic = sessions, bus, topic
         self.batch, self.idle_seconds, self.delivery_timeout = batch, idle_seconds, delivery_timeout
         self.linger_seconds = linger_seconds

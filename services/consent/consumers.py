@@ -57,7 +57,7 @@ class ConsumerThread:
                     if not self._process(event):
                         break  # stopping: what was handled is committed, the rest is delivered again
                     handled.append(event)
-                self._commit(consumer, handled)
+                consumer.commit_latest_or_log(handled, self.name)
         finally:
             consumer.close()
 
@@ -73,14 +73,6 @@ class ConsumerThread:
                 self._stop.wait(1.0)
         return False
 
-    def _commit(self, consumer: EventConsumer, handled: list[Event]) -> None:
-        if not handled:
-            return
-        try:
-            consumer.commit_latest(handled)
-        except Exception as exc:  # the broker away: these events come again and change nothing the second time
-            log.error("offset commit failed; the events will be handled again", consumer=self.name,
-                      error_type=type(exc).__name__)
 
 
 def import_handler(service: ConsentService) -> Callable[[Event], None]:

@@ -82,16 +82,6 @@ class SocialCareConsumer:
                 self._stop.wait(_BACKOFF_SECONDS[-1])
         return None
 
-    @staticmethod
-    def _commit_after_failure(consumer: EventConsumer, handled: list[Event]) -> None:
-        """Commit what was stored before a failure, without letting a failed commit (the broker is often the
-        reason) take the place of the failure the caller must see and log."""
-        try:
-            consumer.commit_latest(handled)
-        except Exception as exc:
-            log.error("offsets not committed after a failed poll; those events will be redelivered",
-                      error_type=type(exc).__name__)
-
     def poll_once(self, consumer: EventConsumer) -> int:
         """Handle one poll's worth of events; the number handled and committed."""
         try:
@@ -109,8 +99,8 @@ class SocialCareConsumer:
                 if not self.handle(event, outcome):
                     break  # stopping: the rest stay uncommitted and are redelivered
                 handled.append(event)
-        except BaseException:
-            self._commit_after_failure(consumer, handled)
+        except BaseException:  # commit what was stored; the failure, not a failed commit, is what the caller sees
+            consumer.commit_latest_or_log(handled, "ingest-socialcare")
             raise
         consumer.commit_latest(handled)
         for (topic, partition), lag in consumer.lag().items():

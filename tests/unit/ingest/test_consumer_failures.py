@@ -9,17 +9,23 @@ import pytest
 
 from services.ingest.consumer import SocialCareConsumer
 from services.ingest.settings import IngestSettings
-from shared.events import Event
+from shared.events import Event, EventConsumer
 
 
-class _Member:
+class _Member(EventConsumer):
     """A consumer-group member that hands out one poll of events and cannot commit (the broker has gone)."""
 
     def __init__(self, events: list[Event]) -> None:
         self.events, self.commits = events, []
 
-    def poll(self, timeout: float) -> list[Event]:
+    def poll(self, timeout: float = 1.0, max_records: int = 100) -> list[Event]:
         return self.events
+
+    def commit(self, event: Event) -> None:
+        self.commit_latest([event])
+
+    def close(self) -> None:
+        return None
 
     def commit_latest(self, handled: list[Event]) -> None:
         self.commits.append(list(handled))
