@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table, create_engine, event, text
@@ -23,7 +26,8 @@ def create_db_engine(url: str, pool_size: int = 10, prepared_statements: bool = 
     warm and surplus connections go idle."""
     if url.startswith("sqlite"):
         _ensure_sqlite_dir(url)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               json_deserializer=load_stored_json)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_engine(
@@ -32,11 +36,30 @@ def create_db_engine(url: str, pool_size: int = 10, prepared_statements: bool = 
         max_overflow=pool_size,
         pool_recycle=1800,
         pool_use_lifo=True,
+        json_deserializer=load_stored_json,
         connect_args={"connect_timeout": 5, "prepare_threshold": 1 if prepared_statements else None},
     )
     event.listen(engine, "checkout", _replace_if_hung_up)  # survive a PostgreSQL restart: no dead connections
     event.listen(engine, "connect", _utc_session)
     return engine
+
+
+def load_stored_json(text: str | bytes) -> Any:
+    """Parse stored JSON (JSONB columns, `body::text`) with orjson: two to three times as fast as `json` on
+    resource bodies, and every read parses some. orjson reads an integer beyond 64 bits as a float, losing digits
+    (`json` keeps them), and refuses numbers beyond a double's range (JSONB's numeric holds both): text with a run
+    of 19 digits, which any such integer has, is read by `json` instead, as it always was."""
+    long_digits = _LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES
+    if long_digits.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"\d{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
 
 
 def _utc_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -61,29 +61,29 @@ class Page(Generic[T]):
 
 def paginate(ordered: Sequence[T], key: Callable[[T], Key], descending: bool, count: int,
              cursor: Cursor | None) -> Page[T]:
-    """One page of `ordered` (already in presentation order, visible items only) at the cursor's position."""
-    keys = [key(item) for item in ordered]
-
+    """One page of `ordered` (already in presentation order, visible items only) at the cursor's position. Keys
+    are made only for the items compared with the cursor and the page's two ends: a first page of a long record
+    needs two, not one per item."""
     def after(k: Key, mark: Key) -> bool:
         return k < mark if descending else k > mark
 
     if cursor is None:
         start = 0
     elif cursor.direction == "n":
-        start = next((i for i, k in enumerate(keys) if after(k, cursor.key)), len(keys))
+        start = next((i for i, item in enumerate(ordered) if after(key(item), cursor.key)), len(ordered))
     else:
-        end = next((i for i, k in enumerate(keys) if not after(cursor.key, k)), len(keys))
+        end = next((i for i, item in enumerate(ordered) if not after(cursor.key, key(item))), len(ordered))
         start = max(0, end - count)
-        return _page(ordered, keys, start, min(end, start + count))
-    page = _page(ordered, keys, start, start + count)
+        return _page(ordered, key, start, min(end, start + count))
+    page = _page(ordered, key, start, start + count)
     if not page.items and cursor is not None and start > 0:
         page.previous_key = cursor.key  # past the end: still offer the way back
     return page
 
 
-def _page(ordered: Sequence[T], keys: list[Key], start: int, end: int) -> Page[T]:
+def _page(ordered: Sequence[T], key: Callable[[T], Key], start: int, end: int) -> Page[T]:
     end = min(end, len(ordered))
     items = list(ordered[start:end])
     return Page(items,
-                next_key=keys[end - 1] if items and end < len(ordered) else None,
-                previous_key=keys[start] if items and start > 0 else None)
+                next_key=key(ordered[end - 1]) if items and end < len(ordered) else None,
+                previous_key=key(ordered[start]) if items and start > 0 else None)
