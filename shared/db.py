@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,21 +44,22 @@ def create_db_engine(url: str, pool_size: int = 10, prepared_statements: bool = 
 
 
 def load_stored_json(text: str | bytes) -> Any:
-    """Parse stored JSON (JSONB columns, `body::text`) with orjson: two to three times as fast as `json` on
+    """Parse stored JSON (JSONB columns, `body::text`) with orjson: about three times as fast as `json` on
     resource bodies, and every read parses some. orjson reads an integer beyond 64 bits as a float, losing digits
     (`json` keeps them), and refuses numbers beyond a double's range (JSONB's numeric holds both): text with a run
-    of 19 digits, which any such integer has, is read by `json` instead, as it always was."""
-    long_digits = _LONG_DIGITS if isinstance(text, str) else _LONG_DIGITS_BYTES
-    if long_digits.search(text) is None:
+    of 19 digits, which any such integer has, is read by `json` instead, as it always was. The run is looked for
+    with `bytes.translate` (every digit made a 0): a regular expression cost more than the parse it guarded."""
+    data = text.encode() if isinstance(text, str) else text
+    if _NINETEEN_ZEROS not in data.translate(_DIGITS_TO_ZERO):
         try:
-            return orjson.loads(text)
+            return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)
 
 
-_LONG_DIGITS = re.compile(r"\d{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"\d{19}")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_ZEROS = b"0" * 19
 
 
 def _utc_session(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
