@@ -4,7 +4,7 @@ page, fetch bodies, redact after paging, and hand the Guard what was returned fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -21,7 +21,7 @@ from services.record_api.patient import person_patient, version_of
 from services.record_api.query import PATIENT_REFERENCE_PARAMS, Include, Reference, SearchQuery, Sort, is_valid_id
 from services.record_api.resource_types import DIRECTORY_TYPES, searchable_types
 from services.record_api.settings import RecordApiSettings
-from services.record_api.store import CensusRow
+from services.record_api.store import CensusRow, instant_key
 from shared.db import load_stored_json
 from shared.errors import Gone, InvalidInput, NotFound, TooLarge
 from shared.schema import Person, Resource
@@ -282,7 +282,7 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
     if query.summary == "count" or query.count == 0:
         return bundles.bundle("searchset", request, [], total=len(visible), issues=issues)
     cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
-    page = paginate(visible, _sort_key(query.sort), query.sort.descending, query.count, cursor)
+    page = paginate(visible, _cursor_key(query.sort), query.sort.descending, query.count, cursor)
     texts = store.body_texts(session, [r.key for r in page.items], person.id)
     base = bundles.fhir_base(request)
     shaped = bool(query.elements or query.summary)
@@ -313,18 +313,9 @@ def _patient_of(query: SearchQuery) -> str | None:
     return reference.id
 
 
-def _sort_key(sort: Sort):  # type: ignore[no-untyped-def]
-    """The key cursors carry (instants as fixed-width text, see CensusRow)."""
-    if sort.key == "_id":
-        return lambda r: (r.id, r.resource_type)
-    if sort.key == "date":
-        return lambda r: (r.sort_date_key, r.resource_type, r.id)
-    return lambda r: (r.last_updated_key, r.resource_type, r.id)
-
-
 def _order_key(sort: Sort):  # type: ignore[no-untyped-def]
-    """The same order as `_sort_key` from the instants themselves (all UTC), without making text of each: sorting
-    a long record by text keys was a twentieth of its `$everything`."""
+    """How rows are ordered: by the instants themselves (all UTC), so sorting makes no text per row (sorting a long
+    record by text keys was a twentieth of its `$everything`)."""
     if sort.key == "_id":
         return lambda r: (r.id, r.resource_type)
     if sort.key == "date":
@@ -332,7 +323,20 @@ def _order_key(sort: Sort):  # type: ignore[no-untyped-def]
     return lambda r: (r.last_updated, r.resource_type, r.id)
 
 
-_BEFORE_ANY_DATE = datetime.min.replace(tzinfo=UTC)  # a missing date sorts as its empty text key does: first
+def _cursor_key(sort: Sort) -> Callable[[CensusRow], Key]:
+    """The key a cursor carries: the order key with each instant as fixed-width text (`instant_key`), which
+    orders the same; made only for the rows paging compares or ends on."""
+    order = _order_key(sort)
+    return lambda r: tuple(_as_text(value) for value in order(r))
+
+
+def _as_text(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return "" if value is _BEFORE_ANY_DATE else instant_key(value)  # a missing date: first, as before
+    return value
+
+
+_BEFORE_ANY_DATE = datetime.min.replace(tzinfo=UTC)
 
 
 def _cursor(key: Key | None, direction: str, fingerprint_: str) -> str | None:
@@ -497,7 +501,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     groups = duplicates.group(visible, store.equivalence_codes(session, person.id, duplicates.KEY_PARAMS,
                                                                [(r.resource_type, r.id) for r in visible]))
     presented = [r for r in visible if (r.resource_type, r.id) not in groups.folded]
-    page = paginate(presented, _sort_key(newest_first), True, params.count, params.cursor)
+    page = paginate(presented, _cursor_key(newest_first), True, params.count, params.cursor)
     others = [o for r in page.items for o in groups.others.get((r.resource_type, r.id), [])]
     # Bodies of the page, and the sources of the duplicates folded into its items (quoted on their representative).
     texts, sources = store.bodies_and_sources(session, [r.key for r in page.items], [r.key for r in others], person.id)

@@ -44,15 +44,11 @@ class CensusRow:
     def key(self) -> tuple[str, str]:
         return self.resource_type, self.id
 
-    # Sort and cursor keys: instants as fixed-width text, so they compare as the instants do. Kept once made:
-    # sorting and then paging ask for every row's key.
+    # History's sort and cursor key: the instant as fixed-width text, so it compares as the instant does. Kept
+    # once made: sorting and then paging ask for every row's key.
     @functools.cached_property
     def last_updated_key(self) -> str:
         return instant_key(self.last_updated)
-
-    @functools.cached_property
-    def sort_date_key(self) -> str:
-        return instant_key(self.sort_date) if self.sort_date else ""
 
 
 def instant_key(value: datetime) -> str:
