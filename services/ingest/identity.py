@@ -28,6 +28,8 @@ VERIFICATION_EXTENSIONS = frozenset({NHS_VERIFICATION_EXT,
                                      "https://fhir.nhs.uk/STU3/StructureDefinition/Extension-CareConnect-"
                                      "NHSNumberVerificationStatus-1"})
 
+PSEUDO_POSTCODE_PREFIX = "ZZ99"
+
 # Per-field weights: (agree, partial, disagree). Partial means phonetic/near spelling, a transposed day and
 # month, a shared postcode district, or a given-name initial; see `_compare_*` for which applies.
 WEIGHTS = {
@@ -85,7 +87,18 @@ def demographics(patient: dict[str, Any]) -> Demographics:
                      if isinstance(a, dict) and a.get("postalCode")), None)
     sex = patient.get("gender") if patient.get("gender") in ("male", "female") else None
     return Demographics(number, verified, _fold(name.get("family")), _fold(given), birth, sex,
-                        postcode.replace(" ", "").upper() if isinstance(postcode, str) else None)
+                        _real_postcode(postcode))
+
+
+def _real_postcode(value: Any) -> str | None:
+    """The postcode as matching compares it, or None for none or a pseudo-postcode: ZZ99 codes (NHS Data
+    Dictionary, POSTCODE OF USUAL ADDRESS) stand for no fixed abode, not known, or a country of residence
+    abroad, which thousands share. Sharing one is no evidence of being the same person, and as a blocking key
+    it would put every such patient in one block."""
+    if not isinstance(value, str):
+        return None
+    postcode = value.replace(" ", "").upper()
+    return None if postcode.startswith(PSEUDO_POSTCODE_PREFIX) else postcode
 
 
 def nhs_identity(patient: dict[str, Any]) -> tuple[str | None, bool]:

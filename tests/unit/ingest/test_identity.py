@@ -94,3 +94,12 @@ def test_verification_status_is_read_from_current_and_retired_code_systems(syste
 
 def test_an_invalid_nhs_number_is_no_nhs_number() -> None:
     assert nhs_identity(messages.patient(nhs=data.INVALID_NHS_NUMBER)) == (None, False)
+
+
+@pytest.mark.parametrize("pseudo", ["ZZ99 3VZ", "zz99 3wz", "ZZ993CZ", "ZZ99 6CZ"])
+def test_a_pseudo_postcode_is_no_postcode_for_matching(pseudo: str) -> None:
+    # No fixed abode, not known, England unspecified, a country abroad: thousands share each.
+    demo = demographics(messages.patient(postcode=pseudo))
+    assert demo.postcode is None
+    result = score(demo, demographics(messages.patient(postcode=pseudo)))
+    assert result.fields["postcode"] == {"outcome": "missing", "weight": 0.0}
