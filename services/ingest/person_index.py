@@ -88,11 +88,8 @@ def _candidate_scores(session: Session, source_patient_id: str, demo: Demographi
     candidates = store.candidate_patients(session, birth_dates=dates, nhs=demo.nhs_number, family=family,
                                           postcode=demo.postcode, exclude=source_patient_id)
     scores: dict[str, Score] = {}
-    for resource, person_id in candidates:
-        person = store.get_person(session, person_id)
-        if person is None:
-            continue
-        person = follow(session, person)
+    for resource, linked in candidates:
+        person = follow(session, linked)
         result = score(demo, demographics(resource.body))
         if demo.nhs_number and person.nhs_number and person.nhs_number != demo.nhs_number:
             result.conflict = "the person holds a different verified NHS number"

@@ -291,9 +291,9 @@ def links_of_person(session: Session, person_id: str) -> int:
 
 
 def candidate_patients(session: Session, *, birth_dates: list[date], nhs: str | None, family: str | None,
-                       postcode: str | None, exclude: str) -> list[tuple[Resource, str]]:
+                       postcode: str | None, exclude: str) -> list[tuple[Resource, Person]]:
     """Source Patients worth scoring (blocking): same or transposed birth date, same NHS number, or same
-    family name and postcode. Each with the person it is linked to."""
+    family name and postcode. Each with the person it is linked to (merged or not)."""
     ids = set()
     if birth_dates or nhs:
         lows = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in birth_dates]
@@ -304,7 +304,7 @@ def candidate_patients(session: Session, *, birth_dates: list[date], nhs: str | 
     ids.discard(exclude)
     if not ids:
         return []
-    return [(resource, person_id) for resource, person_id in session.execute(_LINKED_PATIENTS, {"ids": list(ids)})]
+    return [(resource, person) for resource, person in session.execute(_LINKED_PATIENTS, {"ids": list(ids)})]
 
 
 def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str]]:
@@ -340,8 +340,10 @@ _BY_NAME_AND_POSTCODE = (
     .where(SearchParam.resource_type == "Patient", SearchParam.param == "address-postalcode",
            SearchParam.text == bindparam("postcode"), exists(_SAME_FAMILY))
     .limit(CANDIDATE_LIMIT))
-_LINKED_PATIENTS = (select(Resource, PersonLink.person_id)
+# With each one's person, in the same statement: scoring needs both, and a person each was a query each.
+_LINKED_PATIENTS = (select(Resource, Person)
                     .join(PersonLink, PersonLink.source_patient_id == Resource.id)
+                    .join(Person, Person.id == PersonLink.person_id)
                     .where(Resource.resource_type == "Patient", Resource.id.in_(bindparam("ids", expanding=True)),
                            Resource.deleted.is_(False)))
 
