@@ -315,8 +315,12 @@ def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str]]:
     if by_nhs_number:
         blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
                            SearchParam.code == bindparam("nhs")))
-    return (select(SearchParam.resource_id).where(SearchParam.resource_type == "Patient", or_(*blocks))
-            .limit(CANDIDATE_LIMIT))
+    statement = select(SearchParam.resource_id).where(SearchParam.resource_type == "Patient", or_(*blocks))
+    if by_birth_date and by_nhs_number:
+        # The NHS number's rows first: where a birth date has more source Patients than the cap (a register of
+        # millions), the cap must cut birth-date rows, never the records holding the same number.
+        statement = statement.order_by((SearchParam.param == "identifier").desc())
+    return statement.limit(CANDIDATE_LIMIT)
 
 
 # Built once: every new source Patient runs them, and building them was most of their cost in Python.

@@ -1,11 +1,13 @@
 """The matcher's family-name-and-postcode block on PostgreSQL: it finds the right source Patients, and its plan
 reads the Patients at the postcode, not every Patient with the surname, whether PostgreSQL plans it for the
-values given (a custom plan) or once for any values (the generic plan a prepared statement moves to)."""
+values given (a custom plan) or once for any values (the generic plan a prepared statement moves to); and a
+birth date shared by more Patients than a block keeps never pushes out the record holding the same NHS number."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -87,3 +89,22 @@ def _rows_read(plan: Any) -> int:
             total += int(node["Actual Rows"] * node["Actual Loops"]) + int(node.get("Rows Removed by Filter", 0))
         total += sum(_rows_read(child) for child in node.get("Plans", []))
     return total
+
+
+def test_a_crowded_birth_date_never_crowds_out_the_record_with_the_same_nhs_number(pg_url: str) -> None:
+    # More source Patients born on one day than a block keeps, all stored before the one holding the number.
+    engine = create_db_engine(pg_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"""INSERT INTO search_param (resource_type, resource_id, param, date_low)
+                SELECT 'Patient', 'born' || g, 'birthdate', timestamptz '1950-01-01 00:00:00+00'
+                FROM generate_series(1, {store.CANDIDATE_LIMIT + 50}) g"""))
+            connection.execute(text("""INSERT INTO search_param (resource_type, resource_id, param, system, code)
+                VALUES ('Patient', 'numbered', 'identifier', :system, '9990001234')"""),
+                               {"system": store.NHS_NUMBER_SYSTEM})
+        with engine.connect() as connection:
+            found = list(connection.scalars(store._BLOCKED[(True, True)], {
+                "lows": [datetime(1950, 1, 1, tzinfo=UTC)], "nhs": "9990001234"}))
+    finally:
+        engine.dispose()
+    assert len(found) == store.CANDIDATE_LIMIT and "numbered" in found
