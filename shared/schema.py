@@ -102,7 +102,9 @@ class SearchParam(Base):
     param: Mapped[str] = mapped_column(String(64))
     system: Mapped[str | None] = mapped_column(String(256))
     code: Mapped[str | None] = mapped_column(String(256))
-    text: Mapped[str | None] = mapped_column(String(256))
+    # Bytewise order on PostgreSQL whatever the database's locale (migration record_api_0003), so a prefix search
+    # is a range of ix_search_text; SQLite's default collation is bytewise already.
+    text: Mapped[str | None] = mapped_column(String(256).with_variant(String(256, collation="C"), "postgresql"))
     date_low: Mapped[datetime | None]
     date_high: Mapped[datetime | None]
     ref_type: Mapped[str | None] = mapped_column(String(64))

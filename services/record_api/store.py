@@ -13,7 +13,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, ColumnElement, String, Text, and_, any_, bindparam, cast, func, or_, select, tuple_
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Select,
+    String,
+    Text,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
@@ -284,7 +298,7 @@ def _value_clause(criterion: Criterion, value: Any) -> ColumnElement[bool]:
             return SearchParam.text == value
         if criterion.modifier == "contains":
             return SearchParam.text.contains(value, autoescape=True)
-        return SearchParam.text.startswith(value, autoescape=True)
+        return _prefix(value)
     if criterion.kind == DATE:
         return date_clause(value)
     if criterion.kind == REFERENCE:
@@ -292,6 +306,19 @@ def _value_clause(criterion: Criterion, value: Any) -> ColumnElement[bool]:
         clause = SearchParam.ref_id == value.id
         return and_(clause, SearchParam.ref_type == value.type) if value.type else clause
     raise ValueError(criterion.kind)
+
+
+# Above every character a stored text can hold next: `prefix <= text < prefix + _TOP` is every text starting
+# with the prefix, in bytewise (UTF-8, code point) order, which the text column has (shared.schema).
+_TOP = "\U0010ffff"
+
+
+def _prefix(value: str) -> ColumnElement[bool]:
+    """FHIR's default string match, starts-with. The range bounds are what an index can use, with the value a
+    bound parameter (a prepared statement's generic plan cannot derive a range from `LIKE $1 || '%'`); the LIKE
+    keeps the meaning exact."""
+    return and_(SearchParam.text >= value, SearchParam.text < value + _TOP,
+                SearchParam.text.startswith(value, autoescape=True))
 
 
 def token_clause(token: Token) -> ColumnElement[bool]:
@@ -339,6 +366,11 @@ def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: 
 
     Criteria are ANDed over the person: a criterion is met if any of the person's source records meets it,
     so a merged person is found by any source's identifiers and demographics."""
+    return list(session.scalars(persons_statement(criteria, after=after, before=before, limit=limit)))
+
+
+def persons_statement(criteria: Sequence[Criterion], *, after: str | None, before: str | None,
+                      limit: int) -> Select[tuple[Person]]:
     statement = select(Person).where(Person.status == "active")
     for criterion in criteria:
         if criterion.name == "_id":
@@ -355,7 +387,7 @@ def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: 
     if before is not None:
         statement = statement.where(Person.id < before)
     order = Person.id.desc() if before is not None else Person.id.asc()
-    return list(session.scalars(statement.order_by(order).limit(limit)))
+    return statement.order_by(order).limit(limit)
 
 
 # ---------------------------------------------------------------- _include, _revinclude, duplicates
