@@ -7,15 +7,16 @@ disagreement subtracts, missing data is neutral. Conflicting valid NHS numbers n
 
 from __future__ import annotations
 
-import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import jellyfish
 
 from shared import nhs_number
 from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_EXT, canonical_system
+from shared.search import normalise_postcode, normalise_text
 
 # Verification codes meaning "number present and verified", per code system (reference/uk-domain.md §1.3).
 VERIFIED_CODES = {
@@ -91,14 +92,18 @@ def demographics(patient: dict[str, Any]) -> Demographics:
 
 
 def _real_postcode(value: Any) -> str | None:
-    """The postcode as matching compares it, or None for none or a pseudo-postcode: ZZ99 codes (NHS Data
-    Dictionary, POSTCODE OF USUAL ADDRESS) stand for no fixed abode, not known, or a country of residence
-    abroad, which thousands share. Sharing one is no evidence of being the same person, and as a blocking key
-    it would put every such patient in one block."""
-    if not isinstance(value, str):
-        return None
-    postcode = value.replace(" ", "").upper()
-    return None if postcode.startswith(PSEUDO_POSTCODE_PREFIX) else postcode
+    """The postcode as matching compares it, or None for none or a pseudo-postcode."""
+    return _matching_postcode(normalise_postcode(value)) if isinstance(value, str) else None
+
+
+def _matching_postcode(indexed: str) -> str | None:
+    """From the postcode as the search index holds it (shared.search), so that a candidate's indexed postcodes
+    compare exactly as its Patient's would. ZZ99 pseudo-postcodes (NHS Data Dictionary, POSTCODE OF USUAL
+    ADDRESS) stand for no fixed abode, not known, or a country of residence abroad, which thousands share.
+    Sharing one is no evidence of being the same person, and as a blocking key it would put every such patient
+    in one block."""
+    postcode = indexed.upper()
+    return None if not postcode or postcode.startswith(PSEUDO_POSTCODE_PREFIX) else postcode
 
 
 def nhs_identity(patient: dict[str, Any]) -> tuple[str | None, bool]:
@@ -124,11 +129,14 @@ def _is_verified(identifier: dict[str, Any]) -> bool:
 
 
 def _fold(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    decomposed = unicodedata.normalize("NFKD", value)
-    letters = "".join(c for c in decomposed if c.isalpha() or c in " -'")
-    return " ".join(letters.casefold().replace("-", " ").replace("'", "").split()) or None
+    """A name as matching compares it, folded on top of the search index's folding (shared.search), so that a
+    candidate's indexed names compare exactly as its Patient's would: letters, spaces and no punctuation."""
+    return _letters(normalise_text(value)) if isinstance(value, str) else None
+
+
+def _letters(indexed: str) -> str | None:
+    letters = "".join(c for c in indexed if c.isalpha() or c in " -'")
+    return " ".join(letters.replace("-", " ").replace("'", "").split()) or None
 
 
 def score(a: Demographics, b: Demographics) -> Score:
@@ -140,12 +148,12 @@ def score(a: Demographics, b: Demographics) -> Score:
             result.add("nhs_number", "conflict", 0.0)
         else:
             result.add("nhs_number", "agree", WEIGHTS["nhs_number"][0])
-    _compare_name(result, "family", a.family, b.family)
-    _compare_given(result, a.given, b.given)
-    _compare_birth_date(result, a.birth_date, b.birth_date)
-    _compare_simple(result, "sex", a.sex, b.sex)
-    _compare_postcode(result, a.postcode, b.postcode)
+    for name, compare in _FIELDS:
+        result.add(name, *compare(getattr(a, name), getattr(b, name)))
     return result
+
+
+Outcome = tuple[str, float]
 
 
 def _similar(a: str, b: str) -> bool:
@@ -154,57 +162,115 @@ def _similar(a: str, b: str) -> bool:
             or jellyfish.metaphone(a) == jellyfish.metaphone(b))
 
 
-def _compare_name(result: Score, name: str, a: str | None, b: str | None) -> None:
+def _compare_name(name: str, a: str | None, b: str | None) -> Outcome:
     agree, partial, disagree = WEIGHTS[name]
     if not a or not b:
-        result.add(name, "missing", 0.0)
-    elif a == b:
-        result.add(name, "agree", agree)
-    elif _similar(a, b):
-        result.add(name, "similar", partial)
-    else:
-        result.add(name, "disagree", disagree)
+        return "missing", 0.0
+    if a == b:
+        return "agree", agree
+    if _similar(a, b):
+        return "similar", partial
+    return "disagree", disagree
 
 
-def _compare_given(result: Score, a: str | None, b: str | None) -> None:
+def _compare_family(a: str | None, b: str | None) -> Outcome:
+    return _compare_name("family", a, b)
+
+
+def _compare_given(a: str | None, b: str | None) -> Outcome:
     if a and b and a != b and (a.startswith(b) or b.startswith(a)):
-        result.add("given", "initial or short form", WEIGHTS["given_initial"][0])
-        return
-    _compare_name(result, "given", a, b)
+        return "initial or short form", WEIGHTS["given_initial"][0]
+    return _compare_name("given", a, b)
 
 
-def _compare_birth_date(result: Score, a: date | None, b: date | None) -> None:
+def _compare_birth_date(a: date | None, b: date | None) -> Outcome:
     agree, partial, disagree = WEIGHTS["birth_date"]
     if not a or not b:
-        result.add("birth_date", "missing", 0.0)
-    elif a == b:
-        result.add("birth_date", "agree", agree)
-    elif a.year == b.year and a.month == b.day and a.day == b.month:
-        result.add("birth_date", "day and month transposed", partial)
-    elif sum(x != y for x, y in ((a.year, b.year), (a.month, b.month), (a.day, b.day))) == 1:
-        result.add("birth_date", "one part differs", 0.0)
-    else:
-        result.add("birth_date", "disagree", disagree)
+        return "missing", 0.0
+    if a == b:
+        return "agree", agree
+    if a.year == b.year and a.month == b.day and a.day == b.month:
+        return "day and month transposed", partial
+    if sum(x != y for x, y in ((a.year, b.year), (a.month, b.month), (a.day, b.day))) == 1:
+        return "one part differs", 0.0
+    return "disagree", disagree
 
 
-def _compare_simple(result: Score, name: str, a: str | None, b: str | None) -> None:
-    agree, _partial, disagree = WEIGHTS[name]
+def _compare_sex(a: str | None, b: str | None) -> Outcome:
+    agree, _partial, disagree = WEIGHTS["sex"]
     if not a or not b:
-        result.add(name, "missing", 0.0)
-    else:
-        result.add(name, "agree" if a == b else "disagree", agree if a == b else disagree)
+        return "missing", 0.0
+    return ("agree", agree) if a == b else ("disagree", disagree)
 
 
-def _compare_postcode(result: Score, a: str | None, b: str | None) -> None:
+def _compare_postcode(a: str | None, b: str | None) -> Outcome:
     agree, partial, disagree = WEIGHTS["postcode"]
     if not a or not b:
-        result.add("postcode", "missing", 0.0)
-    elif a == b:
-        result.add("postcode", "agree", agree)
-    elif a[:-3] == b[:-3]:
-        result.add("postcode", "same district", partial)
-    else:
-        result.add("postcode", "disagree", disagree)
+        return "missing", 0.0
+    if a == b:
+        return "agree", agree
+    if a[:-3] == b[:-3]:
+        return "same district", partial
+    return "disagree", disagree
+
+
+# Each scored field (a Demographics attribute) and how two values of it compare.
+_FIELDS: tuple[tuple[str, Callable[[Any, Any], Outcome]], ...] = (
+    ("family", _compare_family), ("given", _compare_given), ("birth_date", _compare_birth_date),
+    ("sex", _compare_sex), ("postcode", _compare_postcode))
+
+
+# What the search index holds of a candidate, enough to bound its score without reading its Patient.
+INDEXED_PARAMS = ("identifier", "family", "given", "birthdate", "gender", "address-postalcode")
+
+
+@dataclass
+class Indexed:
+    """Every value the search index holds for one source Patient's matching fields, from all its names,
+    identifiers and addresses (`demographics` picks one of each, or none). Named as in Demographics."""
+
+    nhs_number: set[str] = field(default_factory=set)
+    family: set[str] = field(default_factory=set)
+    given: set[str] = field(default_factory=set)
+    birth_date: set[date] = field(default_factory=set)
+    sex: set[str] = field(default_factory=set)
+    postcode: set[str] = field(default_factory=set)
+
+    def add(self, param: str, system: str | None, code: str | None, text: str | None,
+            date_low: datetime | None) -> None:
+        """One search row (shared.search) of the source Patient."""
+        if param == "identifier" and system == NHS_NUMBER_SYSTEM and code and nhs_number.is_valid(code):
+            self.nhs_number.add(nhs_number.normalise(code))
+        elif param in ("family", "given") and text and (name := _letters(text)):
+            (self.family if param == "family" else self.given).add(name)
+        elif param == "birthdate" and date_low is not None:
+            self.birth_date.add(date_low.date())
+        elif param == "gender" and code in ("male", "female"):
+            self.sex.add(code)
+        elif param == "address-postalcode" and text and (postcode := _matching_postcode(text)):
+            self.postcode.add(postcode)
+
+
+def indexed(rows: Iterable[tuple[str, str, str | None, str | None, str | None, datetime | None]]
+            ) -> dict[str, Indexed]:
+    """Search rows (resource id, param, system, code, text, date_low) gathered per source Patient, in the order
+    each first appears."""
+    found: dict[str, Indexed] = {}
+    for resource_id, *row in rows:
+        found.setdefault(resource_id, Indexed()).add(*row)
+    return found
+
+
+def best_possible(ours: Demographics, theirs: Indexed) -> float:
+    """The most `score(ours, demographics(their Patient))` can come to, from their indexed values alone: each
+    field's best outcome over its values, and never less than a missing value counts, since `demographics` may
+    find none it can use. A conflict is left out: it only ever keeps a candidate from linking."""
+    total = WEIGHTS["nhs_number"][0] if ours.nhs_number in theirs.nhs_number else 0.0
+    for name, compare in _FIELDS:
+        mine = getattr(ours, name)
+        if mine is not None:
+            total += max([0.0, *(compare(mine, value)[1] for value in getattr(theirs, name))])
+    return total
 
 
 @dataclass(frozen=True)

@@ -9,3 +9,5 @@ CONSUMER_LAG = Gauge("scr_ingest_consumer_lag", "Events not yet consumed, per to
 DLQ = Counter("scr_ingest_dlq_total", "Social-care events sent to the dead-letter topic", ["reason"])
 RAW_FAILED = Gauge("scr_ingest_raw_failed", "Raw messages whose processing failed and await retry")
 REVIEWS_OPEN = Gauge("scr_ingest_match_reviews_open", "Possible matches waiting for review")
+MATCH_BLOCKS_CUT = Counter("scr_ingest_match_blocks_cut_total",
+                           "New source Patients matched on part of their birth-date block (a placeholder date)")

@@ -9,14 +9,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import structlog
 from sqlalchemy.orm import Session
 
-from services.ingest import records, store
+from services.ingest import identity, records, store
 from services.ingest.feeds.model import rewrite_references
 from services.ingest.identity import Demographics, Score, decide, demographics, score
+from services.ingest.metrics import MATCH_BLOCKS_CUT
 from services.ingest.records import Change, WriteContext
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.schema import Person, Resource
+
+log = structlog.get_logger("scr.ingest.person_index")
 
 # Links a person decided, or an A40 made: a later automatic rule never overrides them.
 DELIBERATE = frozenset({"manual", "merge"})
@@ -56,8 +60,14 @@ def assign_new(session: Session, source_patient_id: str, patient: dict[str, Any]
         store.add_link(session, source_patient_id, person.id, "nhs-number", None,
                        {"rule": "valid NHS number with verification status verified"})
         return person.id
-    decision = decide(_candidate_scores(session, source_patient_id, demo, patient), link_threshold=thresholds.link,
-                      review_threshold=thresholds.review)
+    scores, block_cut = _candidate_scores(session, source_patient_id, demo, patient, thresholds)
+    decision = decide(scores, link_threshold=thresholds.link, review_threshold=thresholds.review)
+    if block_cut:
+        # Rare (a placeholder birth date): the decision was made on part of the block. Say so where a reviewer
+        # and the operator will see it.
+        decision.explanation["birth_date_block_cut_at"] = store.BIRTH_DATE_BLOCK_LIMIT
+        MATCH_BLOCKS_CUT.inc()
+        log.warning("birth-date block cut", limit=store.BIRTH_DATE_BLOCK_LIMIT)
     verified_number = demo.nhs_number if demo.verified else None
     if decision.action == "link" and decision.candidate:
         person = store.get_person(session, decision.candidate)
@@ -76,19 +86,23 @@ def assign_new(session: Session, source_patient_id: str, patient: dict[str, Any]
     return person.id
 
 
-def _candidate_scores(session: Session, source_patient_id: str, demo: Demographics,
-                      patient: dict[str, Any]) -> dict[str, Score]:
-    """Each candidate person's best score; a person holding a different valid NHS number conflicts."""
+def _candidate_scores(session: Session, source_patient_id: str, demo: Demographics, patient: dict[str, Any],
+                      thresholds: Thresholds) -> tuple[dict[str, Score], bool]:
+    """Each candidate person's best score (a person holding a different valid NHS number conflicts), and whether
+    the birth-date block was cut."""
     dates = [demo.birth_date] if demo.birth_date else []
     if demo.birth_date and demo.birth_date.day <= 12 and demo.birth_date.day != demo.birth_date.month:
         dates.append(date(demo.birth_date.year, demo.birth_date.day, demo.birth_date.month))
     # The family-name block looks the name up as the search index holds it (shared.search), not as folded here.
     family = next((n.get("family") for n in patient.get("name") or [] if isinstance(n, dict)
                    and isinstance(n.get("family"), str)), None)
-    candidates = store.candidate_patients(session, birth_dates=dates, nhs=demo.nhs_number, family=family,
-                                          postcode=demo.postcode, exclude=source_patient_id)
+    blocks = store.blocked_patients(session, birth_dates=dates, nhs=demo.nhs_number, family=family,
+                                    postcode=demo.postcode, exclude=source_patient_id)
+    by_birth_date, cut = blocks.by_birth_date, False
+    if blocks.crowded:
+        by_birth_date, cut = _could_match(session, demo, dates, min(thresholds.link, thresholds.review))
     scores: dict[str, Score] = {}
-    for resource, linked in candidates:
+    for resource, linked in store.linked_patients(session, blocks.certain.union(by_birth_date) - {source_patient_id}):
         person = follow(session, linked)
         result = score(demo, demographics(resource.body))
         if demo.nhs_number and person.nhs_number and person.nhs_number != demo.nhs_number:
@@ -96,7 +110,18 @@ def _candidate_scores(session: Session, source_patient_id: str, demo: Demographi
         current = scores.get(person.id)
         if current is None or (current.conflict is None and (result.conflict or result.total > current.total)):
             scores[person.id] = result
-    return scores
+    return scores, cut
+
+
+def _could_match(session: Session, demo: Demographics, dates: list[date], floor: float) -> tuple[list[str], bool]:
+    """The source Patients of a crowded birth-date block whose search rows allow a score of at least `floor`, and
+    whether the block was cut at its limit. Sifting on what the index holds, rather than reading and scoring
+    every Patient born that day, leaves out nothing that could reach a threshold: identity.best_possible is an
+    upper bound of the score."""
+    fields = identity.indexed(store.birth_date_block_fields(session, dates, identity.INDEXED_PARAMS))
+    cut = len(fields) > store.BIRTH_DATE_BLOCK_LIMIT
+    kept = list(fields.items())[:store.BIRTH_DATE_BLOCK_LIMIT]
+    return [i for i, indexed in kept if identity.best_possible(demo, indexed) >= floor], cut
 
 
 def after_update(session: Session, ctx: WriteContext, source_patient_id: str, patient: dict[str, Any]) -> list[Change]:

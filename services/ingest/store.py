@@ -27,7 +27,13 @@ from shared.schema import (
 )
 from shared.search import SearchRow, normalise_postcode, normalise_text
 
+# A family-name-and-postcode block keeps at most CANDIDATE_LIMIT source Patients, and a birth-date block of up to
+# that many is scored in full. A larger birth-date block (a register of millions has a few hundred Patients a day,
+# twice that with the transposed date) is sifted on its search rows first (person_index); beyond
+# BIRTH_DATE_BLOCK_LIMIT (a placeholder date such as 1900-01-01 that systems use for "not known") it is cut, and
+# the decision says so.
 CANDIDATE_LIMIT = 200
+BIRTH_DATE_BLOCK_LIMIT = 2_000
 _SEARCH_COLUMNS = ("resource_type", "resource_id", "person_id", "param", "system", "code", "text", "date_low",
                    "date_high", "ref_type", "ref_id")
 _VERSION_COLUMNS = ("resource_type", "id", "version_id", "person_id", "source_org", "raw_message_id", "labels",
@@ -290,24 +296,62 @@ def links_of_person(session: Session, person_id: str) -> int:
     return session.scalar(select(func.count()).select_from(PersonLink).where(PersonLink.person_id == person_id)) or 0
 
 
-def candidate_patients(session: Session, *, birth_dates: list[date], nhs: str | None, family: str | None,
-                       postcode: str | None, exclude: str) -> list[tuple[Resource, Person]]:
-    """Source Patients worth scoring (blocking): same or transposed birth date, same NHS number, or same
-    family name and postcode. Each with the person it is linked to (merged or not)."""
-    ids = set()
+@dataclass(frozen=True)
+class Blocks:
+    """Source Patients worth considering for a new one. `certain` share its NHS number, or its family name and
+    postcode; `by_birth_date` share only its birth date (or the transposed one): all of them when there are at
+    most CANDIDATE_LIMIT, otherwise more than that and the caller sifts the block (`birth_date_block_fields`)."""
+
+    certain: set[str]
+    by_birth_date: list[str]
+
+    @property
+    def crowded(self) -> bool:
+        return len(self.by_birth_date) > CANDIDATE_LIMIT
+
+
+def blocked_patients(session: Session, *, birth_dates: list[date], nhs: str | None, family: str | None,
+                     postcode: str | None, exclude: str) -> Blocks:
+    """Blocking: same or transposed birth date, same NHS number, or same family name and postcode."""
+    certain: set[str] = set()
+    by_birth_date: list[str] = []
     if birth_dates or nhs:
-        lows = [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in birth_dates]
-        ids |= set(session.scalars(_BLOCKED[(bool(lows), bool(nhs))], {"lows": lows, "nhs": nhs}))
+        # Room for the NHS number's rows (they come first), and birth-date rows enough to tell a crowded block.
+        rows = session.execute(_BLOCKED[(bool(birth_dates), bool(nhs))],
+                               {"lows": _day_starts(birth_dates), "nhs": nhs, "limit": 2 * CANDIDATE_LIMIT + 1})
+        for resource_id, param in rows:
+            if param == "identifier":
+                certain.add(resource_id)
+            else:
+                by_birth_date.append(resource_id)
     if family and postcode:
-        ids |= set(session.scalars(_BY_NAME_AND_POSTCODE, {"family": normalise_text(family),
-                                                           "postcode": normalise_postcode(postcode)}))
-    ids.discard(exclude)
-    if not ids:
+        certain |= set(session.scalars(_BY_NAME_AND_POSTCODE, {"family": normalise_text(family),
+                                                               "postcode": normalise_postcode(postcode)}))
+    certain.discard(exclude)
+    return Blocks(certain, [i for i in dict.fromkeys(by_birth_date) if i not in certain and i != exclude])
+
+
+def birth_date_block_fields(session: Session, birth_dates: list[date], params: Collection[str]) -> list[Any]:
+    """The search rows (resource id, param, system, code, text, date_low) of the source Patients born on these
+    days, of BIRTH_DATE_BLOCK_LIMIT + 1 of them at most (so a caller can tell the block was cut)."""
+    return list(session.execute(_BIRTH_DATE_BLOCK_FIELDS, {"lows": _day_starts(birth_dates), "params": list(params),
+                                                           "limit": BIRTH_DATE_BLOCK_LIMIT + 1}))
+
+
+def linked_patients(session: Session, resource_ids: Collection[str]) -> list[tuple[Resource, Person]]:
+    """Source Patients with the person each is linked to (merged or not)."""
+    if not resource_ids:
         return []
-    return [(resource, person) for resource, person in session.execute(_LINKED_PATIENTS, {"ids": list(ids)})]
+    return [(resource, person) for resource, person in session.execute(_LINKED_PATIENTS,
+                                                                       {"ids": list(resource_ids)})]
 
 
-def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str]]:
+def _day_starts(days: list[date]) -> list[datetime]:
+    """Birth dates as the search index holds them (the start of the day, UTC)."""
+    return [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days]
+
+
+def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str, str]]:
     blocks = []
     if by_birth_date:
         blocks.append(and_(SearchParam.param == "birthdate",
@@ -315,16 +359,31 @@ def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str]]:
     if by_nhs_number:
         blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
                            SearchParam.code == bindparam("nhs")))
-    statement = select(SearchParam.resource_id).where(SearchParam.resource_type == "Patient", or_(*blocks))
+    statement = select(SearchParam.resource_id, SearchParam.param).where(SearchParam.resource_type == "Patient",
+                                                                         or_(*blocks))
     if by_birth_date and by_nhs_number:
-        # The NHS number's rows first: where a birth date has more source Patients than the cap (a register of
-        # millions), the cap must cut birth-date rows, never the records holding the same number.
+        # The NHS number's rows first: where a birth date has more source Patients than the limit (a placeholder
+        # date), the limit must cut birth-date rows, never the records holding the same number.
         statement = statement.order_by((SearchParam.param == "identifier").desc())
-    return statement.limit(CANDIDATE_LIMIT)
+    return statement.limit(bindparam("limit"))
 
 
 # Built once: every new source Patient runs them, and building them was most of their cost in Python.
 _BLOCKED = {(dates, nhs): _blocked(dates, nhs) for dates in (True, False) for nhs in (True, False) if dates or nhs}
+
+
+# Driven from the birth-date rows, each source Patient's own rows then found by resource id
+# (tests/integration/ingest/test_matcher_blocking.py holds it to reading the block's rows under either plan).
+# A list of the block's ids as parameters instead was a filter PostgreSQL tested each row against in turn.
+_BIRTH_DATE_BLOCK = (select(SearchParam.resource_id)
+                     .where(SearchParam.resource_type == "Patient", SearchParam.param == "birthdate",
+                            SearchParam.date_low.in_(bindparam("lows", expanding=True)))
+                     .limit(bindparam("limit")).subquery("block"))
+_BLOCK_ROW = aliased(SearchParam)
+_BIRTH_DATE_BLOCK_FIELDS = select(_BLOCK_ROW.resource_id, _BLOCK_ROW.param, _BLOCK_ROW.system, _BLOCK_ROW.code,
+                                  _BLOCK_ROW.text, _BLOCK_ROW.date_low).where(
+    _BLOCK_ROW.resource_type == "Patient", _BLOCK_ROW.resource_id == _BIRTH_DATE_BLOCK.c.resource_id,
+    _BLOCK_ROW.param.in_(bindparam("params", expanding=True)))
 # Same family name and postcode, driven from the postcode (a few households) and checking each one's family name
 # by resource id. A join of the two rows let PostgreSQL's generic plan (psycopg prepares a statement after five
 # runs) read every Patient with the same family name first: it estimates `text = $1` from the column as a whole,

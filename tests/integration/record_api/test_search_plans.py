@@ -7,14 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from services.record_api import store
 from services.record_api.query import Criterion
-from shared.db import create_db_engine
 from shared.search import STRING
-from tests.support.plans import PLAN_CACHE_MODES, rows_read
+from tests.support.plans import PLAN_CACHE_MODES, loaded, rows_read
 
 pytestmark = pytest.mark.integration
 
@@ -26,28 +25,19 @@ SURNAMES = "ARRAY['smith', 'jones', 'taylor', 'brown', 'patel', 'khan', 'nowak',
 def register(pg_url: str) -> Iterator[Engine]:
     """20,000 persons, each with one source Patient named `<surname><n>` (n below 3,000), and a few whose
     names are in other scripts or end in characters outside the Basic Multilingual Plane."""
-    engine = create_db_engine(pg_url)
-    with engine.begin() as connection:
-        connection.execute(text("""INSERT INTO person (id, status, version, created, updated)
-            SELECT 'P' || g, 'active', 1, now(), now() FROM generate_series(1, :n) g"""), {"n": PERSONS + 3})
-        connection.execute(text("""INSERT INTO resource (resource_type, id, version_id, person_id, source_system,
+    with loaded(pg_url, f"""INSERT INTO person (id, status, version, created, updated)
+            SELECT 'P' || g, 'active', 1, now(), now() FROM generate_series(1, {PERSONS + 3}) g""",
+                f"""INSERT INTO resource (resource_type, id, version_id, person_id, source_system,
                 source_org, content_hash, labels, last_updated, deleted, body)
-            SELECT 'Patient', 'p' || g, 1, 'P' || g, 'test', 'X1', 'h', '[]'::jsonb, now(), false, '{}'::jsonb
-            FROM generate_series(1, :n) g"""), {"n": PERSONS + 3})
-        connection.execute(text(f"""INSERT INTO search_param (resource_type, resource_id, person_id, param, text)
+            SELECT 'Patient', 'p' || g, 1, 'P' || g, 'test', 'X1', 'h', '[]'::jsonb, now(), false, '{{}}'::jsonb
+            FROM generate_series(1, {PERSONS + 3}) g""",
+                f"""INSERT INTO search_param (resource_type, resource_id, person_id, param, text)
             SELECT 'Patient', 'p' || g, 'P' || g, 'family', ({SURNAMES})[g % 10 + 1] || (g % 3000)
-            FROM generate_series(1, :n) g
+            FROM generate_series(1, {PERSONS}) g
             UNION ALL VALUES ('Patient', 'p{PERSONS + 1}', 'P{PERSONS + 1}', 'family', 'жуков'),
                              ('Patient', 'p{PERSONS + 2}', 'P{PERSONS + 2}', 'family', 'жук'),
-                             ('Patient', 'p{PERSONS + 3}', 'P{PERSONS + 3}', 'family', 'zed\U0001F600')"""),
-                           {"n": PERSONS})
-    with engine.connect() as connection:
-        connection.execute(text("ANALYZE"))
-        connection.commit()
-    try:
+                             ('Patient', 'p{PERSONS + 3}', 'P{PERSONS + 3}', 'family', 'zed\U0001F600')""") as engine:
         yield engine
-    finally:
-        engine.dispose()
 
 
 def _family(prefix: str) -> list[Criterion]:
