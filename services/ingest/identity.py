@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import jellyfish
 
 from shared import nhs_number
 from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_EXT, canonical_system
-from shared.search import normalise_postcode, normalise_text
+from shared.search import date_bounds, normalise_postcode, normalise_text
 
 # Verification codes meaning "number present and verified", per code system (reference/uk-domain.md §1.3).
 VERIFIED_CODES = {
@@ -85,10 +85,20 @@ def demographics(patient: dict[str, Any]) -> Demographics:
         except ValueError:
             birth = None
     postcode = next((a.get("postalCode") for a in patient.get("address") or []
-                     if isinstance(a, dict) and a.get("postalCode")), None)
+                     if isinstance(a, dict) and a.get("postalCode") and _current(a)), None)
     sex = patient.get("gender") if patient.get("gender") in ("male", "female") else None
     return Demographics(number, verified, _fold(name.get("family")), _fold(given), birth, sex,
                         _real_postcode(postcode))
+
+
+def _current(address: dict[str, Any]) -> bool:
+    """Whether an address is where the patient lives now: not marked old, and no end date that has passed (a
+    sender listing a former address first must not make it the one matching compares)."""
+    if address.get("use") == "old":
+        return False
+    end = (address.get("period") or {}).get("end") if isinstance(address.get("period"), dict) else None
+    ended = date_bounds(end)[1] if isinstance(end, str) else None
+    return ended is None or ended >= datetime.now(UTC)
 
 
 def _real_postcode(value: Any) -> str | None:

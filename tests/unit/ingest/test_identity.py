@@ -168,3 +168,18 @@ def test_the_bound_is_the_score_for_a_patient_with_one_of_each_and_low_for_a_str
     stranger = messages.patient(nhs=None, family="Wojcik", given="Ewa", gender="female", postcode="M1 1AE")
     # Born the same day and nothing else alike: below the review threshold, so the sift drops it unread.
     assert best_possible(demographics(chidi), _indexed(stranger)) == 4.0 < REVIEW
+
+
+@pytest.mark.parametrize("former", [{"use": "old"}, {"period": {"start": "2001-01-01", "end": "2019-06-30"}}])
+def test_a_former_address_listed_first_is_not_the_postcode_compared(former: dict) -> None:
+    patient = messages.patient(postcode="LS6 2QT")
+    patient["address"].insert(0, {"postalCode": "M1 1AE"} | former)
+    assert demographics(patient).postcode == "LS62QT"
+    patient["address"] = patient["address"][:1]  # only the former one: no postcode to compare
+    assert demographics(patient).postcode is None
+
+
+def test_an_address_ending_in_the_future_is_current() -> None:
+    patient = messages.patient(postcode="LS6 2QT")
+    patient["address"][0]["period"] = {"start": "2020-01-01", "end": "2999-12-31"}
+    assert demographics(patient).postcode == "LS62QT"
