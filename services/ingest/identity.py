@@ -96,7 +96,8 @@ def _current(address: dict[str, Any]) -> bool:
     sender listing a former address first must not make it the one matching compares)."""
     if address.get("use") == "old":
         return False
-    end = (address.get("period") or {}).get("end") if isinstance(address.get("period"), dict) else None
+    period = address.get("period")
+    end = period.get("end") if isinstance(period, dict) else None
     ended = date_bounds(end)[1] if isinstance(end, str) else None
     return ended is None or ended >= datetime.now(UTC)
 
