@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from services.ingest import hl7_batch
 from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.records import Change
 from services.ingest.schemas import ReviewDecision, socialcare_schema
@@ -27,6 +28,8 @@ ADMIN_TYPE = "IngestAdmin"  # scope system/IngestAdmin.* (named explicitly: a wi
 _STATUS = {"create": "201 Created", "update": "200 OK", "relink": "200 OK", "unchanged": "200 OK",
            "stale": "200 OK"}
 _HTTP_FOR_ISSUE = {"too-costly": 413, "forbidden": 403}
+# Social-care events in one JSON array, HL7 v2 messages in one batch: stored in one transaction.
+MAX_MESSAGES_PER_REQUEST = 1000
 
 
 def _sender(principal: Principal) -> str | None:
@@ -123,17 +126,48 @@ async def ingest_hl7v2(request: Request, principal: Principal = Depends(require(
                                                                                scope=("Encounter", "c"),
                                                                                check=_sender)),
                        pipe: Pipeline = Depends(pipeline)) -> Response:
-    """One HL7 v2 ADT message; answers its ACK (AA, AE or AR with ERR naming the segment and field)."""
+    """One HL7 v2 ADT message, answered by its ACK (AA, AE or AR with ERR naming the segment and field); or a
+    batch of them (FHS/BHS ... BTS/FTS), answered by an acknowledgment batch with one ACK per message."""
     try:
-        body = await read_body(request, pipe.settings.max_hl7_bytes)
+        body = await read_body(request, pipe.settings.max_body_bytes)
+        if not hl7_batch.is_batch(body) and len(body) > pipe.settings.max_hl7_bytes:
+            raise TooLarge(f"the message is {len(body)} bytes; at most {pipe.settings.max_hl7_bytes} are accepted")
     except TooLarge as exc:
         return Response(reject("", exc.message), status_code=413, media_type=HL7_MEDIA_TYPE)
+    if hl7_batch.is_batch(body):
+        return await _ingest_hl7_batch(body.decode("latin-1"), principal, pipe)
     outcome = await run_in_threadpool(pipe.receive, "hl7v2", body, content_type=HL7_MEDIA_TYPE,
                                       sender_org=principal.ods_code, sender_system=None)
     code, ack = ack_for(outcome, body.decode("latin-1"))
     status = 200 if code == "AA" else 500 if outcome.status == "failed" else 400
     return Response(ack, status_code=status, media_type=HL7_MEDIA_TYPE,
                     headers={"X-Raw-Message-Id": outcome.raw_id})
+
+
+async def _ingest_hl7_batch(text: str, principal: Principal, pipe: Pipeline) -> Response:
+    """Every message of the batch archived on its own and stored in order, as a Kafka poll is (one transaction,
+    a savepoint each); the envelope refused whole (nothing archived) when it is wrong."""
+    try:
+        batch = hl7_batch.split(text, max_messages=MAX_MESSAGES_PER_REQUEST)
+    except hl7_batch.BatchError as exc:
+        status = 413 if isinstance(exc, hl7_batch.BatchTooLarge) else 400
+        return Response(hl7_batch.refusal(text, exc), status_code=status, media_type=HL7_MEDIA_TYPE)
+    oversized = next((n for n, m in enumerate(batch.messages, 1) if len(m) > pipe.settings.max_hl7_bytes), None)
+    if oversized:
+        error = hl7_batch.BatchTooLarge(f"message {oversized} of the batch is over {pipe.settings.max_hl7_bytes} "
+                                        "bytes; nothing was accepted", "MSH")
+        return Response(hl7_batch.refusal(text, error), status_code=413, media_type=HL7_MEDIA_TYPE)
+    inbound = [Inbound("hl7v2", m.encode("latin-1"), HL7_MEDIA_TYPE, sender_org=principal.ods_code)
+               for m in batch.messages]
+    outcomes = await run_in_threadpool(pipe.receive_many, inbound) if inbound else []
+    acks = [ack_for(outcome, message) for outcome, message in zip(outcomes, batch.messages, strict=True)]
+    accepted = sum(code == "AA" for code, _ in acks)
+    if accepted == len(acks):
+        status = 200
+    else:
+        status = 207 if accepted else 500 if all(o.status == "failed" for o in outcomes) else 400
+    return Response(hl7_batch.acknowledgment(batch, [ack for _, ack in acks]), status_code=status,
+                    media_type=HL7_MEDIA_TYPE)
 
 
 @router.post("/community")
@@ -188,8 +222,8 @@ def _split_events(body: bytes) -> list[bytes]:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return [body]
     if isinstance(value, list) and value:
-        if len(value) > 1000:
-            raise TooLarge(f"{len(value)} events in one request; at most 1000 are accepted")
+        if len(value) > MAX_MESSAGES_PER_REQUEST:
+            raise TooLarge(f"{len(value)} events in one request; at most {MAX_MESSAGES_PER_REQUEST} are accepted")
         return [json.dumps(item, ensure_ascii=False).encode() for item in value]
     return [body]
 

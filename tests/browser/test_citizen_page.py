@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from shared.audit import AuditRecord, write_audit
 from shared.auth import Principal
@@ -23,9 +23,6 @@ from tools.peers.ports import free_port
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PEOPLE = data.synthetic_nhs_numbers(8, start=999_200_000)
 
 
@@ -45,16 +42,6 @@ def service(database: str, tokens: TokenFactory, tmp_path_factory: pytest.TempPa
         yield process.url
     finally:
         process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from shared.db import migrate
 from tests.support import data
@@ -22,9 +22,6 @@ from tools.peers.ports import free_port
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PEOPLE = data.synthetic_nhs_numbers(16, start=999_400_000)
 PAGE = "/population/aggregates.html?date=2026-06-01"
 
@@ -77,16 +74,6 @@ def services(tokens: TokenFactory, tmp_path_factory: pytest.TempPathFactory) -> 
         if record:
             record.stop()
         consent.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
