@@ -78,3 +78,18 @@ def test_a_discharge_delayed_behind_a_later_update_still_ends_the_stay(ingest) -
     assert late_discharge["period"] == in_order["period"] == {"start": "2024-03-01T10:00:00+00:00",
                                                                "end": "2024-03-03T10:00:00+00:00"}
     assert _wards(late_discharge) == _wards(in_order)
+
+
+def test_every_order_within_one_batch_gives_the_same_stay(ingest) -> None:
+    # A backfill's batch keeps the extract's order, which need not be the PAS's: one transaction, the same rules.
+    people = messages.people(len(ORDERS) + 1, start=999_382_000)
+    in_order = _stay(ingest, people[0], (0, 1, 2))
+    for person, order in zip(people[1:], ORDERS, strict=True):
+        visit = f"V{person.n:05d}"
+        stay = messages.admission(person, visit, START)
+        batch = "BHS|^~\\&|PAS|RR8|SCR|ICS|20240304||||B1\r" + "".join(stay[i] for i in order) + f"BTS|{len(order)}\r"
+        response = ingest.post_hl7(batch)
+        assert response.status_code == 200 and response.text.count("MSA|AA") == len(order), response.text
+        body = ingest.get(Resource, Resource.resource_type == "Encounter", Resource.source_key == f"visit:{visit}").body
+        assert (body["status"], body["period"], _wards(body)) == \
+            (in_order["status"], in_order["period"], _wards(in_order)), order
