@@ -98,6 +98,13 @@ def _envelope(batch: Batch, trailers: dict[str, list[str]], name: str, segment: 
 def _check_counts(batch: Batch, trailers: dict[str, list[str]], max_messages: int) -> None:
     if batch.header is None:
         raise BatchError("a batch needs its BHS header", "BHS")
+    # A file cut short loses its trailers first: without them nothing says the batch is whole.
+    if "BTS" not in trailers:
+        raise BatchError("the batch has no BTS trailer: it may be truncated; nothing was accepted, send it again",
+                         "BTS")
+    if batch.file_header is not None and "FTS" not in trailers:
+        raise BatchError("the file has no FTS trailer: it may be truncated; nothing was accepted, send it again",
+                         "FTS")
     if len(batch.messages) > max_messages:
         raise BatchTooLarge(f"{len(batch.messages)} messages in one batch; at most {max_messages} are accepted; "
                             "nothing was accepted", "BTS")

@@ -29,6 +29,8 @@ def test_a_batch_without_a_trailer_count_is_taken_as_it_is() -> None:
     (f"{HEADER}\r{ONE}BTS|one\r", "BTS", 1),
     (f"{HEADER}\r{ONE}BTS|1\rBTS|1\r", "BTS", 0),
     (f"{HEADER}\rFHS|^~\\&\r{ONE}BTS|1\r", "FHS", 0),
+    (f"{HEADER}\r{ONE}{TWO}", "BTS", 0),  # cut short: no trailer
+    (f"FHS|^~\\&\r{HEADER}\r{ONE}BTS|1\r", "FTS", 0),
 ])
 def test_envelope_faults_name_the_segment_and_field(text: str, segment: str, field: int) -> None:
     with pytest.raises(hl7_batch.BatchError) as caught:
