@@ -51,7 +51,9 @@ def is_batch(body: bytes) -> bool:
 def split(text: str, *, max_messages: int) -> Batch:
     """The messages of a one-batch file, each as the segments it arrived with (\\r-separated)."""
     segments = [s for s in text.replace("\r\n", "\r").replace("\n", "\r").strip("\x0b\x1c \t\r").split("\r") if s]
-    batch, trailers, current = Batch(), {}, None
+    batch = Batch()
+    trailers: dict[str, list[str]] = {}  # BTS and FTS by name, each as its fields
+    current: list[str] | None = None  # the message being read, segment by segment
     for segment in segments:
         name = segment[:3]
         if name in ENVELOPE:
