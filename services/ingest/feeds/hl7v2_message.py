@@ -66,7 +66,9 @@ def parse(text: str) -> Message:
     """Parse an ER7 message; AdapterError (reject) if it is not one."""
     normalised = text.replace("\r\n", "\r").replace("\n", "\r").strip("\r \t\x00")
     if not normalised.startswith("MSH"):
-        raise AdapterError(Issue("the message does not start with an MSH segment", "MSH", code="structure"),
+        # A batch framed as one message (MLLP carries one message a frame) gets told where batches go.
+        batch = " (an HL7 batch: send it to POST /ingest/hl7v2)" if normalised.startswith(("FHS|", "BHS|")) else ""
+        raise AdapterError(Issue(f"the message does not start with an MSH segment{batch}", "MSH", code="structure"),
                            hl7_location=("MSH", 0, 0), hl7_code="100")
     if "\x00" in normalised:
         # PostgreSQL text cannot hold NUL, and no HL7 field may carry one.

@@ -92,3 +92,14 @@ def test_a_message_that_cannot_be_archived_is_refused_so_the_sender_sends_it_aga
     assert refused.first("MSA").get(1) == "AE" and "send again" in refused.first("MSA").get(3)
     assert accepted.first("MSA").get(1) == "AA" and accepted.first("MSA").get(2) == "RETRY-ME"
     assert ingest.count(Resource, Resource.resource_type == "Patient") == 1
+
+
+def test_a_batch_in_one_frame_is_archived_refused_and_pointed_to_http(mllp) -> None:
+    port, ingest = mllp
+    batch = "BHS|^~\\&|PAS|RR8|SCR|ICS|20240301||||B1\r" + messages.adt("A28", control="M1") + "BTS|1\r"
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(frame(batch.encode()))
+        (ack,) = [parse(a) for a in _read_acks(sock, 1)]
+    assert ack.first("MSA").get(1) == "AR" and "POST /ingest/hl7v2" in ack.first("MSA").get(3)
+    assert ingest.count(RawMessage, RawMessage.channel == "mllp", RawMessage.status == "rejected") == 1
+    assert ingest.rows("Patient") == []
