@@ -130,11 +130,12 @@ async def ingest_hl7v2(request: Request, principal: Principal = Depends(require(
     batch of them (FHS/BHS ... BTS/FTS), answered by an acknowledgment batch with one ACK per message."""
     try:
         body = await read_body(request, pipe.settings.max_body_bytes)
-        if not hl7_batch.is_batch(body) and len(body) > pipe.settings.max_hl7_bytes:
+        batch = hl7_batch.is_batch(body)
+        if not batch and len(body) > pipe.settings.max_hl7_bytes:
             raise TooLarge(f"the message is {len(body)} bytes; at most {pipe.settings.max_hl7_bytes} are accepted")
     except TooLarge as exc:
         return Response(reject("", exc.message), status_code=413, media_type=HL7_MEDIA_TYPE)
-    if hl7_batch.is_batch(body):
+    if batch:
         return await _ingest_hl7_batch(body.decode("latin-1"), principal, pipe)
     outcome = await run_in_threadpool(pipe.receive, "hl7v2", body, content_type=HL7_MEDIA_TYPE,
                                       sender_org=principal.ods_code, sender_system=None)

@@ -53,28 +53,28 @@ def split(text: str, *, max_messages: int) -> Batch:
     segments = [s for s in text.replace("\r\n", "\r").replace("\n", "\r").strip("\x0b\x1c \t\r").split("\r") if s]
     batch = Batch()
     trailers: dict[str, list[str]] = {}  # BTS and FTS by name, each as its fields
-    current: list[str] | None = None  # the message being read, segment by segment
+    current: list[str] = []  # the message being read, segment by segment
     for segment in segments:
         name = segment[:3]
+        if name in ENVELOPE or name == "MSH":
+            _close(batch, current)
+            current = []
         if name in ENVELOPE:
-            if current is not None:
-                batch.messages.append("\r".join(current) + "\r")
-                current = None
             _envelope(batch, trailers, name, segment)
-        elif name == "MSH":
-            if batch.header is None or "BTS" in trailers:
-                raise BatchError("a message outside the batch: MSH must come between BHS and BTS", "MSH")
-            if current is not None:
-                batch.messages.append("\r".join(current) + "\r")
-            current = [segment]
-        elif current is None:
+            continue
+        if name == "MSH" and (batch.header is None or "BTS" in trailers):
+            raise BatchError("a message outside the batch: MSH must come between BHS and BTS", "MSH")
+        if name != "MSH" and not current:
             raise BatchError(f"segment {name} outside any message", name)
-        else:
-            current.append(segment)
-    if current is not None:
-        batch.messages.append("\r".join(current) + "\r")
+        current.append(segment)
+    _close(batch, current)
     _check_counts(batch, trailers, max_messages)
     return batch
+
+
+def _close(batch: Batch, segments: list[str]) -> None:
+    if segments:
+        batch.messages.append("\r".join(segments) + "\r")
 
 
 def _envelope(batch: Batch, trailers: dict[str, list[str]], name: str, segment: str) -> None:

@@ -351,11 +351,14 @@ def _day_starts(days: list[date]) -> list[datetime]:
     return [datetime(d.year, d.month, d.day, tzinfo=UTC) for d in days]
 
 
+# A search row of a Patient born on one of the days `lows` (their starts, as the index holds a birth date).
+_BORN_ON = and_(SearchParam.param == "birthdate", SearchParam.date_low.in_(bindparam("lows", expanding=True)))
+
+
 def _blocked(by_birth_date: bool, by_nhs_number: bool) -> Select[tuple[str, str]]:
     blocks = []
     if by_birth_date:
-        blocks.append(and_(SearchParam.param == "birthdate",
-                           SearchParam.date_low.in_(bindparam("lows", expanding=True))))
+        blocks.append(_BORN_ON)
     if by_nhs_number:
         blocks.append(and_(SearchParam.param == "identifier", SearchParam.system == NHS_NUMBER_SYSTEM,
                            SearchParam.code == bindparam("nhs")))
@@ -375,9 +378,7 @@ _BLOCKED = {(dates, nhs): _blocked(dates, nhs) for dates in (True, False) for nh
 # Driven from the birth-date rows, each source Patient's own rows then found by resource id
 # (tests/integration/ingest/test_matcher_blocking.py holds it to reading the block's rows under either plan).
 # A list of the block's ids as parameters instead was a filter PostgreSQL tested each row against in turn.
-_BIRTH_DATE_BLOCK = (select(SearchParam.resource_id)
-                     .where(SearchParam.resource_type == "Patient", SearchParam.param == "birthdate",
-                            SearchParam.date_low.in_(bindparam("lows", expanding=True)))
+_BIRTH_DATE_BLOCK = (select(SearchParam.resource_id).where(SearchParam.resource_type == "Patient", _BORN_ON)
                      .limit(bindparam("limit")).subquery("block"))
 _BLOCK_ROW = aliased(SearchParam)
 _BIRTH_DATE_BLOCK_FIELDS = select(_BLOCK_ROW.resource_id, _BLOCK_ROW.param, _BLOCK_ROW.system, _BLOCK_ROW.code,
