@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import store
+from services.ingest.feeds.model import references_in
 from services.ingest.labelling import apply_security
 from shared.fhir import ODS_ORG_SYSTEM, canonical_json
 from shared.schema import Resource
@@ -147,11 +148,5 @@ def unstamped(row: Resource) -> dict[str, Any]:
 
 def unresolved_local_reference(node: Any) -> str | None:
     """A local reference (`urn:scr:...`) left in a body after rewriting: an adapter or message fault."""
-    if isinstance(node, dict):
-        reference = node.get("reference")
-        if isinstance(reference, str) and reference.startswith("urn:scr:") and not reference.startswith("urn:scr:raw:"):
-            return reference
-        return next((r for v in node.values() if (r := unresolved_local_reference(v))), None)
-    if isinstance(node, list):
-        return next((r for v in node if (r := unresolved_local_reference(v))), None)
-    return None
+    return next((r for r in references_in(node) if r.startswith("urn:scr:") and not r.startswith("urn:scr:raw:")),
+                None)

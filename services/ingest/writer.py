@@ -12,7 +12,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from services.ingest import person_index, records, store
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Rejected, rewrite_references
+from services.ingest.feeds.model import (
+    AdapterError,
+    Mapped,
+    MappedMessage,
+    Rejected,
+    refuse_dependents,
+    rewrite_references,
+)
 from services.ingest.labelling import CodeLists, labels_for
 from services.ingest.person_index import Thresholds
 from services.ingest.provenance import provenance_for
@@ -62,7 +69,7 @@ class MessageWriter:
         """Resources that name a stored Patient (FHIR `Patient/<id>`): a person id or a source Patient id."""
         for item in list(mapped.items):
             ref = item.patient_ref
-            if not ref or not ref.startswith("Patient/") or ref in persons:
+            if item not in mapped.items or not ref or not ref.startswith("Patient/") or ref in persons:
                 continue
             target = ref.split("/", 1)[1]
             person = store.get_person(session, target)
@@ -79,6 +86,7 @@ class MessageWriter:
                 raise AdapterError(issue)
             mapped.items.remove(item)
             mapped.rejected.append(Rejected(item.where or "", [issue], item.entry))
+            refuse_dependents(mapped, {ref: item.where or "" for ref in item.refs})
 
     def _store_patients(self, session: Session, ctx: WriteContext, channel: str, mapped: MappedMessage,
                         persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> list[Change]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -48,10 +49,9 @@ def map_csv(content: bytes, *, org: str, max_rows: int) -> MappedMessage:
     reader = _reader(content)
     message = MappedMessage(source_org=org, atomic=False)
     rows: list[Row] = []
-    number = 1
     try:
-        for number, record in enumerate(reader, start=2):
-            if number - 1 > max_rows:
+        for count, (number, record) in enumerate(_records(reader), start=1):
+            if count > max_rows:
                 raise AdapterError(Issue(f"the file has more than {max_rows} rows", "rows", code="too-costly"))
             row, issues = _check(number, record)
             if row is None:
@@ -59,12 +59,26 @@ def map_csv(content: bytes, *, org: str, max_rows: int) -> MappedMessage:
             else:
                 rows.append(row)
     except csv.Error as exc:
-        raise AdapterError(Issue(f"row {number + 1} is not valid CSV: {exc}", f"row[{number + 1}]",
+        raise AdapterError(Issue(f"row {reader.line_num} is not valid CSV: {exc}", f"row[{reader.line_num}]",
                                  code="structure")) from None
     if not rows and not message.rejected:
         raise AdapterError(Issue("the file has a header but no rows", "rows", code="required"))
     _map_rows(rows, org, message)
     return message
+
+
+def _records(reader: csv.DictReader[str]) -> Iterator[tuple[int, dict[str | None, Any]]]:
+    """Each record with its row number as the sender sees it: the line it starts on, the header being 1.
+    Counting records would miss the blank lines DictReader skips; its line_num is the line a record ends on,
+    later than its first when a quoted field spans lines."""
+    for record in reader:
+        yield reader.line_num - _line_breaks(record), record
+
+
+def _line_breaks(record: dict[str | None, Any]) -> int:
+    """The line breaks inside a record's quoted fields (its extra fields under None included)."""
+    values = [*record.values(), *(record.get(None) or [])]
+    return sum(v.count("\n") for v in values if isinstance(v, str))
 
 
 def _reader(content: bytes) -> csv.DictReader[str]:

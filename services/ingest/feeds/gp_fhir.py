@@ -16,8 +16,11 @@ from services.ingest.feeds.model import (
     MappedMessage,
     Rejected,
     parse_instant,
+    references_in,
+    refuse_dependents,
     rewrite_references,
 )
+from shared import nhs_number
 from shared.fhir import NHS_NUMBER_SYSTEM, Issue, canonical_system, validate_resource
 
 # Clinical types and the element holding their patient reference.
@@ -33,6 +36,8 @@ SHARED_TYPES = frozenset({"Organization", "Practitioner", "PractitionerRole", "L
 BUNDLE_TYPES = frozenset({"batch", "transaction", "collection"})
 _STORED_PATIENT = re.compile(r"^Patient/[A-Za-z0-9\-.]{1,64}$")
 _KEPT_META = ("profile", "security")
+# The platform's own local references (`urn:scr:entry:N`, `urn:scr:hl7:...`): a sender may not use them.
+_RESERVED_REFERENCES = "urn:scr:"
 
 
 def map_bundle(bundle: Any, *, max_entries: int) -> MappedMessage:
@@ -56,10 +61,11 @@ def map_bundle(bundle: Any, *, max_entries: int) -> MappedMessage:
             bad[position] = issues
         else:
             message.items.append(item)
-    _drop_orphans(message, bad)
     if bad and bundle["type"] == "transaction":
         raise AdapterError([i for position in sorted(bad) for i in bad[position]])
-    message.rejected = [Rejected(f"Bundle.entry[{p}]", issues, p) for p, issues in sorted(bad.items())]
+    message.rejected = [Rejected(f"Bundle.entry[{p}]", issues, p) for p, issues in bad.items()]
+    refuse_dependents(message, {_local_ref(p): f"Bundle.entry[{p}]" for p in bad})
+    message.rejected.sort(key=lambda rejected: rejected.index or 0)
     return message
 
 
@@ -134,8 +140,11 @@ def _map_entry(entry: dict[str, Any], position: int, where: str, refs: tuple[dic
     index, local_refs = refs  # each way to refer to an entry: its position, and its local `urn:scr:entry:N` ref
     resource = entry["resource"]
     resource_type = resource["resourceType"]
-    body = rewrite_references(_without_server_fields(resource), local_refs)
-    if dangling := _dangling_uuid(body):
+    if reserved := next((r for r in references_in(resource) if r.startswith(_RESERVED_REFERENCES)), None):
+        return None, [Issue(f"reference {reserved!r}: the {_RESERVED_REFERENCES} namespace is reserved for "
+                            "the platform's own references", f"{where}.resource", code="invalid")]
+    body = rewrite_references(_tidied(_without_server_fields(resource)), local_refs)
+    if dangling := next((r for r in references_in(body) if r.startswith("urn:uuid:")), None):
         return None, [Issue(f"reference {dangling!r} resolves to no entry of the Bundle", f"{where}.resource",
                             code="not-found")]
     patient_ref = None
@@ -169,16 +178,20 @@ def _without_server_fields(resource: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _dangling_uuid(node: Any) -> str | None:
-    """A `urn:uuid:` reference left after rewriting names nothing in the Bundle (FHIR transaction rules)."""
-    if isinstance(node, dict):
-        reference = node.get("reference")
-        if isinstance(reference, str) and reference.startswith("urn:uuid:"):
-            return reference
-        return next((r for v in node.values() if (r := _dangling_uuid(v))), None)
-    if isinstance(node, list):
-        return next((r for v in node if (r := _dangling_uuid(v))), None)
-    return None
+def _tidied(body: dict[str, Any]) -> dict[str, Any]:
+    """NHS numbers stored as UK Core has them, whatever the sender typed: ten digits (no spaces or dashes)
+    under the current system URI (not a legacy one), so every feed's copy of a number reads the same."""
+    identifiers = body.get("identifier")
+    if body.get("resourceType") != "Patient" or not isinstance(identifiers, list):
+        return body
+    return {**body, "identifier": [_tidied_nhs_number(i) for i in identifiers]}
+
+
+def _tidied_nhs_number(identifier: Any) -> Any:
+    if not isinstance(identifier, dict) or canonical_system(identifier.get("system")) != NHS_NUMBER_SYSTEM \
+            or not isinstance(identifier.get("value"), str):
+        return identifier
+    return {**identifier, "system": NHS_NUMBER_SYSTEM, "value": nhs_number.normalise(identifier["value"])}
 
 
 def _patient_reference(body: dict[str, Any], resource_type: str, where: str, index: dict[str, int],
@@ -214,12 +227,3 @@ def _source_key(resource: dict[str, Any]) -> str:
     if isinstance(resource.get("id"), str):
         return f"id:{resource['id']}"
     return ""
-
-
-def _drop_orphans(message: MappedMessage, bad: dict[int, list[Issue]]) -> None:
-    """Entries whose Patient entry was refused cannot be stored either."""
-    refused = {_local_ref(p) for p in bad}
-    for item in list(message.items):
-        if item.patient_ref in refused:
-            message.items.remove(item)
-            bad[item.entry] = [Issue("its Patient entry was refused", f"{item.where}.resource", code="invalid")]

@@ -6,7 +6,7 @@ into stored ids once identity has decided which person each source Patient belon
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -103,6 +103,32 @@ def parse_instant(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def references_in(node: Any) -> Iterator[str]:
+    """Every `reference` string in a resource, at any depth."""
+    if isinstance(node, dict):
+        if isinstance(reference := node.get("reference"), str):
+            yield reference
+        for value in node.values():
+            yield from references_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from references_in(value)
+
+
+def refuse_dependents(message: MappedMessage, refused: dict[str, str]) -> None:
+    """Refuse every item of a message that keeps its good parts when it refers, directly or through another
+    refused item, to a refused part: its reference would point at nothing. `refused` maps each refused part's
+    local reference to where that part was in the message."""
+    pending = dict(refused)
+    while pending:
+        ref, where = pending.popitem()
+        for item in [i for i in message.items if ref in set(references_in(i.resource))]:
+            message.items.remove(item)
+            issue = Issue(f"it refers to {where}, which was refused", f"{item.where}.resource", code="invalid")
+            message.rejected.append(Rejected(item.where or "", [issue], item.entry))
+            pending.update({r: item.where or "" for r in item.refs})
 
 
 def rewrite_references(node: Any, mapping: dict[str, str]) -> Any:

@@ -142,6 +142,26 @@ def test_a_batch_keeps_its_good_entries_and_answers_each(ingest) -> None:
     assert ingest.count(Resource, Resource.resource_type == "Observation") == 0
 
 
+def test_a_batch_refuses_what_refers_to_a_refused_entry_and_keeps_the_rest(ingest) -> None:
+    """An entry naming no stored Patient is refused when the pipeline looks it up; an entry referring to it goes
+    with it (its reference would point at nothing) instead of failing the whole batch."""
+    orphan = messages.condition("1", "x", ident="P2", patient_ref="Patient/no-such-person")
+    dependant = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                 "subject": {"reference": "urn:uuid:patient-1"}, "focus": [{"reference": "urn:uuid:entry-2"}]}
+    bundle = messages.bundle([messages.patient(), messages.condition("44054006", "Diabetes", ident="P1"),
+                              orphan, dependant], kind="batch")
+    response = ingest.post_fhir(bundle)
+    assert response.status_code == 200
+    entries = response.json()["entry"]
+    assert [e["response"]["status"] for e in entries] == ["201 Created", "201 Created", "400 Bad Request",
+                                                          "400 Bad Request"]
+    assert "refers to Bundle.entry[2]" in entries[3]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert ingest.count(Resource, Resource.resource_type == "Condition") == 1
+    assert ingest.count(Resource, Resource.resource_type == "Observation") == 0
+    raw = ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"])
+    assert raw.status == "processed"
+
+
 def test_a_later_bundle_may_reference_the_stored_person(ingest) -> None:
     ingest.post_fhir(messages.bundle([messages.patient()]))
     (patient,) = ingest.rows("Patient")

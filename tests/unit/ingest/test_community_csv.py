@@ -65,6 +65,25 @@ def test_a_row_with_the_wrong_number_of_fields_is_reported_by_number() -> None:
     assert {i.source_key for i in mapped.items} >= {"contact:C1", "local:P1"}
 
 
+def test_rows_are_numbered_by_the_line_they_start_on_blank_lines_and_multi_line_fields_included() -> None:
+    header = "contact_id,local_patient_id,family_name,given_name,birth_date,service,clinician_role,contact_date,outcome"
+    good = "C{n},P{n},Smith,Ann,1950-01-01,DN,Nurse,2024-01-01,attended"
+    bad = "C{n},P{n},Smith,Ann,1960-13-01,DN,Nurse,2024-01-01,attended"
+    lines = [header, good.format(n=1), "", bad.format(n=2), 'C3,P3,Smith,Ann,1950-01-01,"District\r\nnursing",Nurse,'
+             "2024-01-01,attended", bad.format(n=4)]
+    content = ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
+    mapped = community_csv.map_csv(content, org=data.COMMUNITY_ODS, max_rows=100)
+    assert [r.where for r in mapped.rejected] == ["row[4]", "row[7]"]
+    assert {"contact:C1", "contact:C3"} <= {i.source_key for i in mapped.items}
+
+
+def test_blank_lines_do_not_count_towards_the_row_limit() -> None:
+    header = "contact_id,local_patient_id,family_name,given_name,birth_date,service,clinician_role,contact_date,outcome"
+    rows = "".join(f"C{n},P{n},Smith,Ann,1950-01-01,DN,Nurse,2024-01-01,attended\n\n" for n in range(3))
+    mapped = community_csv.map_csv(f"{header}\n{rows}".encode(), org=data.COMMUNITY_ODS, max_rows=3)
+    assert not mapped.rejected and {"contact:C0", "contact:C2"} <= {i.source_key for i in mapped.items}
+
+
 def test_more_rows_than_allowed_are_refused() -> None:
     header = "contact_id,local_patient_id,family_name,given_name,birth_date,service,clinician_role,contact_date,outcome"
     rows = "".join(f"C{n},P{n},Smith,Ann,1950-01-01,DN,Nurse,2024-01-01,attended\n" for n in range(5))

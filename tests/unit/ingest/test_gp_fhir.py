@@ -64,6 +64,49 @@ def test_entries_of_a_refused_patient_are_refused_with_it_in_a_batch() -> None:
     assert not mapped.items and sorted(r.index for r in mapped.rejected) == [0, 1]
 
 
+def test_in_a_batch_entries_referring_to_a_refused_entry_are_refused_with_it_and_the_rest_kept() -> None:
+    encounter = {"resourceType": "Encounter", "status": "done", "subject": {"reference": "urn:uuid:patient-1"},
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}
+    condition = messages.condition("1", "x", ident="P1") | {"encounter": {"reference": "urn:uuid:encounter-2"}}
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "urn:uuid:patient-1"},
+                   "hasMember": [{"reference": "urn:uuid:condition-3"}]}
+    bundle = messages.bundle([messages.patient(), encounter, condition, observation,
+                              messages.condition("2", "y", ident="P2")], kind="batch")
+    bundle["entry"][1]["fullUrl"], bundle["entry"][2]["fullUrl"] = "urn:uuid:encounter-2", "urn:uuid:condition-3"
+    mapped = gp_fhir.map_bundle(bundle, max_entries=100)
+    assert [i.entry for i in mapped.items] == [0, 4]
+    assert [r.index for r in mapped.rejected] == [1, 2, 3]
+    assert mapped.rejected[0].issues[0].expression == "Bundle.entry[1].resource.status"
+    assert "refers to Bundle.entry[1], which was refused" in mapped.rejected[1].issues[0].diagnostics
+    assert "refers to Bundle.entry[2], which was refused" in mapped.rejected[2].issues[0].diagnostics
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+@pytest.mark.parametrize("reference", ["urn:scr:entry:99", "urn:scr:entry:x", "urn:scr:hl7:patient",
+                                       "urn:scr:entry:0"])
+def test_references_in_the_platforms_own_namespace_are_refused(kind: str, reference: str) -> None:
+    condition = messages.condition("1", "x", ident="P1") | {"asserter": {"reference": reference}}
+    bundle = messages.bundle([messages.patient(), condition], kind=kind)
+    if kind == "transaction":
+        with pytest.raises(AdapterError) as caught:
+            gp_fhir.map_bundle(bundle, max_entries=100)
+        issues = caught.value.issues
+    else:
+        mapped = gp_fhir.map_bundle(bundle, max_entries=100)
+        assert [i.entry for i in mapped.items] == [0]
+        issues = mapped.rejected[0].issues
+    assert reference in issues[0].diagnostics and "reserved" in issues[0].diagnostics
+
+
+def test_nhs_numbers_are_stored_as_ten_digits_under_the_current_system() -> None:
+    patient = messages.patient()
+    patient["identifier"] = [{"system": "http://fhir.nhs.net/Id/nhs-number", "value": "999 000 0026"}]
+    mapped = gp_fhir.map_bundle(messages.bundle([patient]), max_entries=100)
+    assert mapped.items[0].resource["identifier"] == [{"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                                        "value": "9990000026"}]
+
+
 def test_a_collection_bundle_is_accepted_as_a_batch() -> None:
     bundle = messages.bundle([messages.patient(), messages.condition("44054006", "Diabetes", ident="P1")],
                              kind="collection")
