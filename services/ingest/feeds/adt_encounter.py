@@ -91,13 +91,27 @@ def _update(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None
         encounter["status"] = "finished" if event.discharged else "in-progress" if event.admitted else "planned"
         encounter["period"] = {k: v for k, v in (("start", event.admitted), ("end", event.discharged)) if v} or \
             {"start": event.at}
-    elif event.admitted:
-        encounter.setdefault("period", {})["start"] = event.admitted
+    else:
+        _correct_times(encounter, event)
     active = _active(encounter)
     if event.location and active is not None and active["location"].get("display") != event.location:
         active["location"] = {"display": event.location}  # a correction, not a move
     elif event.location and active is None and encounter["status"] == "in-progress":
         _move_to(encounter, event.location, event.admitted or event.at)
+
+
+def _correct_times(encounter: dict[str, Any], event: EncounterEvent) -> None:
+    """PV1-44 always; PV1-45 only once the visit has ended, since an A08 does not discharge: one sent before the
+    A03 (by MSH-7, so also when it arrives after it and the stay is replayed) leaves the end to the A03."""
+    if event.admitted:
+        encounter.setdefault("period", {})["start"] = event.admitted
+    if not event.discharged or encounter.get("status") != "finished":
+        return
+    period = encounter.setdefault("period", {})
+    last = (encounter.get("location") or [{}])[-1]
+    if period.get("end") and last.get("period", {}).get("end") == period["end"]:
+        last["period"]["end"] = event.discharged  # the bed the discharge closed closes with it
+    period["end"] = event.discharged
 
 
 def _cancel_admit(encounter: dict[str, Any], _event: EncounterEvent, _new: bool) -> None:

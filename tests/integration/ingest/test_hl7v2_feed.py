@@ -67,6 +67,24 @@ def test_a_late_discharge_does_not_undo_a_newer_cancellation(ingest) -> None:
     assert encounter.body["period"]["end"].startswith("2024-03-01T11:00:00")
 
 
+def test_an_update_after_the_discharge_corrects_its_time_and_one_sent_before_it_does_not(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000"))
+    ingest.post_hl7(messages.adt("A03", ts="20240405100000", control="C2", admitted="20240401100000",
+                                 discharged="20240405100000"))
+    corrected = ingest.post_hl7(messages.adt("A08", ts="20240405170000", control="C3", admitted="20240401100000",
+                                             discharged="20240405163000"))
+    assert _ack(corrected)[0].get(1) == "AA"
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["period"]["end"] == "2024-04-05T15:30:00+00:00" and encounter.version_id == 3
+    assert encounter.body["location"][-1]["period"]["end"] == "2024-04-05T15:30:00+00:00"
+    # An A08 the PAS sent before the A03, arriving now: replayed before the discharge, so it cannot end the stay.
+    late = ingest.post_hl7(messages.adt("A08", ts="20240404120000", control="C4", admitted="20240401100000",
+                                        discharged="20240404110000"))
+    assert _ack(late)[0].get(1) == "AA"
+    (after,) = ingest.rows("Encounter")
+    assert after.body["period"] == encounter.body["period"] and after.version_id == 3
+
+
 def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
     message = messages.adt("A02", ts="20240302090000", ward="CCU")
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", ward="WARD01", control="C0"))

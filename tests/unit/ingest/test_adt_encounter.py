@@ -82,3 +82,30 @@ def test_every_event_applied_twice_gives_the_same_encounter() -> None:
         once = change(encounter)
         assert change(once) == once
         encounter = once
+
+
+def _locations(encounter):
+    return [(loc["location"]["display"], loc["status"], loc.get("period")) for loc in encounter.get("location", [])]
+
+
+DISCHARGE = ("A03", "20240305100000")
+
+
+def test_an_update_after_the_discharge_corrects_the_discharge_time() -> None:
+    discharged = _run(_event(*ADMIT, ward="WARD01"), _event(*DISCHARGE, ward="WARD01", discharged="20240305100000"))
+    corrected = _event("A08", "20240305170000", ward="WARD01", discharged="20240305163000")(discharged)
+    assert corrected["status"] == "finished"
+    assert corrected["period"] == {"start": "2024-03-01T10:15:00+00:00", "end": "2024-03-05T16:30:00+00:00"}
+    assert _locations(corrected) == [("WARD01", "completed", {"start": "2024-03-01T10:15:00+00:00",
+                                                              "end": "2024-03-05T16:30:00+00:00"})]
+    assert _event("A08", "20240305170000", ward="WARD01", discharged="20240305163000")(corrected) == corrected
+
+
+def test_an_update_sent_before_the_discharge_does_not_end_the_visit() -> None:
+    """PV1-45 on an A08 of a visit in progress is not a discharge; replayed before a late A03, the A03's time wins."""
+    update = _event("A08", "20240304120000", ward="WARD01", discharged="20240304110000")
+    updated = _run(_event(*ADMIT, ward="WARD01"), update)
+    assert updated["status"] == "in-progress" and "end" not in updated["period"] and _active(updated) == ["WARD01"]
+    replayed = _run(_event(*ADMIT, ward="WARD01"), update,
+                    _event(*DISCHARGE, ward="WARD01", discharged="20240305100000"))
+    assert replayed["period"]["end"] == "2024-03-05T10:00:00+00:00"
