@@ -79,10 +79,7 @@ def _discharge(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> N
     if new or "start" not in period:
         period["start"] = event.admitted or end
         _move_to(encounter, event.location, period["start"])
-    for location in encounter.get("location", []):
-        if location.get("status") == "active":
-            location["status"] = "completed"
-            location.setdefault("period", {})["end"] = end
+    _close_active(encounter, end)
 
 
 def _update(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
@@ -114,8 +111,11 @@ def _correct_times(encounter: dict[str, Any], event: EncounterEvent) -> None:
     period["end"] = event.discharged
 
 
-def _cancel_admit(encounter: dict[str, Any], _event: EncounterEvent, _new: bool) -> None:
+def _cancel_admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+    """The bed is no longer the patient's: FHIR's location statuses have no `cancelled`, and `completed` with the
+    cancel time as its end says the patient is not there now."""
     encounter["status"] = "cancelled"
+    _close_active(encounter, event.at)
 
 
 def _cancel_transfer(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
@@ -152,11 +152,16 @@ def _move_to(encounter: dict[str, Any], location: str | None, at: str) -> None:
     active = _active(encounter)
     if active is not None and active["location"].get("display") == location:
         return
-    if active is not None:
-        active["status"] = "completed"
-        active.setdefault("period", {})["end"] = at
+    _close_active(encounter, at)
     encounter.setdefault("location", []).append(
         {"location": {"display": location}, "status": "active", "period": {"start": at}})
+
+
+def _close_active(encounter: dict[str, Any], at: str) -> None:
+    for location in encounter.get("location", []):
+        if location.get("status") == "active":
+            location["status"] = "completed"
+            location.setdefault("period", {})["end"] = at
 
 
 _HANDLERS = {

@@ -109,3 +109,9 @@ def test_an_update_sent_before_the_discharge_does_not_end_the_visit() -> None:
     replayed = _run(_event(*ADMIT, ward="WARD01"), update,
                     _event(*DISCHARGE, ward="WARD01", discharged="20240305100000"))
     assert replayed["period"]["end"] == "2024-03-05T10:00:00+00:00"
+
+
+def test_cancel_admit_releases_the_bed() -> None:
+    cancelled = _run(_event(*ADMIT, ward="WARD01"), _event("A11", "20240301110000", ward="WARD01"))
+    assert _locations(cancelled) == [("WARD01", "completed", {"start": "2024-03-01T10:15:00+00:00",
+                                                              "end": "2024-03-01T11:00:00+00:00"})]
