@@ -48,11 +48,22 @@ def apply(current: dict[str, Any] | None, event: EncounterEvent) -> dict[str, An
 
 
 def _admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+    if encounter.get("status") == "cancelled":
+        _reopen(encounter)
     if encounter.get("status") in (None, "planned", "arrived", "in-progress"):
         encounter["status"] = "in-progress"
-    encounter.setdefault("period", {})["start"] = event.admitted or encounter.get("period", {}).get("start") \
-        or event.at
+    start = event.admitted or encounter.get("period", {}).get("start") or event.at
+    encounter.setdefault("period", {})["start"] = start
     _move_to(encounter, event.location, event.admitted or event.at)
+
+
+def _reopen(encounter: dict[str, Any]) -> None:
+    """An admission on a cancelled visit (the same PV1-19) begins it again, so the cancelled admission's times and
+    beds, which never stood, give way to the new one's. A late admit older than the cancel never gets here: the
+    writer replays the stay in event-time order, so the cancel comes after it."""
+    encounter["status"] = "in-progress"
+    encounter.pop("period", None)
+    encounter.pop("location", None)
 
 
 def _pre_admit(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:

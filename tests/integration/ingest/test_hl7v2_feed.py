@@ -85,6 +85,29 @@ def test_an_update_after_the_discharge_corrects_its_time_and_one_sent_before_it_
     assert after.body["period"] == encounter.body["period"] and after.version_id == 3
 
 
+def test_an_admission_after_a_cancel_reopens_the_visit_but_a_late_one_does_not(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000",
+                                 ward="WARD01^BAY1^BED1"))
+    ingest.post_hl7(messages.adt("A11", ts="20240401103000", control="C2", admitted="20240401100000",
+                                 ward="WARD01^BAY1^BED1"))
+    (cancelled,) = ingest.rows("Encounter")
+    assert cancelled.body["status"] == "cancelled"
+    assert [loc["status"] for loc in cancelled.body["location"]] == ["completed"]  # the bed is released
+    # An admit the PAS sent before its cancel, arriving late: replayed before the A11, the visit stays cancelled.
+    ingest.post_hl7(messages.adt("A01", ts="20240401095000", control="C3", admitted="20240401095000",
+                                 ward="WARD01^BAY1^BED1"))
+    (still,) = ingest.rows("Encounter")
+    assert still.body["status"] == "cancelled"
+    readmit = ingest.post_hl7(messages.adt("A01", ts="20240401110000", control="C4", admitted="20240401110000",
+                                           ward="WARD02^BAY3^BED4"))
+    assert _ack(readmit)[0].get(1) == "AA"
+    (reopened,) = ingest.rows("Encounter")
+    assert reopened.body["status"] == "in-progress"
+    assert reopened.body["period"] == {"start": "2024-04-01T10:00:00+00:00"}
+    assert [(loc["location"]["display"], loc["status"]) for loc in reopened.body["location"]] == \
+        [("WARD02 BAY3 BED4", "active")]
+
+
 def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
     message = messages.adt("A02", ts="20240302090000", ward="CCU")
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", ward="WARD01", control="C0"))

@@ -115,3 +115,12 @@ def test_cancel_admit_releases_the_bed() -> None:
     cancelled = _run(_event(*ADMIT, ward="WARD01"), _event("A11", "20240301110000", ward="WARD01"))
     assert _locations(cancelled) == [("WARD01", "completed", {"start": "2024-03-01T10:15:00+00:00",
                                                               "end": "2024-03-01T11:00:00+00:00"})]
+
+
+def test_an_admission_after_a_cancel_reopens_the_visit_from_the_new_admission() -> None:
+    cancelled = _run(_event(*ADMIT, ward="WARD01^BAY1^BED1"), _event("A11", "20240301103000", ward="WARD01^BAY1^BED1"))
+    readmit = _event("A01", "20240301110000", ward="WARD02^BAY3^BED4", admitted="20240301110000")
+    reopened = readmit(cancelled)
+    assert reopened["status"] == "in-progress" and reopened["period"] == {"start": "2024-03-01T11:00:00+00:00"}
+    assert _locations(reopened) == [("WARD02 BAY3 BED4", "active", {"start": "2024-03-01T11:00:00+00:00"})]
+    assert readmit(reopened) == reopened
