@@ -48,13 +48,16 @@ def apply(current: dict[str, Any] | None, event: EncounterEvent) -> dict[str, An
 
 
 def _admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+    """In progress from PV1-44, at PV1-3 (or the planned bed); a planned location does not outlive the admission."""
     if encounter.get("status") == "cancelled":
         _reopen(encounter)
     if encounter.get("status") in (None, "planned", "arrived", "in-progress"):
         encounter["status"] = "in-progress"
     start = event.admitted or encounter.get("period", {}).get("start") or event.at
     encounter.setdefault("period", {})["start"] = start
-    _move_to(encounter, event.location, event.admitted or event.at)
+    location = _admitted_to(encounter, event.location)
+    _drop_planned(encounter)
+    _move_to(encounter, location, event.admitted or event.at)
 
 
 def _reopen(encounter: dict[str, Any]) -> None:
@@ -64,6 +67,14 @@ def _reopen(encounter: dict[str, Any]) -> None:
     encounter["status"] = "in-progress"
     encounter.pop("period", None)
     encounter.pop("location", None)
+
+
+def _admitted_to(encounter: dict[str, Any], location: str | None) -> str | None:
+    """Where the admission puts the patient: PV1-3, or when it names none the bed planned at pre-admission."""
+    if location or _active(encounter) is not None:
+        return location
+    planned = [loc for loc in encounter.get("location", []) if loc.get("status") == "planned"]
+    return planned[-1]["location"].get("display") if planned else None
 
 
 def _pre_admit(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
@@ -90,6 +101,7 @@ def _discharge(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> N
     if new or "start" not in period:
         period["start"] = event.admitted or end
         _move_to(encounter, event.location, period["start"])
+    _drop_planned(encounter)
     _close_active(encounter, end)
 
 
@@ -124,8 +136,9 @@ def _correct_times(encounter: dict[str, Any], event: EncounterEvent) -> None:
 
 def _cancel_admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
     """The bed is no longer the patient's: FHIR's location statuses have no `cancelled`, and `completed` with the
-    cancel time as its end says the patient is not there now."""
+    cancel time as its end says the patient is not there now; a planned bed will never be taken up."""
     encounter["status"] = "cancelled"
+    _drop_planned(encounter)
     _close_active(encounter, event.at)
 
 
@@ -173,6 +186,15 @@ def _close_active(encounter: dict[str, Any], at: str) -> None:
         if location.get("status") == "active":
             location["status"] = "completed"
             location.setdefault("period", {})["end"] = at
+
+
+def _drop_planned(encounter: dict[str, Any]) -> None:
+    """A planned location not taken up goes: `completed` would say the patient was there."""
+    kept = [loc for loc in encounter.get("location", []) if loc.get("status") != "planned"]
+    if kept:
+        encounter["location"] = kept
+    else:
+        encounter.pop("location", None)  # FHIR has no empty arrays
 
 
 _HANDLERS = {

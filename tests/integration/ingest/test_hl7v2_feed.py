@@ -108,6 +108,19 @@ def test_an_admission_after_a_cancel_reopens_the_visit_but_a_late_one_does_not(i
         [("WARD02 BAY3 BED4", "active")]
 
 
+def test_a_pre_admission_planned_bed_is_taken_up_on_admission_and_closed_on_discharge(ingest) -> None:
+    steps = [("A05", "20240301090000", {"admitted": "20240305090000", "ward": "WARD01"}),
+             ("A01", "20240305100000", {"admitted": "20240305100000", "ward": "WARD02^BAY1^BED1"}),
+             ("A03", "20240310150000", {"admitted": "20240305100000", "ward": "WARD02^BAY1^BED1",
+                                        "discharged": "20240310150000"})]
+    seen = []
+    for number, (event, ts, extra) in enumerate(steps):
+        assert _ack(ingest.post_hl7(messages.adt(event, ts=ts, control=f"C{number}", **extra)))[0].get(1) == "AA"
+        (encounter,) = ingest.rows("Encounter")
+        seen.append([(loc["location"]["display"], loc["status"]) for loc in encounter.body["location"]])
+    assert seen == [[("WARD01", "planned")], [("WARD02 BAY1 BED1", "active")], [("WARD02 BAY1 BED1", "completed")]]
+
+
 def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
     message = messages.adt("A02", ts="20240302090000", ward="CCU")
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", ward="WARD01", control="C0"))

@@ -124,3 +124,25 @@ def test_an_admission_after_a_cancel_reopens_the_visit_from_the_new_admission() 
     assert reopened["status"] == "in-progress" and reopened["period"] == {"start": "2024-03-01T11:00:00+00:00"}
     assert _locations(reopened) == [("WARD02 BAY3 BED4", "active", {"start": "2024-03-01T11:00:00+00:00"})]
     assert readmit(reopened) == reopened
+
+
+def test_an_admission_to_the_planned_bed_makes_it_active() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01^BAY1^BED1"))
+    assert _locations(planned) == [("WARD01 BAY1 BED1", "planned", None)]
+    admitted = _event(*ADMIT, ward="WARD01^BAY1^BED1")(planned)
+    assert _locations(admitted) == [("WARD01 BAY1 BED1", "active", {"start": "2024-03-01T10:15:00+00:00"})]
+    assert _locations(_event(*ADMIT, ward="")(planned)) == _locations(admitted)  # no PV1-3: the planned bed
+
+
+def test_an_admission_elsewhere_drops_the_planned_bed_and_the_discharge_leaves_none_open() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
+    admitted = _event(*ADMIT, ward="WARD02^BAY1^BED1")(planned)
+    assert _locations(admitted) == [("WARD02 BAY1 BED1", "active", {"start": "2024-03-01T10:15:00+00:00"})]
+    discharged = _event(*DISCHARGE, ward="WARD02^BAY1^BED1", discharged="20240305100000")(admitted)
+    assert {status for _display, status, _period in _locations(discharged)} == {"completed"}
+
+
+def test_a_discharge_straight_from_pre_admission_leaves_no_planned_bed() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
+    discharged = _event(*DISCHARGE, ward="WARD01", discharged="20240305100000")(planned)
+    assert discharged["status"] == "finished" and "planned" not in {s for _d, s, _p in _locations(discharged)}
