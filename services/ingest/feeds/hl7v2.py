@@ -12,7 +12,7 @@ from typing import Any
 
 from services.ingest.feeds import adt_encounter
 from services.ingest.feeds.hl7v2_message import Message, Segment, parse, parse_date, parse_ts
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, MergeRequest
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Merge, MergeRequest
 from shared import nhs_number
 from shared.fhir import (
     ETHNIC_CATEGORY_ENGLAND,
@@ -254,12 +254,24 @@ def _encounter(pv1: Segment, event: str, at: str, org: str, updated: Any) -> Map
     if disposition := pv1.get(36):
         fields["hospitalization"] = {"dischargeDisposition": {"coding": [
             {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": disposition}]}}
-    change = adt_encounter.EncounterEvent(
+    change: Merge = adt_encounter.EncounterEvent(
         event=event, at=at, fields=fields, location=_location(pv1),
         admitted=_time(pv1, 44), discharged=_time(pv1, 45))
+    if pv1.is_null(36):
+        change = _deleting(change, "hospitalization")
     return Mapped(change(None), f"visit:{visit}", updated, refs=(ENCOUNTER_REF,), patient_ref=PATIENT_REF,
                   merge=change, where="PV1", replay_when_late=True,
                   may_begin=event not in adt_encounter.ENDINGS)
+
+
+def _deleting(change: Merge, element: str) -> Merge:
+    """`change`, and then `element` gone: an event carries the stored Encounter's details over unless it
+    sends them again, so a detail the sender deletes with the HL7 null must be taken out of the stored one."""
+    def merge(current: dict[str, Any] | None) -> dict[str, Any]:
+        encounter = change(current)
+        encounter.pop(element, None)
+        return encounter
+    return merge
 
 
 def _location(pv1: Segment) -> str | None:

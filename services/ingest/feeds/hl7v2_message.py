@@ -26,6 +26,7 @@ _FAST_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PD1", "PV1", "PV2", "NK1", "AL
 _Z_SEGMENT = re.compile(r"^Z[A-Z0-9]{2}$")
 _CONTROL = re.compile(r"[\x00-\x0c\x0e-\x1f\x7f]")
 _PADDED = re.compile(r"[|^~&\r] | (?=[|^~&\r]|$)")  # a value with leading or trailing spaces
+HL7_NULL = '""'  # HL7 v2 "delete the value": unlike an empty field, which only says nothing
 
 
 @dataclass
@@ -38,10 +39,16 @@ class Segment:
     separators: tuple[str, str, str] = ("^", "&", "\\")
 
     def repetitions(self, number: int) -> list[list[str]]:
-        """Each repetition of a field as its unescaped components."""
+        """Each repetition of a field as its unescaped components. The HL7 null reads as no value: every
+        element is built from the message afresh, so what the sender deletes is simply left out."""
         component, subcomponent, escape = self.separators
-        return [[_unescape(c.split(subcomponent)[0], escape) for c in rep.split(component)]
+        return [[_component(c.split(subcomponent)[0], escape) for c in rep.split(component)]
                 for rep in self.fields.get(number, []) if rep]
+
+    def is_null(self, number: int) -> bool:
+        """Whether the field was sent as the HL7 null: for the few values kept across messages (a stored
+        Encounter's details, the S-flag), where deleting differs from saying nothing."""
+        return [rep.strip() for rep in self.fields.get(number, [])] == [HL7_NULL]
 
     def get(self, number: int, component: int = 1, repetition: int = 0) -> str:
         """One component of one repetition ('' when absent)."""
@@ -136,6 +143,10 @@ def fast_segments(normalised: str) -> list[Segment] | None:
 def _defined_fields(segment: str, version: str) -> int:
     """How many fields hl7apy's definition of `segment` has in `version`."""
     return len(load_reference(segment, "Segment", version)[1])
+
+
+def _component(value: str, escape: str) -> str:
+    return "" if value.strip() == HL7_NULL else _unescape(value, escape)
 
 
 def _unescape(value: str, escape: str) -> str:

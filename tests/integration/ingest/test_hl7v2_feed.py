@@ -55,6 +55,18 @@ def test_the_encounter_follows_admit_transfer_discharge_and_cancellations(ingest
     assert [loc["location"]["display"] for loc in encounter.body["location"]] == ["WARD01"]
 
 
+def test_a_cancel_discharge_sending_the_hl7_null_reopens_the_stay_and_deletes_the_discharge_method(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000"))
+    discharge = messages.adt("A03", ts="20240405100000", control="C2", discharged="20240405100000")
+    ingest.post_hl7(messages.with_field(discharge, "PV1", 36, "19"))
+    cancel = messages.adt("A13", ts="20240405120000", control="C3", discharged='""')  # as PAS systems send it
+    response = ingest.post_hl7(messages.with_field(cancel, "PV1", 36, '""'))
+    assert _ack(response)[0].get(1) == "AA", response.text
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "in-progress" and encounter.version_id == 3
+    assert "end" not in encounter.body["period"] and "hospitalization" not in encounter.body
+
+
 def test_a_late_discharge_does_not_undo_a_newer_cancellation(ingest) -> None:
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", control="C1"))
     ingest.post_hl7(messages.adt("A11", ts="20240301120000", control="C2"))

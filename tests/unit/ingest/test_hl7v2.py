@@ -157,3 +157,46 @@ def test_acks_carry_the_control_id_and_for_errors_an_err_segment_with_the_locati
     assert [err.get(1, 1), err.get(1, 2), err.get(1, 3)] == ["PID", "1", "3"]
     assert [err.get(2, 1), err.get(2, 3)] == ["PID", "3"] and err.get(3, 1) == "102"
     assert "Modulus 11" in error.first("MSA").get(3)
+
+
+NULL = '""'  # the HL7 null: delete the value
+
+
+@pytest.mark.parametrize("segment, number, element", [
+    ("PID", 7, "birthDate"), ("PID", 8, "gender"), ("PID", 13, "telecom"), ("PID", 22, "extension"),
+    ("PID", 29, "deceasedDateTime"),
+])
+def test_the_hl7_null_leaves_the_patient_element_out(segment: str, number: int, element: str) -> None:
+    message = messages.with_field(messages.adt("A01"), segment, number, NULL)
+    patient = hl7v2.map_adt(message).patients[0].resource
+    assert element not in patient
+    assert NULL not in str(patient)
+
+
+def test_the_hl7_null_leaves_the_encounter_times_and_discharge_method_out() -> None:
+    message = messages.adt("A13", ts="20240305170000", admitted=NULL, discharged=NULL)
+    encounter = _by_type(hl7v2.map_adt(messages.with_field(message, "PV1", 36, NULL)))["Encounter"][0].resource
+    assert encounter["status"] == "in-progress" and "end" not in encounter.get("period", {})
+    assert "hospitalization" not in encounter and NULL not in str(encounter)
+
+
+def test_the_hl7_null_in_pv1_36_deletes_the_stored_discharge_method() -> None:
+    discharge = messages.with_field(messages.adt("A03", discharged="20240305160000"), "PV1", 36, "19")
+    correction = messages.with_field(messages.adt("A08", ts="20240305170000"), "PV1", 36, NULL)
+    stored = _by_type(hl7v2.map_adt(discharge))["Encounter"][0].resource
+    assert stored["hospitalization"]["dischargeDisposition"]["coding"][0]["code"] == "19"
+    update = _by_type(hl7v2.map_adt(correction))["Encounter"][0]
+    assert "hospitalization" not in update.merge(stored)
+
+
+def test_an_empty_pv1_36_keeps_the_stored_discharge_method() -> None:
+    discharge = messages.with_field(messages.adt("A03", discharged="20240305160000"), "PV1", 36, "19")
+    stored = _by_type(hl7v2.map_adt(discharge))["Encounter"][0].resource
+    update = _by_type(hl7v2.map_adt(messages.adt("A08", ts="20240305170000")))["Encounter"][0]
+    assert update.merge(stored)["hospitalization"] == stored["hospitalization"]
+
+
+def test_the_hl7_null_reads_as_no_value_in_any_component() -> None:
+    pid = parse(messages.with_field(messages.adt("A28"), "PID", 5, 'ORANGE^""^^^Ms')).first("PID")
+    assert pid.repetitions(5)[0][:2] == ["ORANGE", ""] and pid.get(5, 2) == "" and not pid.is_null(5)
+    assert parse(messages.with_field(messages.adt("A28"), "PID", 5, NULL)).first("PID").is_null(5)

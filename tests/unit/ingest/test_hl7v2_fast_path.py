@@ -16,7 +16,8 @@ from tests.unit.ingest.test_fuzz import HL7_ALPHABET, mutated
 from tools.synth import ics
 
 BASES = [messages.text("adt_a01_itk.hl7"), *(messages.adt(e) for e in ("A01", "A02", "A03", "A08", "A28", "A40")),
-         messages.adt("A28", family="O\\S\\BRIEN", given="Mary\\T\\Jo")]
+         messages.adt("A28", family="O\\S\\BRIEN", given="Mary\\T\\Jo"),
+         messages.with_field(messages.adt("A13", discharged='""', given='""'), "PID", 29, '""')]  # HL7 nulls
 
 
 def _normalised(text: str) -> str:
