@@ -25,6 +25,7 @@ from services.ingest.person_index import Thresholds
 from services.ingest.provenance import provenance_for
 from services.ingest.records import Change, WriteContext
 from shared.fhir import Issue
+from shared.labels import RESTRICTED
 from shared.schema import RawMessage
 
 # Maps an archived message again (the pipeline's adapters), for replaying a stay when a late event arrives.
@@ -110,9 +111,10 @@ class MessageWriter:
     def _store_patient(self, session: Session, ctx: WriteContext, channel: str, item: Mapped,
                        existing: Any) -> tuple[Change, list[Change]]:
         body = _keep_merge_links(existing.body if existing else None, item.resource)
+        restricted = _s_flag(item, existing)
         labels = labels_for(body, self.code_lists, channel=channel, confidential=item.confidential,
-                            restricted=item.restricted)
-        digest = records.content_hash(body, flags=("R",) if item.restricted else ())
+                            restricted=restricted)
+        digest = records.content_hash(body, flags=("R",) if restricted else ())
         if existing is not None:
             verdict = _verdict(existing, item, digest)
             if verdict:
@@ -249,6 +251,13 @@ def _verdict(existing: Any, item: Mapped, digest: str) -> str | None:
 def _aware(moment: datetime) -> datetime:
     """SQLite hands timestamps back without their zone; they were stored as UTC."""
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _s_flag(item: Mapped, existing: Any) -> bool:
+    """The S-flag as the source last stated it: a message silent about it keeps the stored Patient's."""
+    if item.restricted is not None:
+        return item.restricted
+    return existing is not None and RESTRICTED in (existing.labels or [])
 
 
 def _keep_merge_links(current: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, Any]:

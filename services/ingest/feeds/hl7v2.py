@@ -60,9 +60,8 @@ def map_adt(text: str) -> MappedMessage:
     org = msh.get(4)
     patient, patient_key = _patient(pid, message.first("PD1"), org, at)
     mapped = MappedMessage(source_system=msh.get(3) or None, source_org=org)
-    restricted = _zu8(message, 4) == "2"
     mapped.items.append(Mapped(patient, patient_key, parse_ts(msh.get(7)), refs=(PATIENT_REF,),
-                               restricted=restricted, where="PID"))
+                               restricted=_s_flag(message), where="PID"))
     updated = parse_ts(msh.get(7))
     visit = None
     if event in adt_encounter.EVENTS:
@@ -116,6 +115,16 @@ def _required_segment(message: Message, name: str) -> Segment:
 def _zu8(message: Message, field: int) -> str:
     segment = message.first("ZU8")
     return segment.get(field) if segment else ""
+
+
+def _s_flag(message: Message) -> bool | None:
+    """ZU8-4 location hiding: 2 (the national S-flag) restricts, any other value or the HL7 null lifts it. No ZU8,
+    or an empty ZU8-4, says nothing about it (most events carry no ZU8), so the stored flag stands: None, as a
+    message without ZU8-2 leaves a recorded dissent as it is."""
+    zu8 = message.first("ZU8")
+    if zu8 is None or not (zu8.get(4) or zu8.is_null(4)):
+        return None
+    return zu8.get(4) == "2"
 
 
 # ------------------------------------------------------------------------------------------- Patient

@@ -30,7 +30,9 @@ class Mapped:
     refs: tuple[str, ...] = ()  # the local references other resources in the message use for this one
     patient_ref: str | None = None  # local reference of the source Patient it belongs to
     confidential: bool = False  # the source marked it confidential/sealed/private
-    restricted: bool = False  # Patient only: the S-flag (location hiding) from the source
+    # Patient only: the S-flag (location hiding) from the source; None when the message says nothing about it,
+    # so a stored flag stands.
+    restricted: bool | None = False
     merge: Merge | None = None
     # When older than the stored state: rebuild from the archived events in time order (every ADT event of a stay:
     # a late transfer belongs in the ward history, a late discharge must still end the stay), rather than ignore it.

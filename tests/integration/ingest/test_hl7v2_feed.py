@@ -133,6 +133,17 @@ def test_a_pre_admission_planned_bed_is_taken_up_on_admission_and_closed_on_disc
     assert seen == [[("WARD01", "planned")], [("WARD02 BAY1 BED1", "active")], [("WARD02 BAY1 BED1", "completed")]]
 
 
+def test_the_s_flag_and_dissent_stand_until_a_zu8_says_otherwise(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", zu8="|2|No|2"))
+    ingest.post_hl7(messages.adt("A02", ts="20240402100000", control="C2", ward="WARD09^BAY1^BED1"))  # no ZU8
+    (patient,) = ingest.rows("Patient")
+    assert patient.labels == ["R"] and patient.version_id == 1
+    assert ingest.rows("Consent")[0].body["provision"]["type"] == "deny"
+    ingest.post_hl7(messages.adt("A08", ts="20240403100000", control="C3", zu8="|2|No|1"))  # local hiding only
+    (patient,) = ingest.rows("Patient")
+    assert patient.labels == [] and patient.version_id == 2
+
+
 def test_an_exact_resend_is_acknowledged_and_changes_nothing(ingest) -> None:
     message = messages.adt("A02", ts="20240302090000", ward="CCU")
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", ward="WARD01", control="C0"))

@@ -200,3 +200,14 @@ def test_the_hl7_null_reads_as_no_value_in_any_component() -> None:
     pid = parse(messages.with_field(messages.adt("A28"), "PID", 5, 'ORANGE^""^^^Ms')).first("PID")
     assert pid.repetitions(5)[0][:2] == ["ORANGE", ""] and pid.get(5, 2) == "" and not pid.is_null(5)
     assert parse(messages.with_field(messages.adt("A28"), "PID", 5, NULL)).first("PID").is_null(5)
+
+
+@pytest.mark.parametrize("zu8, restricted", [
+    (None, None),  # no ZU8: says nothing, the stored S-flag stands
+    ("|1|No|", None),  # ZU8-4 empty: likewise
+    ("|1|No|2", True),  # the national S-flag
+    ("|1|No|1", False),  # local hiding only: the national S-flag is lifted
+    ('|1|No|""', False),  # deleted
+])
+def test_zu8_4_sets_or_lifts_the_s_flag_only_when_sent(zu8: str | None, restricted: bool | None) -> None:
+    assert hl7v2.map_adt(messages.adt("A02", zu8=zu8)).patients[0].restricted is restricted
