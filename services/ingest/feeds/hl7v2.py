@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.ingest.feeds import adt_encounter
-from services.ingest.feeds.hl7v2_message import Message, Segment, parse, parse_date, parse_ts
+from services.ingest.feeds.hl7v2_message import Message, Segment, fhir_datetime, parse, parse_date, parse_ts
 from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Merge, MergeRequest
 from shared import nhs_number
 from shared.fhir import (
@@ -97,11 +97,11 @@ def _header(msh: Segment, message: Message) -> tuple[str, str]:
         raise _fail("MSH-10 message control id is required", "MSH", 10, code="101")
     if not msh.get(4):
         raise _fail("MSH-4 sending facility (the sender's ODS code) is required", "MSH", 4, code="101")
-    moment = parse_ts(msh.get(7))
-    if moment is None:
+    sent = fhir_datetime(msh.get(7))
+    if sent is None:
         raise _fail(f"MSH-7 {msh.get(7)!r} is not an HL7 timestamp", "MSH", 7)
-    occurred = parse_ts(evn.get(6) or evn.get(2)) if evn else None
-    return event, (occurred or moment).isoformat()
+    occurred = fhir_datetime(evn.get(6) or evn.get(2)) if evn else None
+    return event, occurred or sent
 
 
 def _required_segment(message: Message, name: str) -> Segment:
@@ -223,10 +223,10 @@ def _address(rep: list[str]) -> dict[str, Any]:
 
 def _death(patient: dict[str, Any], pid: Segment) -> None:
     if pid.get(29):
-        died = parse_ts(pid.get(29))
+        died = fhir_datetime(pid.get(29))
         if died is None:
             raise _fail(f"PID-29 date of death {pid.get(29)!r} is not an HL7 timestamp", "PID", 29)
-        patient["deceasedDateTime"] = died.isoformat()
+        patient["deceasedDateTime"] = died
     elif pid.get(30).upper() == "Y":
         patient["deceasedBoolean"] = True
 
@@ -295,10 +295,10 @@ def _time(segment: Segment, field: int) -> str | None:
     value = segment.get(field)
     if not value:
         return None
-    moment = parse_ts(value)
+    moment = fhir_datetime(value)
     if moment is None:
         raise _fail(f"{segment.name}-{field} {value!r} is not an HL7 timestamp", segment.name, field)
-    return moment.isoformat()
+    return moment
 
 
 # ------------------------------------------------------------------------------------------- others

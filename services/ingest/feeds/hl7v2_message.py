@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
 
 from hl7apy import load_reference
@@ -162,7 +162,8 @@ def _first_line(exc: Exception) -> str:
 
 
 def parse_ts(value: str) -> datetime | None:
-    """An HL7 TS/DTM (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]) as an aware UTC datetime, or None if malformed."""
+    """An HL7 TS/DTM (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ]) as an aware UTC datetime, or None if malformed: the
+    instant for ordering messages. A date counts as its midnight in England; fhir_datetime keeps it a date."""
     match = _TS.match(value.strip())
     if not match:
         return None
@@ -177,6 +178,24 @@ def parse_ts(value: str) -> datetime | None:
         return moment.replace(tzinfo=LOCAL_ZONE).astimezone(UTC)
     except ValueError:
         return None
+
+
+def fhir_datetime(value: str) -> str | None:
+    """An HL7 TS/DTM as a FHIR dateTime at the precision sent, or None if malformed. A date (or year, or month)
+    stays one: it names a day, not an instant, and its midnight in British Summer Time is the day before in UTC.
+    A time of day is the UTC instant (local time in England unless an offset is sent)."""
+    match = _TS.match(value.strip())
+    if not match:
+        return None
+    year, month, day, hour = match.groups()[:4]
+    if hour is not None:
+        moment = parse_ts(value)
+        return moment.isoformat() if moment else None
+    try:
+        date(int(year), int(month or 1), int(day or 1))
+    except ValueError:
+        return None
+    return "-".join(part for part in (year, month, day) if part)
 
 
 def parse_date(value: str) -> str | None:

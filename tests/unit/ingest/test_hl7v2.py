@@ -4,9 +4,10 @@ segment and field named for each kind of bad message."""
 import pytest
 
 from services.ingest.feeds import hl7v2
-from services.ingest.feeds.hl7v2_message import build_ack, parse, parse_ts
+from services.ingest.feeds.hl7v2_message import build_ack, fhir_datetime, parse, parse_ts
 from services.ingest.feeds.model import AdapterError
 from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_ENGLAND, ODS_ORG_SYSTEM
+from shared.search import extract
 from tests.fixtures.ingest import messages
 from tests.support import data
 
@@ -107,6 +108,30 @@ def test_british_summer_time_is_converted_to_utc() -> None:
     assert parse_ts("20240701120000").isoformat() == "2024-07-01T11:00:00+00:00"
     assert parse_ts("20240101120000").isoformat() == "2024-01-01T12:00:00+00:00"
     assert parse_ts("20240701120000+0000").isoformat() == "2024-07-01T12:00:00+00:00"
+
+
+@pytest.mark.parametrize("sent, fhir", [
+    ("20240615", "2024-06-15"), ("202406", "2024-06"), ("2024", "2024"),  # dates keep their precision
+    ("202406151030", "2024-06-15T09:30:00+00:00"), ("20240615103000", "2024-06-15T09:30:00+00:00"),
+    ("20240615103000+0000", "2024-06-15T10:30:00+00:00"), ("20240115103000", "2024-01-15T10:30:00+00:00"),
+    ("20240631", None), ("2024-06-15", None),
+])
+def test_hl7_timestamps_become_fhir_datetimes_at_the_precision_sent(sent: str, fhir: str | None) -> None:
+    assert fhir_datetime(sent) == fhir
+
+
+def test_a_date_only_value_in_british_summer_time_stays_on_its_day() -> None:
+    message = messages.with_field(messages.adt("A01", ts="20240615120000", admitted="20240615"), "PID", 29,
+                                  "20240615")
+    message += "DG1|1||I21.9^Acute myocardial infarction^I10||20240615|F\r"
+    found = _by_type(hl7v2.map_adt(message))
+    assert found["Patient"][0].resource["deceasedDateTime"] == "2024-06-15"
+    assert found["Encounter"][0].resource["period"]["start"] == "2024-06-15"
+    condition = found["Condition"][0].resource
+    assert condition["recordedDate"] == "2024-06-15"
+    (indexed,) = [row for row in extract(condition) if row.param == "date"]
+    assert (indexed.date_low.isoformat(), indexed.date_high.date().isoformat()) == ("2024-06-15T00:00:00+00:00",
+                                                                                    "2024-06-15")
 
 
 @pytest.mark.parametrize("message, location, code", [
