@@ -46,6 +46,19 @@ VISIT_SYSTEM = "urn:scr:visit:{}"
 GMP_SYSTEM = "https://fhir.hl7.org.uk/Id/gmp-number"
 DISSENT = ("416409005", "Refused consent for upload to local shared electronic record")
 CONSENT = ("425691002", "Consent given for electronic record sharing")
+# XPN-7 name type (HL7 table 0200) to HumanName.use, after the HL7 v2-to-FHIR ConceptMap table-hl70200-to-name-use
+# (and FHIR's own v2 map for S). Blank is the legal name (ITK); A (v2.4 alias), unmapped there, stays usual as
+# before; types with no FHIR equivalent (B birth, C adopted, P partner...) carry no use.
+NAME_USE = {"": "official", "L": "official", "R": "official", "D": "usual", "A": "usual", "M": "maiden",
+            "N": "nickname", "TEMP": "temp", "NAV": "temp", "BAD": "old", "NOUSE": "old", "S": "anonymous",
+            "MSK": "anonymous"}
+# XTN-2 use code (table 0201) and XTN-3 equipment type (table 0202) to ContactPoint, after the v2-to-FHIR
+# ConceptMaps. A use code they leave unmapped (ASN, EMR...) takes the field's own use (PID-13 home, PID-14 work);
+# ORN and VHN are other homes. A mobile (CP) is use mobile whatever XTN-2 says.
+TELECOM_USE = {"PRN": "home", "ORN": "home", "VHN": "home", "WPN": "work", "PRS": "mobile"}
+TELECOM_SYSTEM = {"PH": "phone", "CP": "phone", "FX": "fax", "BP": "pager", "MD": "other", "TDD": "other",
+                  "TTY": "other", "INTERNET": "email", "X.400": "email"}
+TELECOM_SYSTEM_BY_USE = {"NET": "email", "BPN": "pager"}  # when XTN-3 is blank
 PATIENT_REF = "urn:scr:hl7:patient"
 ENCOUNTER_REF = "urn:scr:hl7:encounter"
 
@@ -148,9 +161,7 @@ def _patient(pid: Segment, pd1: Segment | None, org: str, at: str) -> tuple[dict
         patient["gender"] = SEX[pid.get(8).upper()]
     if addresses := [_address(rep) for rep in pid.repetitions(11) if any(rep)]:
         patient["address"] = addresses
-    telecom = [{"system": "phone", "value": rep[0], "use": use} for number, use in ((13, "home"), (14, "work"))
-               for rep in pid.repetitions(number) if rep and rep[0]]
-    if telecom:
+    if telecom := _telecoms(pid, ((13, "home"), (14, "work"))):
         patient["telecom"] = telecom
     if ethnic := pid.get(22):
         patient["extension"] = [{"url": ETHNIC_CATEGORY_EXT, "valueCodeableConcept": {"coding": [
@@ -198,7 +209,9 @@ def _nhs_identifier(number: str, reliability: str) -> dict[str, Any]:
 
 
 def _name(rep: list[str]) -> dict[str, Any]:
-    name: dict[str, Any] = {"use": "official" if (rep[6] if len(rep) > 6 else "L") in ("L", "") else "usual"}
+    name: dict[str, Any] = {}
+    if use := NAME_USE.get((rep[6] if len(rep) > 6 else "").upper()):
+        name["use"] = use
     if rep[0]:
         name["family"] = rep[0]
     given = [part for part in rep[1:3] if part]
@@ -207,6 +220,26 @@ def _name(rep: list[str]) -> dict[str, Any]:
     if len(rep) > 4 and rep[4]:
         name["prefix"] = [rep[4]]
     return name
+
+
+def _telecoms(segment: Segment, fields: tuple[tuple[int, str | None], ...]) -> list[dict[str, Any]]:
+    """The ContactPoints of the XTN fields given with each one's own use, in the order sent."""
+    return [contact for number, use in fields for rep in segment.repetitions(number)
+            if (contact := _contact_point(rep, use))]
+
+
+def _contact_point(rep: list[str], field_use: str | None) -> dict[str, Any] | None:
+    """One XTN repetition (1 number, 2 use, 3 equipment, 4 e-mail address); None when it has no number or address."""
+    number, use_code, equipment, address = [*rep, "", "", ""][:4]
+    use_code, equipment = use_code.upper(), equipment.upper()
+    system = TELECOM_SYSTEM.get(equipment) or TELECOM_SYSTEM_BY_USE.get(use_code, "phone")
+    value = (address or number) if system == "email" else number
+    if not value:
+        return None
+    contact: dict[str, Any] = {"system": system, "value": value}
+    if use := "mobile" if equipment == "CP" else TELECOM_USE.get(use_code, field_use):
+        contact["use"] = use
+    return contact
 
 
 def _address(rep: list[str]) -> dict[str, Any]:
@@ -366,8 +399,8 @@ def _related_person(nk1: Segment, patient_key: str, updated: Any) -> Mapped:
                                                "code": relationship}], "text": nk1.get(3, 2) or relationship}]
     if addresses := [_address(rep) for rep in nk1.repetitions(4) if any(rep)]:
         person["address"] = addresses
-    if phones := [{"system": "phone", "value": rep[0]} for rep in nk1.repetitions(5) if rep and rep[0]]:
-        person["telecom"] = phones
+    if telecom := _telecoms(nk1, ((5, None), (6, "work"))):
+        person["telecom"] = telecom
     return Mapped(person, f"nok:{patient_key}:{nk1.get(1) or nk1.index}", updated, patient_ref=PATIENT_REF,
                   where=f"NK1[{nk1.index}]")
 

@@ -236,3 +236,35 @@ def test_the_hl7_null_reads_as_no_value_in_any_component() -> None:
 ])
 def test_zu8_4_sets_or_lifts_the_s_flag_only_when_sent(zu8: str | None, restricted: bool | None) -> None:
     assert hl7v2.map_adt(messages.adt("A02", zu8=zu8)).patients[0].restricted is restricted
+
+
+def test_pid_13_and_14_map_use_and_equipment_type_to_contact_points() -> None:
+    home = "0113 496 0123~07700 900123^PRN^CP~^NET^Internet^mary@example.com~0113 496 0999^ORN^FX"
+    message = messages.with_field(messages.with_field(messages.adt("A28"), "PID", 13, home), "PID", 14,
+                                  "0113 496 0555^WPN^PH~^NET^X.400^m.orange@example.nhs.uk")
+    assert hl7v2.map_adt(message).patients[0].resource["telecom"] == [
+        {"system": "phone", "value": "0113 496 0123", "use": "home"},  # no XTN-2: PID-13 is the home number
+        {"system": "phone", "value": "07700 900123", "use": "mobile"},
+        {"system": "email", "value": "mary@example.com", "use": "home"},
+        {"system": "fax", "value": "0113 496 0999", "use": "home"},
+        {"system": "phone", "value": "0113 496 0555", "use": "work"},
+        {"system": "email", "value": "m.orange@example.nhs.uk", "use": "work"},
+    ]
+
+
+def test_next_of_kin_phones_are_read_the_same_way() -> None:
+    nk1 = "NK1|1|ORANGE^Peter^^^Mr|SPO^Spouse||07700 900124^PRS^CP~^NET^Internet^peter@example.com|0113 496 0556"
+    kin = _by_type(hl7v2.map_adt(messages.adt("A01", segments=(nk1,))))["RelatedPerson"][0].resource
+    assert kin["telecom"] == [{"system": "phone", "value": "07700 900124", "use": "mobile"},
+                              {"system": "email", "value": "peter@example.com"},
+                              {"system": "phone", "value": "0113 496 0556", "use": "work"}]
+
+
+@pytest.mark.parametrize("name_type, use", [("L", "official"), ("", "official"), ("M", "maiden"), ("N", "nickname"),
+                                            ("D", "usual"), ("A", "usual"), ("NOUSE", "old"), ("TEMP", "temp"),
+                                            ("S", "anonymous"), ("B", None), ("P", None)])
+def test_xpn_7_name_type_maps_to_the_name_use(name_type: str, use: str | None) -> None:
+    sent = f"ORANGE^Blossom^^^Mrs^^L~SMITH^Blossom^^^Miss^^{name_type}"
+    names = messages.with_field(messages.adt("A28"), "PID", 5, sent)
+    second = hl7v2.map_adt(names).patients[0].resource["name"][1]
+    assert second.get("use") == use and second["family"] == "SMITH"
