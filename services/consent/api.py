@@ -5,6 +5,8 @@ A citizen's NHS number comes only from their token: nothing in a request can poi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Request
@@ -37,8 +39,21 @@ def _proofed_to_p9(principal: Principal) -> str | None:
     return None
 
 
-citizen_only = require("citizen", check=_citizen_claims)
-citizen_p9 = require("citizen", check=_proofed_to_p9)
+def _citizen(check: Callable[[Principal], str | None]) -> Callable[[Request], Principal]:
+    """Admit a citizen passing `check`, with their NHS number in the one form choices are keyed and decided by:
+    a token saying "999 000 0018" must reach the same choices as a decision about 9990000018."""
+    admitted = require("citizen", check=check)
+
+    def dependency(request: Request) -> Principal:
+        principal = admitted(request)
+        return replace(principal, nhs_number=nhs_number.normalise(principal.nhs_number or ""))
+
+    dependency.__scr_auth__ = admitted.__scr_auth__  # type: ignore[attr-defined]
+    return dependency
+
+
+citizen_only = _citizen(_citizen_claims)
+citizen_p9 = _citizen(_proofed_to_p9)
 system_reading_consent = require("system", scope=("Consent", "r"))
 
 
@@ -112,7 +127,11 @@ def get_my_access_log(request: Request, principal: Principal = Depends(citizen_o
 def get_my_summary(request: Request, principal: Principal = Depends(citizen_only)) -> JSONResponse:
     _only_params(request, set())
     view = _service(request).citizen_view(principal.nhs_number or "")
-    return JSONResponse(citizen.summary(view, _decisions(request).policy), headers=_NO_STORE)
+    body = citizen.summary(view, _decisions(request).policy)
+    # The page disables its form, and says why, before a citizen below P9 tries to save.
+    refusal = _proofed_to_p9(principal)
+    body["changes"] = {"allowed": refusal is None, "reason": refusal}
+    return JSONResponse(body, headers=_NO_STORE)
 
 
 @router.post("/decide")

@@ -6,14 +6,17 @@ Every fact keeps the FHIRPath-style location of the provision it came from, so a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.consent import codes
 from shared.fhir import ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, ODS_ORG_SYSTEM, canonical_system
 
 BASE = "Consent.provision"
+# FHIR partial dates: a year, a year and month, or a day, each meaning the whole of that period.
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,19 +38,26 @@ class ConsentFacts:
     author_kind: str  # citizen | professional
     author_ods: str | None
     author_role: str | None
-    recorded_at: datetime
-    stated_at: datetime  # when its statement took effect: provision.period.start, else dateTime, else recorded
-    ends_at: datetime | None  # provision.period.end: expired afterwards
+    recorded_at: datetime  # when this service recorded the current version (server time)
+    stated_at: datetime  # when the statement was made, never after recorded_at: the order "newest wins" uses
+    starts_at: datetime  # in force from: provision.period.start, else dateTime (the start of a partial date)
+    ends_at: datetime | None  # provision.period.end: expired from here (the end of a partial date)
     stance: str | None  # share | object | upheld | declined (None: says nothing about direct care)
     stance_code: str | None  # the source code behind the stance (e.g. SNOMED 416409005), for the reason
     withheld: tuple[Restriction, ...] = ()
     denied_organisations: tuple[Restriction, ...] = ()
     secondary_use_opt_out: str | None = None  # the provision recording the National Data Opt-out
+    about_sharing: bool = True  # scope patient-privacy; any other scope (treatment, research) is not a choice here
 
     def in_force(self, now: datetime) -> bool:
-        """Active, started, and not expired."""
-        return (self.status == "active" and self.stated_at <= now
+        """A sharing choice, active, started, and not expired."""
+        return (self.about_sharing and self.status == "active" and self.starts_at <= now
                 and (self.ends_at is None or self.ends_at > now))
+
+    def order_key(self) -> tuple[datetime, datetime, str, int]:
+        """Oldest first: when stated, then when recorded here, then id and version, so the later-recorded of two
+        statements made at the same time wins, and the answer never depends on how consents were listed."""
+        return self.stated_at, self.recorded_at, self.id, self.version_id
 
 
 def utc(moment: datetime) -> datetime:
@@ -56,17 +66,43 @@ def utc(moment: datetime) -> datetime:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """A FHIR date or dateTime as an aware datetime (dates at midnight UTC, naive times as UTC), or None."""
+    """A FHIR date or dateTime as an aware datetime, or None: the start of a partial date ("2020" is
+    2020-01-01T00:00Z, dates are UTC days) and naive times as UTC."""
+    bounds = _bounds(value)
+    return bounds[0] if bounds else None
+
+
+def range_end(value: Any) -> datetime | None:
+    """The end of a FHIR date or dateTime, exclusive: the moment after the whole year, month or day a partial
+    date names ("2020" ends at 2021-01-01T00:00Z), or the dateTime itself."""
+    bounds = _bounds(value)
+    return bounds[1] if bounds else None
+
+
+def _bounds(value: Any) -> tuple[datetime, datetime] | None:
     if not isinstance(value, str) or not value:
         return None
+    partial = _PARTIAL_DATE.fullmatch(value)
+    if partial:
+        return _partial_bounds(*partial.groups())
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        try:
-            parsed = datetime.combine(date.fromisoformat(value), datetime.min.time())
-        except ValueError:
-            return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return None
+    moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return moment, moment
+
+
+def _partial_bounds(year: str, month: str | None, day: str | None) -> tuple[datetime, datetime] | None:
+    try:
+        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        if day:
+            return start, start + timedelta(days=1)
+        if month:
+            return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        return start, start.replace(year=start.year + 1)
+    except (ValueError, OverflowError):
+        return None
 
 
 def facts_from(*, id: str, version_id: int, kind: str, status: str, author_kind: str, author_ods: str | None,
@@ -75,15 +111,38 @@ def facts_from(*, id: str, version_id: int, kind: str, status: str, author_kind:
     provision = body.get("provision") or {}
     period = provision.get("period") or {}
     recorded = utc(recorded_at)
-    stated = parse_datetime(period.get("start")) or parse_datetime(body.get("dateTime")) or recorded
+    claimed = _bounds(period.get("start")) or _bounds(body.get("dateTime")) or (recorded, recorded)
     stance, stance_code = stance_of(kind, provision)
     withheld, denied, opt_out = _restrictions(provision.get("provision") or [])
     return ConsentFacts(
-        id=id, version_id=version_id, kind=kind, status=status, author_kind=author_kind, author_ods=author_ods,
-        author_role=author_role, recorded_at=recorded, stated_at=stated, ends_at=parse_datetime(period.get("end")),
+        id=id, version_id=version_id, kind=kind, status=status, author_kind=author_kind,
+        author_ods=ods_code(author_ods) if author_ods else None, author_role=author_role, recorded_at=recorded,
+        stated_at=_stated_at(claimed, recorded), starts_at=claimed[0], ends_at=range_end(period.get("end")),
         stance=stance, stance_code=stance_code, withheld=withheld, denied_organisations=denied,
-        secondary_use_opt_out=opt_out,
+        secondary_use_opt_out=opt_out, about_sharing=is_about_sharing(body),
     )
+
+
+def _stated_at(claimed: tuple[datetime, datetime], recorded: datetime) -> datetime:
+    """When a statement was made, for ordering. A statement cannot have been made after this service received
+    it, so a future dateTime cannot leapfrog statements recorded after it; a date without a time means "some
+    time that day", so it is placed at the last moment of the day, or when we received it if that was earlier
+    (a GP dissent dated today and recorded after the citizen's save today is the newer statement)."""
+    latest_possible = claimed[1] - timedelta(microseconds=1) if claimed[1] > claimed[0] else claimed[1]
+    return min(latest_possible, recorded)
+
+
+def is_about_sharing(body: dict[str, Any]) -> bool:
+    """Is this Consent a data-sharing choice (scope patient-privacy)? A treatment or research consent from a
+    source record says nothing about sharing the record for care (docs/CONTRACTS.md §1.5)."""
+    scope = body.get("scope") or {}
+    return any(coding.get("system") == codes.CONSENT_SCOPE_SYSTEM and coding.get("code") == codes.PATIENT_PRIVACY
+               for coding in scope.get("coding") or [] if isinstance(coding, dict))
+
+
+def ods_code(value: str) -> str:
+    """An ODS organisation code as compared everywhere: no surrounding spaces, upper case ("rh8 " is RH8)."""
+    return value.strip().upper()
 
 
 def stance_of(kind: str, provision: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -127,10 +186,11 @@ def _restrictions(nested: list[dict[str, Any]]) -> tuple[tuple[Restriction, ...]
 
 
 def actor_ods_codes(provision: dict[str, Any]) -> list[str]:
-    """ODS codes of the organisations named as actors of a provision."""
+    """ODS codes of the organisations named as actors of a provision, normalised (a source may send "rh8")."""
     found = []
     for actor in provision.get("actor") or []:
         identifier = ((actor or {}).get("reference") or {}).get("identifier") or {}
-        if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and identifier.get("value"):
-            found.append(identifier["value"])
+        value = identifier.get("value")
+        if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and isinstance(value, str) and value.strip():
+            found.append(ods_code(value))
     return found

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from services.consent import codes
-from services.consent.facts import ConsentFacts
+from services.consent.facts import ConsentFacts, ods_code
 from shared.errors import InvalidInput, UnprocessableResource
 from shared.fhir import NHS_NUMBER_SYSTEM, ODS_ORG_SYSTEM, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, security_coding
@@ -45,8 +45,10 @@ def parse(document: Any) -> Preferences:
     content = _content_issues(document)
     if content:
         raise UnprocessableResource(content[0].diagnostics, issues=[i.as_fhir() for i in content])
+    # ODS codes are case-blind: "rh8" is RH8, stored (and so compared everywhere) as RH8.
     return Preferences(document["direct_care"], tuple(document["withheld_categories"]),
-                       tuple(document["denied_organisations"]), document["national_data_opt_out"])
+                       tuple(ods_code(code) for code in document["denied_organisations"]),
+                       document["national_data_opt_out"])
 
 
 def _shape_issues(document: Any) -> list[Issue]:
@@ -103,12 +105,13 @@ def _organisation_issues(organisations: list[str]) -> list[Issue]:
         issues.append(Issue(f"at most {MAX_DENIED_ORGANISATIONS} organisations can be named; to stop sharing with "
                             "every organisation, object to sharing instead", "denied_organisations",
                             code="business-rule"))
-    for index, code in enumerate(organisations):
+    normalised = [ods_code(code) for code in organisations]
+    for index, (given, code) in enumerate(zip(organisations, normalised, strict=True)):
         where = f"denied_organisations[{index}]"
         if not ODS_CODE.fullmatch(code):
-            issues.append(Issue(f"{code!r} is not an ODS organisation code (3 to 8 capital letters and digits, "
+            issues.append(Issue(f"{given!r} is not an ODS organisation code (3 to 8 letters and digits, "
                                 "e.g. RR8 or Y12345)", where, code="value"))
-        elif code in organisations[:index]:
+        elif code in normalised[:index]:
             issues.append(Issue(f"organisation {code!r} is listed twice", where, code="business-rule"))
     return issues
 

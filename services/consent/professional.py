@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from services.consent import codes
-from services.consent.facts import actor_ods_codes, first_code, parse_datetime
+from services.consent.facts import actor_ods_codes, first_code, is_about_sharing, parse_datetime, range_end
 from services.consent.preferences import ODS_CODE
 from shared import nhs_number as nhs
 from shared.errors import InvalidInput, UnprocessableResource
@@ -58,6 +58,18 @@ def kind_of(provision: dict[str, Any]) -> str:
     return "dissent" if provision.get("type") == "deny" else "consent"
 
 
+def import_kind(body: dict[str, Any]) -> str | None:
+    """The kind of a Consent imported from a source record, or None when it is not a sharing choice this service
+    acts on: a scope other than patient-privacy (a patient declining a procedure, a research consent: clinical
+    records, stored by ingest but not consent to share), or an objection review, which only a GP at the
+    patient's practice or a Caldicott Guardian may make, here, never a feed."""
+    provision = body.get("provision")
+    if not is_about_sharing(body) or not isinstance(provision, dict):
+        return None
+    kind = kind_of(provision)
+    return None if kind == "safety-override" else kind
+
+
 def patient_nhs_number(resource: dict[str, Any]) -> str | None:
     identifier = (resource.get("patient") or {}).get("identifier") or {}
     if canonical_system(identifier.get("system")) != NHS_NUMBER_SYSTEM or not isinstance(identifier.get("value"),
@@ -90,7 +102,8 @@ def _rule_issues(resource: dict[str, Any]) -> list[Issue]:
 
 def _period_issues(provision: dict[str, Any]) -> list[Issue]:
     period = provision.get("period") or {}
-    start, end = parse_datetime(period.get("start")), parse_datetime(period.get("end"))
+    # Partial dates are ranges: a period from 2020-06-01 to "2020" (the whole year) is fine.
+    start, end = parse_datetime(period.get("start")), range_end(period.get("end"))
     if start and end and end <= start:
         return [Issue("provision.period.end must be after its start", "Consent.provision.period.end",
                       code="value")]

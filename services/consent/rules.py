@@ -7,13 +7,14 @@ table-driven tests meaningful and lets the decision be benchmarked in-process.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from services.consent.codes import DIRECT_CARE, ETREAT, SECONDARY_USE, TREAT
-from services.consent.facts import BASE, ConsentFacts, Restriction
+from services.consent.facts import BASE, ConsentFacts, Restriction, ods_code
 from shared import labels, roles
 
 ADMIN_TYPES = ("Appointment", "Encounter", "Patient")
@@ -119,9 +120,9 @@ def decide(request: DecisionRequest, consents: Iterable[ConsentFacts], policy: P
 
 
 def standing_of(consents: Iterable[ConsentFacts], now: datetime) -> Standing:
-    """Fold the consents in force into one standing; ties in time fall back to id and version, so the
-    order (and therefore the answer) never depends on how the consents happened to be listed."""
-    in_force = sorted((c for c in consents if c.in_force(now)), key=lambda c: (c.stated_at, c.id, c.version_id))
+    """Fold the consents in force into one standing, oldest statement first (ConsentFacts.order_key: ties in time
+    go to the one recorded here later, then id and version, so the answer never depends on listing order)."""
+    in_force = sorted((c for c in consents if c.in_force(now)), key=ConsentFacts.order_key)
     withheld: dict[str, Restriction] = {}
     denied: dict[str, Restriction] = {}
     opt_out = None
@@ -185,7 +186,8 @@ def _refuse_actor(request: DecisionRequest) -> Decision | None:
 
 
 def _refuse_organisation(request: DecisionRequest, standing: Standing) -> Decision | None:
-    restriction = standing.denied.get(request.ods_code or "")
+    # Denied codes are normalised when parsed; the caller's too, so "rh8 " can never slip past a denied RH8.
+    restriction = standing.denied.get(ods_code(request.ods_code or ""))
     if restriction is None:
         return None
     return Decision("deny", "denied-organisation",
@@ -251,7 +253,7 @@ def _first_citizen_restriction(standing: Standing, withhold: tuple[str, ...]) ->
 
 
 def _break_glass(request: DecisionRequest, standing: Standing, policy: Policy) -> Decision:
-    if not (request.break_glass_reason or "").strip():
+    if not has_words(request.break_glass_reason):
         return Decision("deny", "break-glass-no-reason", "Break-glass needs a reason; none was given.")
     if request.role not in roles.CLINICAL:
         return Decision("deny", "break-glass-not-clinical",
@@ -265,6 +267,12 @@ def _break_glass(request: DecisionRequest, standing: Standing, policy: Policy) -
     if emergency.own_organisation_only and baseline.permits:
         return replace(baseline, reason=f"Break-glass does not change this decision. {baseline.reason}")
     return replace(emergency, break_glass=True)
+
+
+def has_words(reason: str | None) -> bool:
+    """A reason someone could read: at least one letter or digit in any script. Spaces, zero-width characters
+    and blank Braille cells (U+2800) look like nothing to the privacy officer who reviews the access."""
+    return any(unicodedata.category(char)[0] in "LN" for char in reason or "")
 
 
 def _with_break_glass_hint(request: DecisionRequest, standing: Standing, policy: Policy,

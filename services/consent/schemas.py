@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.consent.codes import ETREAT
+from services.consent.facts import ods_code
 from services.consent.rules import DecisionRequest
 from shared import nhs_number
 from shared.errors import InvalidInput
@@ -32,6 +33,14 @@ class ActorIn(BaseModel):
     ods_code: str | None = Field(default=None, max_length=16)
     role_code: str | None = Field(default=None, max_length=64)
     user_id: str | None = Field(default=None, max_length=128)
+
+    @field_validator("ods_code")
+    @classmethod
+    def _normalise_ods(cls, value: str | None) -> str | None:
+        """One spelling per organisation ("rh8 " is RH8); blank is none, which a clinician actor may not be."""
+        if value is None:
+            return None
+        return ods_code(value) or None
 
 
 class DecideIn(BaseModel):

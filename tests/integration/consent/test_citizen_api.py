@@ -11,7 +11,7 @@ from sqlalchemy import select
 from shared.audit import AuditRecord, verify_chain, write_audit
 from shared.auth import Principal
 from shared.schema import AuditEventRow
-from tests.integration.consent.conftest import DOC, add_person, bearer, version_count
+from tests.integration.consent.conftest import DOC, add_person, bearer, decide_body, version_count
 from tests.support import data
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,8 @@ def test_creating_over_a_record_someone_else_just_created_is_412(client, tokens)
 
 @pytest.mark.parametrize(("document", "status", "expression"), [
     (DOC | {"withheld_categories": ["XYZ"]}, 422, "withheld_categories[0]"),
-    (DOC | {"denied_organisations": ["rr8"]}, 422, "denied_organisations[0]"),
+    (DOC | {"denied_organisations": ["r-8"]}, 422, "denied_organisations[0]"),
+    (DOC | {"denied_organisations": ["RH8", "rh8"]}, 422, "denied_organisations[1]"),
     (DOC | {"denied_organisations": ["RH8", "RH8"]}, 422, "denied_organisations[1]"),
     (DOC | {"direct_care": "sometimes"}, 422, "direct_care"),
     (DOC | {"nhs_number": B}, 400, "nhs_number"),
@@ -110,6 +111,25 @@ def test_changing_choices_needs_p9_but_reading_them_does_not(client, tokens, db)
     assert refused.status_code == 403 and "P9" in refused.json()["issue"][0]["diagnostics"]
     assert version_count(db, A) == 0
     assert client.get("/consent/me", headers=bearer(tokens.citizen(A, level="P5"))).status_code == 200
+    below = client.get("/consent/me/summary", headers=bearer(tokens.citizen(A, level="P5"))).json()["changes"]
+    assert below["allowed"] is False and "P9" in below["reason"]
+    assert _get(client, tokens, path="/consent/me/summary").json()["changes"] == {"allowed": True, "reason": None}
+
+
+def test_organisation_codes_are_saved_in_capitals_however_they_are_typed(client, tokens) -> None:
+    saved = _put(client, tokens, DOC | {"denied_organisations": ["rh8", " y12345 "]})
+    assert saved.status_code == 201
+    assert saved.json()["denied_organisations"] == ["RH8", "Y12345"]
+
+
+def test_an_nhs_number_claim_with_spaces_reaches_the_same_choices_as_decisions(client, tokens, db) -> None:
+    spaced = f"{A[:3]} {A[3:6]} {A[6:]}"
+    assert _put(client, tokens, DOC | {"direct_care": "object"}, nhs=spaced).status_code == 201
+    assert _get(client, tokens).json()["direct_care"] == "object"
+    assert _get(client, tokens, nhs=spaced).json()["direct_care"] == "object"
+    assert version_count(db, A) == 1
+    decision = client.post("/consent/decide", json=decide_body(A), headers=bearer(tokens.system())).json()
+    assert (decision["rule"], decision["own_organisation_only"]) == ("objection", True)
 
 
 @pytest.mark.parametrize("path", ["/consent/me", "/consent/me/history", "/consent/me/access-log",

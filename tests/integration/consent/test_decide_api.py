@@ -93,3 +93,20 @@ def test_a_person_without_an_nhs_number_gets_the_defaults(client, tokens) -> Non
     body = decide_body(A)
     body["patient"] = {"nhs_number": None, "person_id": "p-without-number"}
     assert _decide(client, tokens, body).json()["rule"] == "default-share"
+
+
+@pytest.mark.parametrize("asking", ["rh8", " RH8", "RH8 ", "Rh8"])
+@pytest.mark.parametrize("purpose", ["TREAT", "ETREAT", "HRESCH"])
+def test_a_denied_organisation_is_denied_however_the_caller_writes_its_code(client, tokens, asking, purpose) -> None:
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"denied_organisations": ["RH8"]})
+    glass = purpose == "ETREAT"
+    body = decide_body(A, ods=asking, purpose=purpose, relationship="none" if glass else "registered",
+                       reason="Unconscious in the emergency department" if glass else None)
+    decision = _decide(client, tokens, body).json()
+    assert (decision["decision"], decision["rule"]) == ("deny", "denied-organisation")
+
+
+def test_a_blank_organisation_code_is_no_organisation(client, tokens) -> None:
+    response = _decide(client, tokens, decide_body(A, ods="   "))
+    assert response.status_code == 400
+    assert "actor.ods_code" in response.json()["issue"][0]["expression"]

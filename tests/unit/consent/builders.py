@@ -69,12 +69,13 @@ def review_body(outcome: str = codes.DECLINED, *, stated: datetime | None = None
 
 
 def professional(body: dict[str, Any], *, kind: str | None = None, consent_id: str = "prof-1", version: int = 1,
-                 ods: str = data.GP_ODS, role: str = "R0260") -> ConsentFacts:
+                 ods: str = data.GP_ODS, role: str = "R0260", recorded: datetime | None = None) -> ConsentFacts:
+    """A professional's Consent as the service stores it; `recorded` is when the service received it."""
     from services.consent.professional import kind_of
 
     return facts_from(id=consent_id, version_id=version, kind=kind or kind_of(body["provision"]),
                       status=body["status"], author_kind="professional", author_ods=ods, author_role=role,
-                      recorded_at=days_ago(1), body=body)
+                      recorded_at=recorded or days_ago(1), body=body)
 
 
 def dissent(*, stated: datetime | None = None, status: str = "active", ends: datetime | None = None,

@@ -41,10 +41,10 @@ def test_a_good_document_parses() -> None:
     (GOOD | {"withheld_categories": ["V"]}, 422, "withheld_categories[0]"),
     (GOOD | {"withheld_categories": ["psy"]}, 422, "withheld_categories[0]"),
     (GOOD | {"withheld_categories": ["PSY", "PSY"]}, 422, "withheld_categories[1]"),
-    (GOOD | {"denied_organisations": ["rr8"]}, 422, "denied_organisations[0]"),
     (GOOD | {"denied_organisations": ["RR"]}, 422, "denied_organisations[0]"),
     (GOOD | {"denied_organisations": ["RR8", "ABCDEFGHI"]}, 422, "denied_organisations[1]"),
-    (GOOD | {"denied_organisations": ["RR8 "]}, 422, "denied_organisations[0]"),
+    (GOOD | {"denied_organisations": ["R R8"]}, 422, "denied_organisations[0]"),
+    (GOOD | {"denied_organisations": ["RR8", "rr8 "]}, 422, "denied_organisations[1]"),
     (GOOD | {"denied_organisations": ["<script>"]}, 422, "denied_organisations[0]"),
     (GOOD | {"denied_organisations": ["RR8", "RR8"]}, 422, "denied_organisations[1]"),
     (GOOD | {"denied_organisations": [f"R{n:02d}" for n in range(51)]}, 422, "denied_organisations"),
@@ -59,8 +59,18 @@ def test_bad_documents_name_the_element_at_fault(document, status: int, expressi
     assert all(issue["diagnostics"] for issue in error.issues)
 
 
+@pytest.mark.parametrize("typed", ["rh8", " RH8", "RH8 ", "Rh8", "\trh8\n"])
+def test_organisation_codes_are_stored_the_way_decisions_compare_them(typed: str) -> None:
+    assert parse(GOOD | {"denied_organisations": [typed]}).denied_organisations == ("RH8",)
+
+
+def test_a_malformed_organisation_code_is_quoted_as_the_citizen_typed_it() -> None:
+    error = _problem(GOOD | {"denied_organisations": ["not-a-code"]})
+    assert error.issues[0]["diagnostics"].startswith("'not-a-code' is not an ODS organisation code")
+
+
 def test_every_problem_is_reported_at_once() -> None:
-    error = _problem(GOOD | {"withheld_categories": ["XYZ"], "denied_organisations": ["bad"],
+    error = _problem(GOOD | {"withheld_categories": ["XYZ"], "denied_organisations": ["b-d"],
                              "direct_care": "perhaps"})
     expressions = {e for issue in error.issues for e in issue["expression"]}
     assert expressions == {"direct_care", "withheld_categories[0]", "denied_organisations[0]"}

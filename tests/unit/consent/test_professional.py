@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from services.consent import codes
-from services.consent.professional import check, for_storage, kind_of
+from services.consent.professional import check, for_storage, import_kind, kind_of
 from shared.errors import InvalidInput, UnprocessableResource
 from shared.fhir import validate_resource
 from tests.support import data
@@ -103,3 +103,21 @@ def test_stored_form_is_uk_core_with_our_id_kind_and_recorder() -> None:
                                  "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}}
     assert stored["organization"][0]["identifier"]["value"] == data.GP_ODS
     assert stored["dateTime"] == body["dateTime"]  # the sender's time is kept
+
+
+def _source(body: dict, scope: str | None = codes.PATIENT_PRIVACY) -> dict:
+    body = copy.deepcopy(body)
+    body["scope"] = {"coding": [{"system": codes.CONSENT_SCOPE_SYSTEM, "code": scope}]} if scope else {}
+    return body
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (_source(professional_body("deny", code="416409005")), "dissent"),
+    (_source(professional_body("permit", code="425691002")), "consent"),
+    (_source(professional_body("deny", code="182890002"), "treatment"), None),  # declined a procedure
+    (_source(professional_body("permit", code="723004006"), "research"), None),
+    (_source(professional_body("deny"), None), None),
+    (_source(review_body(codes.DECLINED)), None),  # reviews are made here, never imported from a feed
+])
+def test_only_sharing_choices_are_imported_from_source_records(body, kind: str | None) -> None:
+    assert import_kind(body) == kind

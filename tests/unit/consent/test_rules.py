@@ -5,12 +5,15 @@ hold for any mix of consents."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.consent import codes
 from services.consent.codes import READ_V2
+from services.consent.facts import ConsentFacts
 from services.consent.rules import ADMIN_TYPES, SOCIAL_CARE_TYPES, Policy, decide
 from shared.labels import CATEGORIES, WITHHELD_BY_DEFAULT
 from tests.unit.consent.builders import (
@@ -19,6 +22,7 @@ from tests.unit.consent.builders import (
     ROLES,
     citizen,
     days_ago,
+    denied_organisation_nested,
     dissent,
     professional,
     professional_body,
@@ -143,12 +147,20 @@ def test_break_glass_when_a_relationship_exists_is_only_break_glass_if_it_change
     assert (decision.decision, decision.rule, decision.own_organisation_only, decision.break_glass) == expected
 
 
-@pytest.mark.parametrize("reason", [None, "", "   \t"], ids=["none", "empty", "blank"])
+@pytest.mark.parametrize("reason", [None, "", "   \t", "\u200b", "\u2800", "\u00a0\u3000", "\u200b\u200d\ufeff"],
+                         ids=["none", "empty", "blank", "zero-width-space", "braille-blank", "nbsp-ideographic-space",
+                              "zero-width-mix"])
 @pytest.mark.parametrize("scenario", ["nothing recorded", "citizen objects"])
 def test_break_glass_without_a_reason_is_denied(reason: str | None, scenario: str) -> None:
     decision = decide(request("ETREAT", relationship="none", reason=reason), SCENARIOS[scenario], ON, now=NOW)
     assert (decision.decision, decision.rule, decision.break_glass) == ("deny", "break-glass-no-reason", False)
     assert "reason" in decision.reason
+
+
+@pytest.mark.parametrize("reason", ["x", "999", "\u200b骨折\u200b", "Collapsed in A&E"])
+def test_any_letter_or_digit_makes_a_reason(reason: str) -> None:
+    decision = decide(request("ETREAT", relationship="none", reason=reason), SCENARIOS["citizen objects"], ON, now=NOW)
+    assert (decision.decision, decision.rule, decision.break_glass) == ("permit", "break-glass", True)
 
 
 @pytest.mark.parametrize("group", ["social-care", "admin", "privacy-officer", "caldicott-guardian", "unknown"])
@@ -266,11 +278,139 @@ def test_only_labels_present_are_listed_as_withheld() -> None:
         ("SEX", "STD", "TBOO")
 
 
-def test_two_consents_at_the_same_moment_are_ordered_by_id_not_by_listing() -> None:
+def test_two_consents_stated_at_the_same_moment_are_ordered_by_when_recorded_not_by_listing() -> None:
     moment = days_ago(4)
-    a = citizen("share", since=moment, consent_id="a-share")
-    b = dissent(stated=moment, consent_id="b-dissent")
+    a = citizen("share", since=moment, consent_id="a-share")  # recorded at `moment`
+    b = dissent(stated=moment, consent_id="b-dissent")  # recorded a day ago: the later statement
     assert decide(request(), [a, b], ON, now=NOW).rule == decide(request(), [b, a], ON, now=NOW).rule == "objection"
+
+
+# ---------------------------------------------------------------- ODS codes, however they are written
+
+
+@pytest.mark.parametrize("purpose", ["TREAT", "ETREAT", "HRESCH"])
+@pytest.mark.parametrize("asking", ["RH8", "rh8", " RH8", "RH8 ", "Rh8"])
+def test_a_denied_organisation_is_denied_however_its_code_is_written(asking: str, purpose: str) -> None:
+    glass = purpose == "ETREAT"
+    req = request(purpose, ods=asking, relationship="none" if glass else "registered", reason=REASON if glass else None)
+    decision = decide(req, [citizen("share", denied=("RH8",))], ON, now=NOW)
+    assert (decision.decision, decision.rule) == ("deny", "denied-organisation")
+
+
+def test_an_organisation_denied_in_lower_case_at_source_is_denied() -> None:
+    imported = professional(professional_body("permit", code=None, nested=[denied_organisation_nested("rh8 ")]))
+    assert decide(request(ods="RH8"), [imported], ON, now=NOW).rule == "denied-organisation"
+
+
+# ---------------------------------------------------------------- newest wins: which statement is newest
+# Times are stated by the sender (dateTime, period.start) but received by us (recorded): a statement is never
+# newer than when we received it, a date alone means "some time that day", and equal times go to the later-recorded.
+
+TODAY = NOW.date().isoformat()  # 2026-06-01; NOW is 12:00 UTC
+
+
+def _dated(body: dict, when: str) -> dict:
+    return body | {"dateTime": when}
+
+
+def _dissent_on(when: str, recorded, consent_id: str = "dissent-1"):
+    return professional(_dated(professional_body("deny", code="9Nd1.", system=READ_V2), when), recorded=recorded,
+                        consent_id=consent_id)
+
+
+def _consent_on(when: str, recorded, consent_id: str = "consent-1"):
+    return professional(_dated(professional_body("permit", code="9Nd7.", system=READ_V2), when), recorded=recorded,
+                        consent_id=consent_id)
+
+
+ORDERING = {
+    # A receptionist records a consent dated 3 s ahead; the citizen objects 1 s after it was recorded.
+    "future-dated consent, then the citizen objects": (
+        [_consent_on((days_ago(1 / 24) + timedelta(seconds=3)).isoformat(), days_ago(1 / 24)),
+         citizen("object", since=days_ago(1 / 24) + timedelta(seconds=1))], "objection"),
+    "GP dissent dated today, recorded after the citizen's share today": (
+        [citizen("share", since=NOW - timedelta(hours=2)), _dissent_on(TODAY, NOW - timedelta(hours=1))],
+        "objection"),
+    "GP dissent dated today, recorded before the citizen's share today": (
+        [_dissent_on(TODAY, NOW - timedelta(hours=2)), citizen("share", since=NOW - timedelta(hours=1))], "share"),
+    "GP dissent dated yesterday (recorded today), citizen shared this morning": (
+        [citizen("share", since=NOW - timedelta(hours=3)),
+         _dissent_on((NOW - timedelta(days=1)).date().isoformat(), NOW - timedelta(hours=1))], "share"),
+    "same day: dissent recorded, then consent recorded": (
+        [_dissent_on(TODAY, NOW - timedelta(hours=2), "b-dissent"), _consent_on(TODAY, NOW - timedelta(hours=1),
+                                                                                "a-consent")], "share"),
+    "same day: dissent recorded, then consent recorded (ids the other way)": (
+        [_dissent_on(TODAY, NOW - timedelta(hours=2), "a-dissent"), _consent_on(TODAY, NOW - timedelta(hours=1),
+                                                                                "b-consent")], "share"),
+    "same day: consent recorded, then dissent recorded": (
+        [_consent_on(TODAY, NOW - timedelta(hours=2), "b-consent"), _dissent_on(TODAY, NOW - timedelta(hours=1),
+                                                                                "a-dissent")], "objection"),
+    "same moment stated, the later-recorded wins": (
+        [_dissent_on(days_ago(2).isoformat(), days_ago(1), "a-dissent"),
+         _consent_on(days_ago(2).isoformat(), days_ago(0.5), "z-consent")], "share"),
+}
+
+
+@pytest.mark.parametrize("scenario", list(ORDERING))
+def test_the_newest_statement_wins(scenario: str) -> None:
+    consents, rule = ORDERING[scenario]
+    for listing in (consents, consents[::-1]):
+        assert decide(request(), listing, ON, now=NOW).rule == rule
+
+
+def test_a_future_dated_consent_is_not_in_force_before_its_date() -> None:
+    ahead = _consent_on((NOW + timedelta(days=1)).isoformat(), NOW - timedelta(hours=1))
+    assert decide(request(), [dissent(), ahead], ON, now=NOW).rule == "objection"
+    assert decide(request(), [dissent(), ahead], ON, now=NOW + timedelta(days=2)).rule == "share"
+
+
+# ---------------------------------------------------------------- periods: FHIR partial dates are ranges
+
+
+def _dissent_for(period: dict) -> list:
+    body = professional_body("deny", stated=days_ago(400))
+    body["provision"]["period"] = period
+    return [professional(body, recorded=days_ago(400))]
+
+
+@pytest.mark.parametrize(("period", "at", "rule"), [
+    ({"start": "2019-01-01", "end": "2020"}, NOW, "default-share"),  # ended with 2020
+    ({"end": "2026"}, NOW, "objection"),  # the whole of 2026
+    ({"end": "2026"}, datetime(2027, 1, 1, tzinfo=UTC), "default-share"),
+    ({"start": "2099-01"}, NOW, "default-share"),  # not in force until January 2099
+    ({"start": "2026-07"}, NOW, "default-share"),
+    ({"start": "2026-06"}, NOW, "objection"),
+    ({"end": "2026-06"}, datetime(2026, 6, 30, 23, 59, tzinfo=UTC), "objection"),
+    ({"end": "2026-06"}, datetime(2026, 7, 1, tzinfo=UTC), "default-share"),
+    ({"end": TODAY}, NOW, "objection"),  # an end date includes that whole day
+    ({"end": TODAY}, datetime(2026, 6, 1, 23, 59, 59, tzinfo=UTC), "objection"),
+    ({"end": TODAY}, datetime(2026, 6, 2, tzinfo=UTC), "default-share"),
+    ({"end": "2026-06-01T11:00:00Z"}, NOW, "default-share"),
+])
+def test_periods_written_as_partial_dates_cover_the_whole_period(period: dict, at: datetime, rule: str) -> None:
+    assert decide(request(), _dissent_for(period), ON, now=at).rule == rule
+
+
+# ---------------------------------------------------------------- only sharing choices count
+
+
+def _scoped(scope: str, provision_type: str, code: str | None, stated: datetime) -> ConsentFacts:
+    body = professional_body(provision_type, code=code, stated=stated)
+    body["scope"] = {"coding": [{"system": codes.CONSENT_SCOPE_SYSTEM, "code": scope}]}
+    return professional(body, kind="dissent" if provision_type == "deny" else "consent", consent_id=f"src-{scope}")
+
+
+@pytest.mark.parametrize("purpose", ["TREAT", "HRESCH"])
+def test_a_treatment_refusal_is_not_an_objection_to_sharing(purpose: str) -> None:
+    refused = _scoped("treatment", "deny", "182890002", days_ago(1))
+    kind, role = ("system", None) if purpose == "HRESCH" else ("clinician", ROLES["clinical"])
+    decision = decide(request(purpose, kind=kind, role=role), [refused], ON, now=NOW)
+    assert decision.rule == ("default-share" if purpose == "TREAT" else "secondary-use")
+
+
+def test_a_research_consent_does_not_lift_an_objection() -> None:
+    research = _scoped("research", "permit", "723004006", days_ago(1))
+    assert decide(request(), [citizen("object", since=days_ago(20)), research], ON, now=NOW).rule == "objection"
 
 
 def test_the_json_shape_is_the_contract() -> None:
