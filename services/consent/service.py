@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.consent import preferences, professional, rules, store
 from services.consent.decisions import DecisionPoint, facts_of, load_facts
 from services.consent.errors import PreconditionRequired
-from services.consent.facts import ConsentFacts, utc
+from services.consent.facts import ConsentFacts, ods_code, utc
 from services.consent.metrics import AUDIT_FAILURES, CHANGES
 from shared import outbox, roles
 from shared.audit import AuditRecord, write_audit
@@ -122,8 +122,12 @@ class ConsentService:
                            "provision": body["provision"] | {"period": body["provision"].get("period", {})
                                                              | {"start": now.isoformat()}}}
         with self._sessions() as session, session.begin():
+            standing = rules.standing_of(load_facts(session, checked.nhs_number), now)
+            if refusal := _denied_organisation(principal, standing):
+                raise Forbidden(refusal)
             if checked.kind == "safety-override":
-                _require_objection(session, checked.nhs_number, now)
+                _authorise_reviewer(session, principal, checked.nhs_number)
+                _require_objection(standing)
             person_id = store.person_id_for(session, checked.nhs_number)
             consent_id = str(uuid.uuid4())
             stored = professional.for_storage(body, consent_id=consent_id, kind=checked.kind,
@@ -144,20 +148,37 @@ class ConsentService:
             row = store.get(session, consent_id)
             if row is None:
                 raise NotFound(f"Consent/{consent_id} is not known")
-            self._audit(session, principal, "consent-read", row.nhs_number, [f"Consent/{row.id}"])
-            return row.body
+            refusal = self._audit_read(session, principal, row.nhs_number, [row],
+                                       store.consents_for(session, row.nhs_number))
+        if refusal:
+            raise Forbidden(refusal)
+        return row.body
 
     def search_professional(self, principal: Principal, nhs_number: str) -> list[dict[str, Any]]:
         with self._sessions() as session, session.begin():
             rows = store.consents_for(session, nhs_number)
-            self._audit(session, principal, "consent-read", nhs_number, [f"Consent/{r.id}" for r in rows])
-            return [row.body for row in rows]
+            refusal = self._audit_read(session, principal, nhs_number, rows, rows)
+        if refusal:
+            raise Forbidden(refusal)
+        return [row.body for row in rows]
+
+    def _audit_read(self, session: Session, principal: Principal, nhs_number: str, rows: list[ConsentRecord],
+                    persons_consents: list[ConsentRecord]) -> str | None:
+        """Audit a read of `rows` of the person's consents; returns why it is refused, if it is. A refused read is
+        audited too (outcome denied, nothing returned), so the person sees the attempt in their access log."""
+        standing = rules.standing_of([facts_of(row) for row in persons_consents], _now())
+        refusal = _denied_organisation(principal, standing)
+        entities = [] if refusal else [f"Consent/{row.id}" for row in rows]
+        self._audit(session, principal, "consent-read", nhs_number, entities, refusal,
+                    outcome="denied" if refusal else "success")
+        return refusal
 
     # ------------------------------------------------------------ import of dissent recorded at source
 
     def import_source_consent(self, resource_id: str) -> str:
         """Record a Consent that ingest stored from a source system; re-delivery changes nothing. Returns what
-        happened: created | updated | unchanged | skipped."""
+        happened: created | updated | unchanged | skipped (no person to key it by) | ignored (not a sharing
+        choice: see professional.import_kind)."""
         now = _now()
         with self._sessions() as session, session.begin():
             source = store.source_resource(session, "Consent", resource_id)
@@ -173,14 +194,12 @@ class ConsentService:
     def _import(self, session: Session, source: Any, nhs_number: str,
                 now: datetime) -> tuple[str, Change | None]:
         consent_id = f"src-{source.id}"
-        kind = professional.kind_of(source.body.get("provision") or {})
-        # The source's own time, not ours, fills any gap: the same source version must give the same body.
-        body = professional.for_storage(source.body, consent_id=consent_id, kind=kind, nhs_number=nhs_number,
-                                        recorded=utc(source.last_updated), author_ods=source.source_org,
-                                        person_id=source.person_id)
-        if source.deleted:
-            body["status"] = "inactive"
         row = store.get(session, consent_id, for_update=True)
+        sharing_kind = professional.import_kind(source.body)
+        kind = sharing_kind or (row.kind if row is not None else None)
+        if kind is None:
+            return "ignored", None  # not a sharing choice (e.g. a treatment consent): a clinical record only
+        body = _imported_body(source, consent_id, kind, nhs_number, retired=sharing_kind is None)
         if row is not None and _same_content(row.body, body):
             return "unchanged", None
         author = store.Author("professional", source.source_org, None, f"source:{source.source_system}")
@@ -209,10 +228,10 @@ class ConsentService:
         outbox.stage(session, self._bus(), CONSENT_CHANGED, [(change.nhs_number, _payload(change, person_id))])
 
     def _audit(self, session: Session, principal: Principal, action: str, nhs_number: str, entities: list[str],
-               description: str | None = None, person_id: str | None = None) -> None:
+               description: str | None = None, person_id: str | None = None, outcome: str = "success") -> None:
         person_id = person_id or store.person_id_for(session, nhs_number)
         try:
-            write_audit(session, AuditRecord(service=self._service, action=action, outcome="success",
+            write_audit(session, AuditRecord(service=self._service, action=action, outcome=outcome,
                                              principal=principal, person_id=person_id, nhs_number=nhs_number,
                                              entities=entities, description=description))
         except SQLAlchemyError:
@@ -277,11 +296,43 @@ def _authorise_recorder(principal: Principal, kind: str) -> None:
         raise Forbidden(f"role {principal.role} may not record consent on a patient's behalf")
 
 
-def _require_objection(session: Session, nhs_number: str, now: datetime) -> None:
-    stance = rules.standing_of(load_facts(session, nhs_number), now).stance
-    if stance.objection is None:
+def _denied_organisation(principal: Principal, standing: rules.Standing) -> str | None:
+    """Why the caller's organisation may not see or change this person's consents: the person denied it. Their
+    list of withheld categories and denied organisations is itself part of their record."""
+    if principal.ods_code and ods_code(principal.ods_code) in standing.denied:
+        return (f"the patient has asked that organisation {ods_code(principal.ods_code)} does not see their "
+                "shared record, including their sharing choices")
+    return None
+
+
+def _authorise_reviewer(session: Session, principal: Principal, nhs_number: str) -> None:
+    """Only a Caldicott Guardian, or a GP at a practice the patient is registered with, may review an objection
+    (uk-domain §4.2: objections are made to, and may be refused by, the patient's GP practice)."""
+    if principal.role in roles.CALDICOTT_GUARDIAN:
+        return
+    practices = store.registered_practices(session, nhs_number)
+    if principal.ods_code and ods_code(principal.ods_code) in practices:
+        return
+    raise Forbidden("only a GP at the patient's registered practice, or a Caldicott Guardian, may review their "
+                    "objection" + ("" if practices else "; no registered practice is known for this patient"))
+
+
+def _require_objection(standing: rules.Standing) -> None:
+    if standing.stance.objection is None:
         raise Conflict("there is no objection in force for this patient to review",
                        expression=["Consent.provision.code"])
+
+
+def _imported_body(source: Any, consent_id: str, kind: str, nhs_number: str, *, retired: bool) -> dict[str, Any]:
+    """The stored form of a source Consent: inactive once deleted at source, or once the source re-scoped it so
+    it is no longer a sharing choice (`retired`)."""
+    # The source's own time, not ours, fills any gap: the same source version must give the same body.
+    body = professional.for_storage(source.body, consent_id=consent_id, kind=kind, nhs_number=nhs_number,
+                                    recorded=utc(source.last_updated), author_ods=source.source_org,
+                                    person_id=source.person_id)
+    if source.deleted or retired:
+        body["status"] = "inactive"
+    return body
 
 
 def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:

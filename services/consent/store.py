@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.consent.facts import parse_datetime
+from services.consent.facts import ods_code, parse_datetime, range_end
+from shared.fhir import ODS_ORG_SYSTEM, canonical_system
 from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, Resource
 
 
@@ -83,7 +84,7 @@ def _stamp(body: dict[str, Any], version: int, recorded: datetime) -> dict[str, 
 
 def _period(body: dict[str, Any]) -> dict[str, Any]:
     period = (body.get("provision") or {}).get("period") or {}
-    return {"period_start": parse_datetime(period.get("start")), "period_end": parse_datetime(period.get("end"))}
+    return {"period_start": parse_datetime(period.get("start")), "period_end": range_end(period.get("end"))}
 
 
 def history(session: Session, nhs_number: str, *, limit: int, offset: int) -> list[tuple[ConsentVersion,
@@ -120,3 +121,35 @@ def nhs_number_of_person(session: Session, person_id: str) -> str | None:
 
 def source_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:
     return session.get(Resource, (resource_type, resource_id))
+
+
+def registered_practices(session: Session, nhs_number: str) -> set[str]:
+    """ODS codes of the GP practices the person is registered with, as their linked source Patient records say
+    (Patient.generalPractitioner: an ODS identifier, or a reference to a stored Organization)."""
+    person_id = person_id_for(session, nhs_number)
+    if person_id is None:
+        return set()
+    practices: set[str] = set()
+    organisation_ids: list[str] = []
+    for body in session.scalars(select(Resource.body).where(Resource.resource_type == "Patient",
+                                                            Resource.person_id == person_id,
+                                                            Resource.deleted.is_(False))):
+        for gp in body.get("generalPractitioner") or []:
+            identifier = gp.get("identifier") or {}
+            if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and identifier.get("value"):
+                practices.add(ods_code(str(identifier["value"])))
+            reference = str(gp.get("reference") or "")
+            if reference.startswith("Organization/"):
+                organisation_ids.append(reference.removeprefix("Organization/"))
+    return practices | _organisation_ods_codes(session, organisation_ids)
+
+
+def _organisation_ods_codes(session: Session, ids: list[str]) -> set[str]:
+    if not ids:
+        return set()
+    found = set()
+    for body in session.scalars(select(Resource.body).where(Resource.resource_type == "Organization",
+                                                            Resource.id.in_(ids))):
+        found |= {ods_code(str(i["value"])) for i in body.get("identifier") or []
+                  if canonical_system(i.get("system")) == ODS_ORG_SYSTEM and i.get("value")}
+    return found

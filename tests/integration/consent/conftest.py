@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 from shared.db import create_db_engine
-from shared.schema import ConsentVersion, Person
+from shared.fhir import ODS_ORG_SYSTEM
+from shared.schema import ConsentVersion, Person, Resource
 from tests.support.services import settings_for
 from tests.support.tokens import TokenFactory
 
@@ -65,6 +66,20 @@ def version_count(session: Session, nhs_number: str) -> int:
 def add_person(session: Session, person_id: str, nhs_number: str) -> None:
     now = datetime.now(UTC)
     session.add(Person(id=person_id, nhs_number=nhs_number, status="active", version=1, created=now, updated=now))
+    session.commit()
+
+
+def register_with_practice(session: Session, person_id: str, nhs_number: str, practice: str) -> None:
+    """The person and a source Patient record naming `practice` as their registered GP (as ingest stores one)."""
+    add_person(session, person_id, nhs_number)
+    now = datetime.now(UTC)
+    body = {"resourceType": "Patient", "id": f"pat-{person_id}",
+            "generalPractitioner": [{"type": "Organization", "identifier": {"system": ODS_ORG_SYSTEM,
+                                                                             "value": practice}}]}
+    session.add(Resource(resource_type="Patient", id=f"pat-{person_id}", version_id=1, person_id=person_id,
+                         source_patient_id=f"pat-{person_id}", source_system="GP", source_org=practice,
+                         source_key=f"patient:{person_id}", content_hash="0" * 64, labels=[], last_updated=now,
+                         body=body))
     session.commit()
 
 

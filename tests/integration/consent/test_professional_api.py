@@ -3,12 +3,21 @@ objection reviews (safety overrides) and who may record each; reads and searches
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import select
 
 from services.consent import codes
 from shared.schema import AuditEventRow
-from tests.integration.consent.conftest import DOC, add_person, bearer, decide_body, version_count
+from tests.integration.consent.conftest import (
+    DOC,
+    add_person,
+    bearer,
+    decide_body,
+    register_with_practice,
+    version_count,
+)
 from tests.support import data
 from tests.unit.consent.builders import professional_body, review_body
 
@@ -17,12 +26,12 @@ A = data.NHS_NUMBERS[0]
 WRITE = "user/Consent.cruds"
 
 
-def _gp(tokens, role="R0260", scope=WRITE):
-    return bearer(tokens.clinician(ods=data.GP_ODS, role=f"S8000:G8000:{role}", scope=scope, sub="555000000077"))
+def _gp(tokens, role="R0260", scope=WRITE, ods=data.GP_ODS):
+    return bearer(tokens.clinician(ods=ods, role=f"S8000:G8000:{role}", scope=scope, sub="555000000077"))
 
 
-def _record(client, tokens, body, role="R0260", scope=WRITE):
-    return client.post("/fhir/Consent", json=body, headers=_gp(tokens, role, scope))
+def _record(client, tokens, body, role="R0260", scope=WRITE, ods=data.GP_ODS):
+    return client.post("/fhir/Consent", json=body, headers=_gp(tokens, role, scope, ods))
 
 
 def _decide(client, tokens, **kwargs):
@@ -59,6 +68,7 @@ def test_recording_needs_a_consent_write_scope(client, tokens, db) -> None:
 
 
 def test_a_safety_override_needs_a_gp_or_caldicott_guardian_and_an_objection_to_decline(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
     no_objection = _record(client, tokens, review_body(codes.DECLINED))
     assert no_objection.status_code == 409
     _record(client, tokens, professional_body("deny"))
@@ -76,7 +86,8 @@ def test_a_safety_override_needs_a_gp_or_caldicott_guardian_and_an_objection_to_
     assert "for your safety" in summary["statements"][0]
 
 
-def test_editing_other_choices_does_not_reopen_a_declined_objection_but_a_fresh_one_does(client, tokens) -> None:
+def test_editing_other_choices_does_not_reopen_a_declined_objection_but_a_fresh_one_does(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
     citizen = bearer(tokens.citizen(A))
     client.put("/consent/me", headers=citizen, json=DOC | {"direct_care": "object"})
     _record(client, tokens, review_body(codes.DECLINED))
@@ -132,3 +143,58 @@ def test_read_and_search_are_audited(client, tokens, db) -> None:
         assert client.get(f"/fhir/Consent{bad}", headers=reader).status_code == 400, bad
     reads = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-read")).all()
     assert len(reads) == 3 and {r.actor_ods for r in reads} == {"RR8"}
+
+
+def test_only_a_gp_at_the_registered_practice_or_a_caldicott_guardian_may_review(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)),
+               json=DOC | {"direct_care": "object", "denied_organisations": ["RH8"]})
+    declined = review_body(codes.DECLINED)
+    for ods, role in (("RH8", "R0260"), ("rh8", "R0260"), ("Y99999", "R0260"), ("RH8", "R5105")):
+        refused = _record(client, tokens, declined, role=role, ods=ods)
+        assert refused.status_code == 403, (ods, role)
+    assert "registered practice" in _record(client, tokens, declined, ods="Y99999").json()["issue"][0]["diagnostics"]
+    assert _decide(client, tokens)["rule"] == "objection"
+    assert version_count(db, A) == 1
+    assert _record(client, tokens, declined, role="R5105", ods="RR8").status_code == 201
+    assert _decide(client, tokens)["rule"] == "safety-override"
+    assert _record(client, tokens, review_body(codes.UPHELD), ods=data.GP_ODS.lower()).status_code == 201
+    assert _decide(client, tokens)["rule"] == "objection"
+
+
+def test_no_gp_may_review_when_the_registered_practice_is_unknown(client, tokens) -> None:
+    _record(client, tokens, professional_body("deny"))
+    refused = _record(client, tokens, review_body(codes.DECLINED))
+    assert refused.status_code == 403
+    assert "no registered practice is known" in refused.json()["issue"][0]["diagnostics"]
+
+
+def test_a_denied_organisation_can_neither_record_nor_read_the_persons_consents(client, tokens, db) -> None:
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)),
+               json=DOC | {"withheld_categories": ["PSY"], "denied_organisations": ["RH8"]})
+    assert _record(client, tokens, professional_body("permit", code="425691002"), ods="RH8").status_code == 403
+    consent_id = client.get("/consent/me/history", headers=bearer(tokens.citizen(A))).json()["entries"][0]["consent_id"]
+    search = f"/fhir/Consent?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{A}"
+    for ods in ("RH8", "rh8"):
+        denied = bearer(tokens.clinician(ods=ods, role="S0:G0:R8000", scope="user/Consent.rs"))
+        assert client.get(search, headers=denied).status_code == 403
+        assert client.get(f"/fhir/Consent/{consent_id}", headers=denied).status_code == 403
+    other = bearer(tokens.clinician(ods="RR8", role="S0:G0:R8000", scope="user/Consent.rs"))
+    assert client.get(search, headers=other).json()["total"] == 1
+    reads = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-read")
+                       .order_by(AuditEventRow.id)).all()
+    assert [(r.actor_ods, r.outcome) for r in reads] == [("RH8", "denied"), ("RH8", "denied"), ("rh8", "denied"),
+                                                         ("rh8", "denied"), ("RR8", "success")]
+    assert version_count(db, A) == 1
+
+
+def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newer(client, tokens) -> None:
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC)
+    dated_today = professional_body("deny", code="9Nd1.", system=codes.READ_V2)
+    dated_today["dateTime"] = datetime.now(UTC).date().isoformat()
+    assert _record(client, tokens, dated_today).status_code == 201
+    assert _decide(client, tokens)["rule"] == "objection"
+    then_consent = professional_body("permit", code="9Nd7.", system=codes.READ_V2)
+    then_consent["dateTime"] = dated_today["dateTime"]
+    assert _record(client, tokens, then_consent).status_code == 201
+    assert _decide(client, tokens)["rule"] == "share"  # the later-recorded of two same-day records, every time

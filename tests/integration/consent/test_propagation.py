@@ -78,9 +78,10 @@ def test_the_embedded_event_log_gets_the_event_in_the_same_transaction_as_the_ch
     assert [(e.key, e.payload["version_id"], e.payload["person_id"]) for e in events] == [(A, 1, None)]
 
 
-def _store_source_consent(db, resource_id: str, person_id: str, *, version: int = 1, deleted: bool = False) -> None:
+def _store_source_consent(db, resource_id: str, person_id: str, *, version: int = 1, deleted: bool = False,
+                          body: dict[str, Any] | None = None) -> None:
     """A Consent as ingest stores one from a GP bundle (CONTRACTS §1.5): patient -> the person."""
-    body = professional_body("deny", code="416409005") | {"id": resource_id, "patient": {
+    body = (body or professional_body("deny", code="416409005")) | {"id": resource_id, "patient": {
         "reference": f"Patient/{person_id}"}, "meta": {"versionId": str(version), "source": "urn:scr:ods:Y12345:GP"}}
     now = datetime.now(UTC)
     row = db.get(Resource, ("Consent", resource_id))
@@ -163,3 +164,30 @@ def test_a_change_on_one_replica_reaches_another_replicas_decisions(make_client,
     assert _decide(reader, tokens, subject)["rule"] == "default-share"  # now cached on the reader
     writer.put("/consent/me", headers=bearer(tokens.citizen(subject)), json=DOC | {"direct_care": "object"})
     assert _wait_for(lambda: _decide(reader, tokens, subject)["rule"] == "objection", timeout=30)
+
+
+def _scoped(scope: str, provision_type: str, code: str) -> dict[str, Any]:
+    body = professional_body(provision_type, code=code, stated=datetime.now(UTC))
+    body["scope"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": scope}]}
+    return body
+
+
+def test_only_sharing_choices_recorded_at_source_are_imported(client, tokens, db) -> None:
+    add_person(db, "person-gp", A)
+    service = client.app.state.consent_service
+    _store_source_consent(db, "declined-procedure", "person-gp", body=_scoped("treatment", "deny", "182890002"))
+    assert service.import_source_consent("declined-procedure") == "ignored"
+    assert _decide(client, tokens, A)["rule"] == "default-share"
+
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    _store_source_consent(db, "research", "person-gp", body=_scoped("research", "permit", "723004006"))
+    assert service.import_source_consent("research") == "ignored"
+    assert _decide(client, tokens, A)["rule"] == "objection"
+    assert version_count(db, A) == 1
+
+    # A sharing dissent the source later re-scopes as something else stops counting.
+    _store_source_consent(db, "dissent", "person-gp")
+    assert service.import_source_consent("dissent") == "created"
+    _store_source_consent(db, "dissent", "person-gp", version=2, body=_scoped("treatment", "deny", "182890002"))
+    assert service.import_source_consent("dissent") == "updated"
+    assert _imported(db, "src-dissent").status == "inactive"
