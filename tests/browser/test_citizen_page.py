@@ -23,7 +23,7 @@ from tools.peers.ports import free_port
 from tools.processes import ServiceProcess
 
 pytestmark = pytest.mark.browser
-PEOPLE = data.synthetic_nhs_numbers(8, start=999_200_000)
+PEOPLE = data.synthetic_nhs_numbers(10, start=999_200_000)
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +141,54 @@ def test_a_malformed_organisation_code_is_explained_and_nothing_is_saved(page: P
     page.get_by_label("Organisation codes (ODS codes), separated by commas").fill("RH8, not-a-code")
     page.get_by_role("button", name="Save my choices").click()
     expect(page.get_by_role("status")).to_contain_text("Your choices were not saved")
-    expect(page.locator("#denied-error")).to_contain_text("'not-a-code' is not an ODS organisation code")
+    # The page sends codes in capitals (and shows them so), so the error quotes what the citizen sees.
+    expect(page.locator("#denied-error")).to_contain_text("'NOT-A-CODE' is not an ODS organisation code")
     expect(page.locator("#denied-organisations")).to_have_attribute("aria-invalid", "true")
     assert _me(service, tokens, nhs)["denied_organisations"] == []
+
+
+def test_organisation_codes_typed_in_lower_case_are_saved_in_capitals(page: Page, service: str, tokens) -> None:
+    nhs = PEOPLE[8]
+    _signed_in(page, service, tokens.citizen(nhs))
+    page.get_by_label("Organisation codes (ODS codes), separated by commas").fill("rh8, y12345")
+    page.get_by_role("button", name="Save my choices").click()
+    expect(page.get_by_role("status")).to_have_text(re.compile("Your choices have been saved"))
+    expect(page.locator("#denied-organisations")).to_have_value("RH8, Y12345")
+    assert _me(service, tokens, nhs)["denied_organisations"] == ["RH8", "Y12345"]
+    assert _decide(service, tokens, nhs)["rule"] == "denied-organisation"  # _decide asks as RH8
+
+
+def test_objecting_says_what_it_risks_and_that_the_gp_practice_may_decline_it(page: Page, service: str,
+                                                                              tokens) -> None:
+    _signed_in(page, service, tokens.citizen(PEOPLE[0]))
+    objecting = page.get_by_label("I object: only the organisation that recorded something may see it")
+    described = objecting.evaluate("""el => el.getAttribute('aria-describedby').split(' ')
+        .map(id => document.getElementById(id).textContent).join(' ').replace(/\\s+/g, ' ')""")
+    for words in ("A&E", "would not see your medicines, allergies or conditions", "by phone, letter or email",
+                  "Your GP practice may review your objection", "They can decline it",
+                  "a clinician can still open your record if they give a reason"):
+        assert words in described, words
+
+
+def test_below_p9_the_form_is_disabled_and_says_why_before_any_save(page: Page, service: str, tokens) -> None:
+    nhs = PEOPLE[9]
+    _signed_in(page, service, tokens.citizen(nhs, level="P5"))
+    notice = page.locator("#changes-refused")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("highest level in NHS login (P9)")
+    expect(page.get_by_role("button", name="Save my choices")).to_be_disabled()
+    expect(page.get_by_label("I object: only the organisation that recorded something may see it")).to_be_disabled()
+    expect(page.get_by_label("Organisation codes (ODS codes), separated by commas")).to_be_disabled()
+    expect(page.locator("#national-data-opt-out")).to_be_disabled()
+    expect(page.locator("#statements")).to_contain_text("can see your shared care record")  # reading still works
+    assert _me(service, tokens, nhs)["direct_care"] == "share"
+
+
+def test_at_p9_the_form_is_enabled_with_no_notice(page: Page, service: str, tokens) -> None:
+    _signed_in(page, service, tokens.citizen(PEOPLE[7]))
+    expect(page.locator("#changes-refused")).to_be_hidden()
+    expect(page.get_by_role("button", name="Save my choices")).to_be_enabled()
+    expect(page.get_by_label("HIV/AIDS information (always kept private)")).to_be_disabled()
 
 
 def test_a_change_made_on_another_device_is_never_silently_overwritten(page: Page, service: str, tokens) -> None:

@@ -93,6 +93,7 @@
       showSignedIn(true);
       renderSummary(summary.body);
       renderChoices(me.body);
+      renderPermission(summary.body.changes);
       renderHistory(historyPage.body.entries);
       $("access-log").tBodies[0].replaceChildren();
       renderAccess(accessPage.body);
@@ -107,6 +108,10 @@
 
   function renderSummary(summary) {
     $("statements").replaceChildren(...summary.statements.map((line) => element("li", line)));
+    $("object-emergency").textContent = summary.policy.break_glass_overrides_objection
+      ? "In an emergency, a clinician can still open your record if they give a reason, and you will see this "
+        + "in your access log."
+      : "This applies in an emergency too.";
     const records = $("professional-records");
     records.replaceChildren();
     if (summary.professional_records.length) {
@@ -134,6 +139,7 @@
       input.value = category.code;
       input.checked = category.always_withheld || doc.withheld_categories.includes(category.code);
       input.disabled = category.always_withheld;
+      if (category.always_withheld) input.dataset.alwaysWithheld = "true";
       const label = element("label", category.description + (category.always_withheld ? " (always kept private)" : ""));
       label.htmlFor = id;
       option.append(input, label);
@@ -142,6 +148,15 @@
     $("denied-organisations").value = doc.denied_organisations.join(", ");
     $("national-data-opt-out").checked = doc.national_data_opt_out;
     setFieldError(null);
+  }
+
+  // Below P9 the server refuses every save: say so, and disable the form, before anyone tries.
+  function renderPermission(changes) {
+    const allowed = !changes || changes.allowed;
+    for (const control of $("choices").elements) {
+      if (!control.dataset.alwaysWithheld) control.disabled = !allowed;
+    }
+    $("changes-refused").hidden = allowed;
   }
 
   function renderHistory(entries) {
@@ -207,7 +222,8 @@
     return {
       direct_care: $("direct-care-object").checked ? "object" : "share",
       withheld_categories: kept.concat(chosen),
-      denied_organisations: $("denied-organisations").value.split(/[\s,]+/).filter(Boolean),
+      denied_organisations: $("denied-organisations").value.split(/[\s,]+/).filter(Boolean)
+        .map((code) => code.toUpperCase()),  // ODS codes are capitals; people type "rh8"
       national_data_opt_out: $("national-data-opt-out").checked,
     };
   }
