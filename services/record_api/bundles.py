@@ -110,6 +110,15 @@ def ignored_issue(names: Sequence[str]) -> dict[str, Any]:
             "expression": list(names)}
 
 
+def unreadable_issue(types: Sequence[str]) -> dict[str, Any]:
+    """Included resources of types the token's SMART scopes do not let it read are left out, and said so (only the
+    types, which the caller asked for or sees referenced; never whether any such resource exists)."""
+    return {"severity": "information", "code": "suppressed",
+            "diagnostics": f"_include/_revinclude resources of type(s) {', '.join(sorted(types))} were left out: the "
+                           f"token's SMART scopes do not allow reading them",
+            "expression": ["_include", "_revinclude"]}
+
+
 def outcome_entry(issues: list[dict[str, Any]]) -> dict[str, Any]:
     return {"fullUrl": "urn:scr:outcome", "resource": {"resourceType": "OperationOutcome", "issue": issues},
             "search": {"mode": "outcome"}}

@@ -13,10 +13,11 @@ interceptor shape, docs/RECORD_API.md "Enforcement").
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from fastapi import Request, Response
@@ -29,11 +30,17 @@ from services.record_api.metrics import AUDIT_FAILURES, BREAK_GLASS, WITHHELD
 from services.record_api.resource_types import served_types
 from services.record_api.schemas import Actor, DecideRequest, Decision, PatientRef
 from services.record_api.settings import RecordApiSettings
-from services.record_api.store import CensusRow, organization_ods_codes, person_record_summary, sources_with_channels
+from services.record_api.store import (
+    CensusRow,
+    organization_ods_codes,
+    person_record_summary,
+    provenance_targets,
+    sources_with_channels,
+)
 from shared import roles
 from shared.audit import AuditRecord, write_audits
 from shared.auth import Principal, authenticate
-from shared.errors import Forbidden, InvalidInput, NotFound, ScrError, ServiceUnavailable
+from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, ServiceUnavailable
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, ODS_ORG_SYSTEM, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
 from shared.schema import Person, Resource
@@ -88,12 +95,17 @@ class Grant:
     # The person's source Patient records as admit() read them, so the request's other steps need not read again.
     sources: list[Resource] = field(default_factory=list)
     channels: dict[str, str] = field(default_factory=dict)  # source Patient id -> the channel it first came by
+    # The labels the decision was asked about (None: not known, the decision is taken as given).
+    decided: frozenset[str] | None = None
+    # Provenance ids -> what each targets, for this person (store.provenance_targets); loaded when first needed.
+    targets_of: Callable[[Sequence[str]], dict[str, list[CensusRow]]] = field(default=lambda ids: {})
     withheld: Counter[str] = field(default_factory=Counter)
     entities: list[str] = field(default_factory=list)
     _withheld_refs: set[str] = field(default_factory=set)
+    _targets: dict[str, list[CensusRow]] = field(default_factory=dict)
 
     def reason_hidden(self, row: CensusRow | Resource) -> str | None:
-        """Why this row may not be shown, or None. Pure: nothing is counted."""
+        """Why this row may not be shown, or None. Nothing is counted."""
         if row.person_id != self.person.id:
             return "other-person"
         own = row.source_org == self.actor_ods  # an organisation always sees what it recorded
@@ -105,13 +117,47 @@ class Grant:
         labels = set(row.labels or ())
         if not own and (VERY_RESTRICTED in labels or labels & set(self.decision.withhold_labels)):
             return "label"
+        if not own and self.decided is not None and (labels & KNOWN_LABELS) - self.decided:
+            return "label"  # a label the decision was never asked about (a deleted item's): fail closed
+        if row.resource_type == "Provenance":
+            return self._provenance_reason(row.id)
         return None
+
+    def _provenance_reason(self, provenance_id: str) -> str | None:
+        """A Provenance is stored unlabelled, yet it tells when, by whom and from which message its targets were
+        recorded: it is shown only if the caller may see at least one of them (else the first target's reason)."""
+        reasons = [self.reason_hidden(t) for t in self._targets_for([provenance_id])[provenance_id]]
+        if not reasons or None in reasons:
+            return None if reasons else "label"  # a Provenance with no target we know says nothing safe
+        return next((r for r in reasons if r != "other-person"), "label")
+
+    def _targets_for(self, provenance_ids: Sequence[str]) -> dict[str, list[CensusRow]]:
+        missing = [i for i in dict.fromkeys(provenance_ids) if i not in self._targets]
+        if missing:
+            found = self.targets_of(missing)
+            # A Provenance never targets a Provenance; were one to, it would not make another visible.
+            self._targets.update({i: [t for t in found.get(i, []) if t.resource_type != "Provenance"]
+                                  for i in missing})
+        return {i: self._targets[i] for i in provenance_ids}
+
+    def visible_targets(self, provenance_id: str) -> set[str]:
+        """`Type/id` of the targets of a Provenance this caller may see; the others are counted as withheld."""
+        visible = set()
+        for target in self._targets_for([provenance_id])[provenance_id]:
+            reason = self.reason_hidden(target)
+            if reason is None:
+                visible.add(target.ref)
+            elif reason != "other-person":
+                self.note_withheld(target.ref, reason)
+        return visible
 
     def can_see(self, row: CensusRow | Resource) -> bool:
         return self.reason_hidden(row) is None
 
     def filter(self, rows: Iterable[CensusRow]) -> list[CensusRow]:
         """The rows the caller may see, counting (once each) the ones withheld from them. Runs before paging."""
+        rows = list(rows)
+        self._targets_for([r.id for r in rows if r.resource_type == "Provenance"])  # one query for them all
         visible = []
         for row in rows:
             reason = self.reason_hidden(row)
@@ -160,6 +206,7 @@ class _Denied:
     reason: str
     outcome: str = "denied"
     metric: str | None = None  # the scr_record_items_withheld_total reason, when a decision withheld the person
+    signalled: bool = True  # whether a search tells the caller that someone was left out (the withheld flag)
 
 
 class Enforcer:
@@ -223,23 +270,33 @@ class Guard:
                                expression=[BREAK_GLASS_HEADER])
         return reason
 
-    def admit(self, session: Session, person: Person, *, soft: bool = False) -> Grant | None:
-        """A Grant for this person, or a 403 (or None when `soft`: the person is left out of a search)."""
+    def admit(self, session: Session, person: Person, *, soft: bool = False,
+              found: Callable[[Grant], bool] | None = None, labels: Iterable[str] = ()) -> Grant | None:
+        """A Grant for this person, or a 403 (or None when `soft`: the person is left out of a search). A search
+        passes `found`, whether the person matched on what this caller may see; if not, they are left out as if
+        they had not matched, unaudited and unsignalled. `labels`: those of the items in question that the current
+        record may not carry (a deleted item, an earlier version), so the decision is asked about them too."""
         sources, channels = sources_with_channels(session, person.id)
         summary = person_record_summary(session, person.id)
         relationship, basis = self._relationship(session, person, sources, summary)
         if relationship == "none" and not self.caller.break_glass_reason:
+            # Audited, but a search does not signal it: "left out" would tell a stranger the person is on the
+            # record, which "no match" does not (docs/RECORD_API.md "Patient search and strangers").
             return self._refuse(person, "no legitimate relationship with this patient: no registration or care "
-                                        "by your organisation; claim one or use break-glass with a reason", soft)
+                                        "by your organisation; claim one or use break-glass with a reason", soft,
+                                signalled=False)
         # Only codes of the two label systems mean anything to the decision service (shared.labels).
-        labels = sorted({label for _o, labels in summary for label in labels} & KNOWN_LABELS)
-        decision = self._decision(person, relationship, labels)
+        asked = sorted(({label for _o, labels in summary for label in labels} | set(labels)) & KNOWN_LABELS)
+        decision = self._decision(person, relationship, asked)
+        grant = Grant(person, decision, self.caller.principal.ods_code or "", relationship,
+                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources), sources=sources,
+                      channels=channels, decided=frozenset(asked),
+                      targets_of=functools.partial(provenance_targets, session, person.id))
+        if found is not None and not found(grant):
+            return None
         if not decision.permits:
             return self._refuse(person, decision.reason, soft, hint=decision.break_glass_available,
                                 metric="objection")
-        grant = Grant(person, decision, self.caller.principal.ods_code or "", relationship,
-                      s_flag=any(RESTRICTED in (row.labels or ()) for row in sources), sources=sources,
-                      channels=channels)
         self.description = basis
         self.grants.append(grant)
         return grant
@@ -274,9 +331,9 @@ class Guard:
             raise
 
     def _refuse(self, person: Person, reason: str, soft: bool, hint: bool = False,
-                metric: str | None = None) -> None:
+                metric: str | None = None, signalled: bool = True) -> None:
         if soft:
-            self.denied.append(_Denied(person, reason, metric=metric))
+            self.denied.append(_Denied(person, reason, metric=metric, signalled=signalled))
             return None
         self.deny(person, reason, hint=hint, metric=metric)
         return None
@@ -303,11 +360,17 @@ class Guard:
             issues.append(_break_glass_hint())
         raise Withheld(issues[0]["diagnostics"], issues=issues)
 
+    def gone(self, message: str, expression: list[str]) -> NoReturn:
+        """Answer 410 for something the caller was admitted to: it was an access (it confirms the record existed),
+        so it is audited like any other before the answer leaves."""
+        self._audit()
+        raise Gone(message, expression=expression)
+
     # -------------------------------------------------------------- after the query (completeOperation)
 
     @property
     def withheld_count(self) -> int:
-        return sum(g.withheld_count for g in self.grants) + sum(1 for d in self.denied if d.person)
+        return sum(g.withheld_count for g in self.grants) + sum(1 for d in self.denied if d.person and d.signalled)
 
     def respond(self, payload: dict[str, Any] | None, *, status: int = 200,
                 headers: dict[str, str] | None = None, session: Session | None = None) -> Response:

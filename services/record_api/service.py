@@ -23,7 +23,7 @@ from services.record_api.resource_types import DIRECTORY_TYPES, searchable_types
 from services.record_api.settings import RecordApiSettings
 from services.record_api.store import CensusRow, instant_key
 from shared.db import load_stored_json
-from shared.errors import Gone, InvalidInput, NotFound, TooLarge
+from shared.errors import InvalidInput, NotFound, TooLarge
 from shared.schema import Person, Resource
 
 # Types $everything leaves out unless _type names them: source Patients are folded into the person's Patient,
@@ -47,16 +47,29 @@ class Found:
 # ---------------------------------------------------------------- persons
 
 
-def resolve_person(session: Session, patient_id: str) -> Person | None:
+def resolve_person(session: Session, guard: Guard, patient_id: str) -> Person | None:
     """The person a Patient id stands for: a person's own id or a source Patient's; 410 if merged away."""
     person = store.get_person(session, patient_id) if is_valid_id(patient_id) else None
     if person is None and is_valid_id(patient_id):
         row = store.get_resource(session, "Patient", patient_id)
         person = store.get_person(session, row.person_id) if row is not None and row.person_id else None
-    if person is not None and person.status == "merged":
-        raise Gone(f"Patient/{patient_id} has been merged into Patient/{person.merged_into}; use that id",
-                   expression=[f"Patient/{person.merged_into}"])
-    return person
+    return _unless_merged(session, guard, person, patient_id)
+
+
+def _unless_merged(session: Session, guard: Guard, person: Person | None, patient_id: str) -> Person | None:
+    """The person, or 410 naming the survivor if they were merged away. The answer names the survivor, so the
+    caller must first be admitted to the survivor as for any read (403 if not), and the access is audited."""
+    if person is None or person.status != "merged":
+        return person
+    survivor = store.get_person(session, person.merged_into) if person.merged_into else None
+    if survivor is None:
+        guard.deny(None, f"Patient/{patient_id[:64]} was merged into a patient who is not known")
+    assert survivor is not None
+    grant = guard.admit(session, survivor)
+    assert grant is not None
+    grant.returned([f"Patient/{person.id}"])
+    guard.gone(f"Patient/{patient_id} has been merged into Patient/{survivor.id}; use that id",
+               [f"Patient/{survivor.id}"])
 
 
 def person_view(session: Session, guard: Guard, grant: Grant) -> Found | None:
@@ -79,7 +92,7 @@ def person_view(session: Session, guard: Guard, grant: Grant) -> Found | None:
 
 
 def read(session: Session, guard: Guard, resource_type: str, resource_id: str) -> Found:
-    if resource_type == "Patient" and (person := _person_by_id(session, resource_id)) is not None:
+    if resource_type == "Patient" and (person := _person_by_id(session, guard, resource_id)) is not None:
         grant = guard.admit(session, person)
         assert grant is not None
         found = person_view(session, guard, grant)
@@ -91,14 +104,15 @@ def read(session: Session, guard: Guard, resource_type: str, resource_id: str) -
     row = store.get_resource(session, resource_type, resource_id) if is_valid_id(resource_id) else None
     if row is None:
         raise NotFound(f"{resource_type}/{resource_id[:64]} is not known", expression=[resource_type])
-    if row.deleted:
-        raise Gone(f"{resource_type}/{resource_id} has been deleted", expression=[resource_type])
+    if row.deleted:  # 410 confirms the record existed: only to whom a live one would be shown, and audited
+        _admitted(session, guard, row)
+        guard.gone(f"{resource_type}/{resource_id} has been deleted", [resource_type])
     body = _served(session, guard, row)
     return Found(body, str(row.version_id), store.utc(row.last_updated))  # type: ignore[arg-type]
 
 
 def vread(session: Session, guard: Guard, resource_type: str, resource_id: str, version: str) -> Found:
-    if resource_type == "Patient" and _person_by_id(session, resource_id) is not None:
+    if resource_type == "Patient" and _person_by_id(session, guard, resource_id) is not None:
         found = read(session, guard, resource_type, resource_id)
         if found.version_id != version:
             raise NotFound(f"Patient/{resource_id} is served in its current version only ({found.version_id}); "
@@ -110,40 +124,50 @@ def vread(session: Session, guard: Guard, resource_type: str, resource_id: str, 
     row = store.get_version(session, resource_type, resource_id, int(version))
     if row is None:
         raise NotFound(f"{resource_type}/{resource_id}/_history/{version} is not known", expression=[resource_type])
+    # A label added later (sealed, re-coded as sensitive) covers the earlier versions too.
+    current = store.current_labels(session, [(resource_type, resource_id)]).get((resource_type, resource_id), [])
+    labels = [*row.labels, *current]
     if row.deleted:
-        raise Gone(f"version {version} of {resource_type}/{resource_id} is a deletion", expression=[resource_type])
-    body = _served(session, guard, row)  # type: ignore[arg-type]
+        _admitted(session, guard, row, labels)  # type: ignore[arg-type]
+        guard.gone(f"version {version} of {resource_type}/{resource_id} is a deletion", [resource_type])
+    body = _served(session, guard, row, labels)  # type: ignore[arg-type]
     return Found(body, str(row.version_id), store.utc(row.last_updated))  # type: ignore[arg-type]
 
 
-def _person_by_id(session: Session, person_id: str) -> Person | None:
+def _person_by_id(session: Session, guard: Guard, person_id: str) -> Person | None:
     person = store.get_person(session, person_id) if is_valid_id(person_id) else None
-    if person is not None and person.status == "merged":
-        raise Gone(f"Patient/{person_id} has been merged into Patient/{person.merged_into}; use that id",
-                   expression=[f"Patient/{person.merged_into}"])
-    return person
+    return _unless_merged(session, guard, person, person_id)
 
 
-def _served(session: Session, guard: Guard, row: Resource) -> dict[str, Any]:
+def _served(session: Session, guard: Guard, row: Resource, labels: Sequence[str] | None = None) -> dict[str, Any]:
     """One stored resource (or version) as this caller may see it: admitted, visible, redacted."""
+    grant = _admitted(session, guard, row, labels)
+    return row.body if grant is None else _present(session, grant, row.body)
+
+
+def _admitted(session: Session, guard: Guard, row: Resource, labels: Sequence[str] | None = None) -> Grant | None:
+    """Admit the caller to one stored resource (or version), judged by `labels` if given, else its own: 403 if they
+    may not see it; the Grant it is served under (None for a directory resource, which belongs to nobody)."""
     ref = f"{row.resource_type}/{row.id}"
     if row.person_id is None:
         if row.resource_type in DIRECTORY_TYPES:
             guard.other_entities.append(ref)
-            return row.body
+            return None
         guard.deny(None, f"{ref} is not linked to a person, so its sharing cannot be decided")
     person = store.get_person(session, row.person_id)  # type: ignore[arg-type]
     if person is None:
         guard.deny(None, f"{ref} belongs to no known person, so its sharing cannot be decided")
     assert person is not None
-    grant = guard.admit(session, person)
+    grant = guard.admit(session, person, labels=[*row.labels, *(labels or ())])
     assert grant is not None
-    reason = grant.reason_hidden(row)
+    judged = row if labels is None else CensusRow(row.resource_type, row.id, row.last_updated, row.source_org,
+                                                 tuple(labels), row.person_id)
+    reason = grant.reason_hidden(judged)
     if reason is not None:
         grant.note_withheld(ref, reason)
         guard.withhold_item(grant, reason)
     grant.returned([ref])
-    return _present(session, grant, row.body)
+    return grant
 
 
 def _shown(session: Session, grant: Grant, row: CensusRow, text: str) -> dict[str, Any] | bundles.StoredJson:
@@ -163,15 +187,17 @@ def _present(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, 
 
 def _provenance_targets(session: Session, grant: Grant, body: dict[str, Any]) -> dict[str, Any]:
     """A Provenance lists what one message changed; keep only the targets this caller may see."""
-    keys = []
-    for target in body.get("target") or []:
-        parts = str(target.get("reference") or "").split("/")
-        if len(parts) >= 2:
-            keys.append((parts[-2], parts[-1]))
-    visible = {row.ref for row in store.census_of(session, keys) if grant.can_see(row)}
-    visible.add(f"Patient/{grant.person.id}")
-    kept = [t for t in body.get("target") or [] if "/".join(str(t.get("reference", "")).split("/")[-2:]) in visible]
+    visible = grant.visible_targets(str(body.get("id"))) | {f"Patient/{grant.person.id}"}
+    kept = [t for t in body.get("target") or [] if _target_ref(t.get("reference")) in visible]
     return body | {"target": kept}
+
+
+def _target_ref(reference: Any) -> str | None:
+    """`Type/id` of a reference, relative, absolute or versioned (ingest targets `Condition/<id>/_history/1`)."""
+    parts = str(reference or "").rstrip("/").split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
 
 
 # ---------------------------------------------------------------- history
@@ -179,17 +205,17 @@ def _provenance_targets(session: Session, grant: Grant, body: dict[str, Any]) ->
 
 def history(session: Session, guard: Guard, request: Request, settings: RecordApiSettings, *, resource_type: str,
             resource_id: str | None, params: HistoryParams) -> dict[str, Any]:
-    if resource_id is not None and resource_type == "Patient" and _person_by_id(session, resource_id):
+    if resource_id is not None and resource_type == "Patient" and _person_by_id(session, guard, resource_id):
         found = read(session, guard, resource_type, resource_id)
         entry = {"fullUrl": f"{bundles.fhir_base(request)}/Patient/{resource_id}", "resource": found.body,
                  "request": {"method": "GET", "url": f"Patient/{resource_id}"}, "response": {"status": "200"}}
         return bundles.bundle("history", request, [entry], total=1)
-    rows, person = _history_rows(session, resource_type, resource_id, params)
+    rows, person = _history_rows(session, guard, resource_type, resource_id, params)
     if rows is None:
         return bundles.bundle("history", request, [], total=0)
     grant = None
     if person is not None:
-        grant = guard.admit(session, person)
+        grant = guard.admit(session, person, labels={label for row in rows for label in row.labels})
         rows = grant.filter(rows)  # type: ignore[union-attr]
     elif resource_type in DIRECTORY_TYPES:
         guard.other_entities.append(f"{resource_type}/{resource_id}")
@@ -210,11 +236,12 @@ def history(session: Session, guard: Guard, request: Request, settings: RecordAp
                           previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
 
 
-def _history_rows(session: Session, resource_type: str, resource_id: str | None,
+def _history_rows(session: Session, guard: Guard, resource_type: str, resource_id: str | None,
                   params: HistoryParams) -> tuple[list[CensusRow] | None, Person | None]:
-    """The versions asked for and the person they belong to (rows None: an unknown patient, so no history)."""
+    """The versions asked for and the person they belong to (rows None: an unknown patient, so no history). Each
+    version carries its own labels and the resource's current ones (store.history_census)."""
     if resource_id is None:
-        person = _required_person(session, params.patient)
+        person = _required_person(session, guard, params.patient)
         if person is None:
             return None, None
         return store.history_census(session, resource_type=resource_type, person_id=person.id,
@@ -253,11 +280,11 @@ def _history_entry(base: str, grant: Grant | None, session: Session, row: Census
                          "etag": f'W/"{row.version_id}"', "lastModified": row.last_updated.isoformat()}}
 
 
-def _required_person(session: Session, patient: str | None) -> Person | None:
+def _required_person(session: Session, guard: Guard, patient: str | None) -> Person | None:
     if not patient:
         raise InvalidInput("type-level history and clinical searches need one patient (patient=<id>): the record "
                            "is shared per person", expression=["patient"])
-    return resolve_person(session, patient)
+    return resolve_person(session, guard, patient)
 
 
 # ---------------------------------------------------------------- search within one person
@@ -267,7 +294,7 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
            query: SearchQuery, fingerprint_: str) -> dict[str, Any]:
     if query.resource_type == "Patient":
         return patient_search(session, guard, request, settings, query, fingerprint_)
-    person = _required_person(session, _patient_of(query))
+    person = _required_person(session, guard, _patient_of(query))
     issues = [bundles.ignored_issue(query.ignored)] if query.ignored else []
     if person is None:
         return bundles.bundle("searchset", request, [], total=0, issues=issues)
@@ -292,8 +319,13 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
         body = bundles.shape(_present(session, grant, load_stored_json(text)), query.elements, query.summary) \
             if shaped else _shown(session, grant, row, text)
         entries.append(bundles.stored_entry(base, row.resource_type, row.id, body))
-    entries += _included(session, guard, grant, base, query, page.items)
+    included, unreadable = _included(session, guard, grant, base, query, page.items)
+    entries += included
     grant.returned(bundles.reference_of(e) for e in entries)
+    if grant.withheld_count and bundles.withheld_issue() not in issues:  # an included item or target withheld
+        issues.insert(0, bundles.withheld_issue())
+    if unreadable:
+        issues.append(bundles.unreadable_issue(unreadable))
     return bundles.bundle("searchset", request, entries, total=len(visible), issues=issues,
                           next_cursor=_cursor(page.next_key, "n", fingerprint_),
                           previous_cursor=_cursor(page.previous_key, "p", fingerprint_))
@@ -344,17 +376,23 @@ def _cursor(key: Key | None, direction: str, fingerprint_: str) -> str | None:
 
 
 def _included(session: Session, guard: Guard, grant: Grant, base: str, query: SearchQuery,
-              matches: Sequence[CensusRow]) -> list[dict[str, Any]]:
-    """_include and _revinclude targets of one page, in batched queries, each through the same grant."""
+              matches: Sequence[CensusRow]) -> tuple[list[dict[str, Any]], set[str]]:
+    """_include and _revinclude targets of one page, in batched queries, each through the same grant; and the
+    types left out because the token's SMART scopes cannot read them (a search scope on the matches is no scope on
+    what they point at)."""
     entries: list[dict[str, Any]] = []
     keys: list[tuple[str, str]] = []
+    unreadable: set[str] = set()
     ids = [r.id for r in matches]
     refs = [(r.resource_type, r.id) for r in matches]
     for include in query.includes:
         if include.reverse:  # only Provenance:target outside Patient searches
-            keys += [("Provenance", i) for i in store.referencing(session, "Provenance", "target", refs)]
+            if _readable(guard, "Provenance", unreadable):
+                keys += [("Provenance", i) for i in store.referencing(session, "Provenance", "target", refs)]
             continue
         for ref_type, ref_id in store.references_from(session, include.source_type, ids, include.param):
+            if not _readable(guard, ref_type, unreadable):
+                continue
             if ref_type == "Patient":
                 if not any(bundles.reference_of(e).startswith("Patient/") for e in entries):
                     found = person_view(session, guard, grant)
@@ -362,7 +400,15 @@ def _included(session: Session, guard: Guard, grant: Grant, base: str, query: Se
                         entries.append(bundles.entry(base, found.body, "include"))
             else:
                 keys.append((ref_type, ref_id))
-    return entries + _entries_for(session, grant, base, keys, "include")
+    return entries + _entries_for(session, grant, base, keys, "include"), unreadable
+
+
+def _readable(guard: Guard, resource_type: str, unreadable: set[str]) -> bool:
+    """Whether the token may read this type (noting it in `unreadable` if not)."""
+    if guard.caller.may(resource_type, "read"):
+        return True
+    unreadable.add(resource_type)
+    return False
 
 
 def _entries_for(session: Session, grant: Grant, base: str, keys: Sequence[tuple[str, str]],
@@ -406,13 +452,17 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
         shown.reverse()
     base = bundles.fhir_base(request)
     entries = [bundles.entry(base, bundles.shape(found.body, query.elements, query.summary)) for _g, found in shown]
+    unreadable = {i.source_type for i in query.includes if i.reverse and not guard.caller.may(i.source_type, "read")}
     for grant, _found in shown:
         grant.returned([f"Patient/{grant.person.id}"])
-        included = _patient_revincludes(session, grant, base, query.includes)
+        included = _patient_revincludes(session, grant, base, [i for i in query.includes
+                                                               if i.source_type not in unreadable])
         grant.returned(bundles.reference_of(e) for e in included)
         entries += included
     if guard.withheld_count:
         issues.insert(0, bundles.withheld_issue())
+    if unreadable:
+        issues.append(bundles.unreadable_issue(unreadable))
     first = shown[0][0].person.id if shown else mark
     last = shown[-1][0].person.id if shown else mark
     if forwards:
@@ -435,11 +485,12 @@ def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: 
                                         before=None if forwards else mark,
                                         limit=settings.patient_search_scan_limit)
     locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
+    matched = _found_by(session, query)
     shown: list[tuple[Grant, Found]] = []
     last = None
     for person in candidates:
         last = person.id
-        grant = guard.admit(session, person, soft=True)
+        grant = guard.admit(session, person, soft=True, found=matched)
         if grant is None:
             continue
         found = person_view(session, guard, grant)
@@ -451,6 +502,18 @@ def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: 
         if len(shown) >= wanted:
             return shown, last, False
     return shown, last, len(candidates) < settings.patient_search_scan_limit
+
+
+def _found_by(session: Session, query: SearchQuery) -> Callable[[Grant], bool]:
+    """Whether a candidate matched on source records the caller may see. The candidate query matches any source;
+    a match on a sealed or withheld source (an identifier, a former surname) must be no match at all, or the
+    search would say what the record withholds."""
+    def found(grant: Grant) -> bool:
+        visible = [row.id for row in grant.sources if grant.can_see(row)]
+        if len(visible) == len(grant.sources):
+            return True  # the candidate query already judged these very sources
+        return store.matches_on(session, query.criteria, grant.person.id, visible)
+    return found
 
 
 def _more_persons(session: Session, query: SearchQuery, beyond: str, forwards: bool) -> bool:
@@ -488,7 +551,7 @@ class EverythingParams:
 
 def everything(session: Session, guard: Guard, request: Request, person_id: str,
                params: EverythingParams) -> dict[str, Any]:
-    person = resolve_person(session, person_id)
+    person = resolve_person(session, guard, person_id)
     if person is None:
         raise NotFound(f"Patient/{person_id[:64]} is not known", expression=["Patient"])
     grant = guard.admit(session, person)

@@ -210,6 +210,24 @@ def census_of(session: Session, keys: Iterable[tuple[str, str]]) -> list[CensusR
     return [row for row in rows if row.key in wanted]
 
 
+def provenance_targets(session: Session, person_id: str, provenance_ids: Sequence[str]) -> dict[str, list[CensusRow]]:
+    """What each of one person's Provenance resources targets (versioned references included, as indexed), current
+    rows, deleted ones too: a Provenance of a deletion is judged by what was deleted."""
+    if not provenance_ids:
+        return {}
+    pairs = _columns(session, select(SearchParam.resource_id, SearchParam.ref_type, SearchParam.ref_id).where(
+        SearchParam.person_id == person_id, SearchParam.param == "target", SearchParam.resource_type == "Provenance",
+        SearchParam.resource_id.in_(sorted(set(provenance_ids))), SearchParam.ref_id.is_not(None)))
+    keys = {(t, i) for _p, t, i in pairs}
+    rows = {r.key: r for r in _census(session, select(*_CENSUS_COLUMNS).where(_one_of(session, list(keys))))} \
+        if keys else {}
+    found: dict[str, list[CensusRow]] = {i: [] for i in provenance_ids}
+    for provenance_id, ref_type, ref_id in pairs:
+        if (ref_type, ref_id) in rows:
+            found[provenance_id].append(rows[(ref_type, ref_id)])
+    return found
+
+
 def _one_of(session: Session, keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
     """`resource` rows whose (type, id) is one of `keys`, a superset when types and ids cross (callers keep only
     the keys they asked for). SQLite has no arrays: a row-value IN list there."""
@@ -273,8 +291,25 @@ def history_census(session: Session, *, resource_type: str, resource_id: str | N
         statement = statement.where(ResourceVersion.person_id == person_id)
     if since is not None:
         statement = statement.where(ResourceVersion.last_updated >= since)
-    return [CensusRow(t, i, utc(lu), org, tuple(lab or ()), pid, version_id=v, deleted=bool(d))  # type: ignore[arg-type]
-            for t, i, lu, org, lab, pid, v, d in _columns(session, statement)]
+    rows = _columns(session, statement)
+    current = current_labels(session, {(r[0], r[1]) for r in rows})
+    return [CensusRow(t, i, utc(lu), org, _union(lab, current.get((t, i))), pid, version_id=v,  # type: ignore[arg-type]
+                      deleted=bool(d))
+            for t, i, lu, org, lab, pid, v, d in rows]
+
+
+def current_labels(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """The labels of the current version (deleted or not) of each resource. A label added later (a record sealed
+    or re-coded as sensitive) applies to every earlier version too: versions are judged against both."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    rows = _columns(session, select(Resource.resource_type, Resource.id, Resource.labels).where(_one_of(session, keys)))
+    return {(t, i): list(lab or ()) for t, i, lab in rows}
+
+
+def _union(*label_lists: Sequence[str] | None) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(label for labels in label_lists for label in labels or ()))
 
 
 def criterion_clause(criterion: Criterion) -> ColumnElement[bool]:
@@ -359,6 +394,13 @@ def _instant_clause(column: Any, value: DateValue) -> ColumnElement[bool]:
 # ---------------------------------------------------------------- Patient search (across persons)
 
 
+def matches_on(session: Session, criteria: Sequence[Criterion], person_id: str, source_ids: Sequence[str]) -> bool:
+    """Whether one person meets every criterion on the given source Patient records alone (those the caller may
+    see): the same clauses as `matching_persons`, so the two never disagree on what a match is."""
+    statement = persons_statement(criteria, after=None, before=None, limit=1, sources=source_ids)
+    return session.scalar(statement.where(Person.id == person_id)) is not None
+
+
 def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: str | None = None,
                      before: str | None = None, limit: int) -> list[Person]:
     """Active persons with source Patients satisfying every criterion: ascending after `after`, or
@@ -370,17 +412,23 @@ def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: 
 
 
 def persons_statement(criteria: Sequence[Criterion], *, after: str | None, before: str | None,
-                      limit: int) -> Select[tuple[Person]]:
+                      limit: int, sources: Sequence[str] | None = None) -> Select[tuple[Person]]:
+    """Active persons meeting every criterion on any of their source Patients (only on `sources`, when given)."""
     statement = select(Person).where(Person.status == "active")
+    within = Resource.id.in_(sources) if sources is not None else None
     for criterion in criteria:
         if criterion.name == "_id":
             ids = [v.code for v in criterion.values if isinstance(v, Token) and v.code]
             source_owners = select(Resource.person_id).where(Resource.resource_type == "Patient",
                                                              Resource.id.in_(ids))
+            if within is not None:
+                source_owners = source_owners.where(within)
             statement = statement.where(or_(Person.id.in_(ids), Person.id.in_(source_owners)))
             continue
         owners = select(Resource.person_id).where(Resource.resource_type == "Patient", Resource.deleted.is_(False),
                                                   criterion_clause(criterion))
+        if within is not None:
+            owners = owners.where(within)
         statement = statement.where(Person.id.in_(owners))
     if after is not None:
         statement = statement.where(Person.id > after)

@@ -3,7 +3,8 @@
 Persons, source Patient records (one per feed, each with its own id, a person_link, a raw message for the
 channel it came by), clinical resources whose patient references point at the person, versions, search rows
 from `shared.search.extract`, provenance on every resource (`meta.source`, ODS and source-system tags,
-`meta.security` labels) and one Provenance per message. `Scenario` builds one realistic person fed by every
+`meta.security` labels) and one Provenance per message (targets versioned, `Condition/<id>/_history/1`, as ingest
+writes them). `Scenario` builds one realistic person fed by every
 kind of source.
 """
 
@@ -211,7 +212,7 @@ class RecordStore:
         provenance_id = str(uuid.uuid4())
         body = {"resourceType": "Provenance", "id": provenance_id,
                 "meta": _meta(target.source_org, target.source_system, 1, stamp, ()),
-                "target": [{"reference": f"{target.resource_type}/{target.id}"}],
+                "target": [{"reference": f"{target.resource_type}/{target.id}/_history/{target.version_id}"}],
                 "recorded": stamp.isoformat(),
                 "agent": [{"who": {"identifier": {"system": ODS_ORG_SYSTEM, "value": target.source_org}}}],
                 "entity": [{"role": "source", "what": {"reference": f"urn:scr:raw:{raw_id}"}}]}

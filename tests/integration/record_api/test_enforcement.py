@@ -37,7 +37,9 @@ def _walk(routes):
 def _concrete(path: str, s: Scenario) -> str:
     """A request for each route template that touches the objecting patient's GP-recorded data."""
     fillers = {
-        "/fhir/{resource_type}": f"/fhir/Condition?patient={s.person}",
+        # Includes too: what they add passes the same filter (the GP's Encounter and Provenance stay hidden).
+        "/fhir/{resource_type}": f"/fhir/Observation?patient={s.person}&_include=Observation:encounter"
+                                 f"&_revinclude=Provenance:target",
         "/fhir/{resource_type}/_history": f"/fhir/Condition/_history?patient={s.person}",
         "/fhir/{resource_type}/{id}": f"/fhir/Condition/{s.ids['asthma']}",
         "/fhir/{resource_type}/{id}/_history": f"/fhir/Condition/{s.ids['asthma']}/_history",

@@ -2,6 +2,7 @@
 S-flag redaction, applied without touching stored bodies."""
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from services.record_api.consent_client import parse_decision
@@ -62,3 +63,27 @@ def test_redaction_for_s_flag_or_the_obligation() -> None:
     encounter = {"resourceType": "Encounter", "location": [{}], "status": "finished"}
     assert "location" not in _grant(s_flag=True).redact(encounter)
     assert _grant().redact(encounter) is encounter
+
+
+def test_a_provenance_is_visible_only_through_a_target_the_caller_may_see() -> None:
+    hiv, asthma = _row(labels=("HIV",)), _row()
+    targets = {"prov-hiv": [hiv], "prov-both": [hiv, asthma], "prov-none": []}
+    grant = _grant()
+    grant.targets_of = lambda ids: {i: targets[i] for i in ids}
+    assert grant.reason_hidden(_provenance("prov-hiv")) == "label"
+    assert grant.reason_hidden(_provenance("prov-none")) == "label"  # nothing to judge it by
+    assert grant.reason_hidden(_provenance("prov-both")) is None
+    assert grant.visible_targets("prov-both") == {asthma.ref}
+    assert grant.withheld_count == 1  # the target left out of what is shown
+
+
+def test_a_label_the_decision_was_not_asked_about_is_withheld() -> None:
+    grant = _grant(withhold_labels=[])
+    grant.decided = frozenset({"SOC"})
+    assert grant.reason_hidden(_row(labels=("HIV",))) == "label"  # e.g. a deleted item's, not on the record now
+    assert grant.reason_hidden(_row(labels=("SOC",))) is None
+    assert grant.reason_hidden(_row(org="RR8", labels=("HIV",))) is None
+
+
+def _provenance(resource_id: str) -> CensusRow:
+    return replace(_row("Provenance"), id=resource_id)
