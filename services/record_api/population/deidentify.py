@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,15 +21,32 @@ from services.record_api.population.demographics import PersonRow
 from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.pseudonym import Pseudonymiser
 from services.record_api.resource_types import DIRECTORY_TYPES
+from shared import nhs_number
 from shared.fhir import ETHNIC_CATEGORY_ENGLAND, ETHNIC_CATEGORY_EXT, ODS_ORG_SYSTEM
 from shared.labels import CATEGORIES, VERY_RESTRICTED
 
 SOCIAL_CARE = "SOC"
 # Err on the side of exclusion: every sensitivity category except the provenance marker SOC, and V.
 EXCLUDED_LABELS = (frozenset(CATEGORIES) - {SOCIAL_CARE}) | {VERY_RESTRICTED}
-DIRECT_IDENTIFIERS = ("identifier", "text", "contained", "note", "name", "telecom", "address", "contact", "photo",
-                      # free text and attached documents (letters carry names and addresses)
-                      "presentedForm", "comment", "patientInstruction", "description")
+# Dropped wherever they appear, whatever they hold: identifiers, names, contact details, narrative, annotations
+# (Annotation: `note`, CarePlan.activity.`progress`), contained resources and attached documents.
+DIRECT_IDENTIFIERS = frozenset({"identifier", "text", "contained", "note", "progress", "name", "telecom", "address",
+                                "contact", "photo", "presentedForm", "attachment", "content", "valueAttachment",
+                                "contentAttachment"})
+# A string leaves only when it is coded: these elements (FHIR `code`, `uri` and coding elements of the exported
+# types), a date or time (by its shape), a reference (rewritten below), an extension's url, or a Coding's display.
+# Every other string is free text (description, conclusion, patientInstruction, CodeableConcept.text, valueString,
+# authorString, lotNumber, ...) and is dropped: an allow-list, so free text in an element nobody thought of is
+# dropped too.
+CODED_STRINGS = frozenset({"resourceType", "system", "code", "version", "unit", "status", "intent", "priority", "use",
+                           "gender", "kind", "mode", "criticality", "severity", "category", "type", "language",
+                           "comparator", "valueCode", "lifecycleStatus", "required", "when", "dayOfWeek",
+                           "periodUnit", "durationUnit"})
+EXTENSION_KEYS = ("extension", "modifierExtension")
+REFERENCE_KEYS = frozenset({"reference", "type", "identifier", "display", "extension", "id"})
+FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+FHIR_TIME = re.compile(r"^\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$")
+NHS_NUMBER_SHAPED = re.compile(r"(?<!\d)\d{3}[ -]?\d{3}[ -]?\d{4}(?!\d)")
 # Location-revealing elements removed for S-flagged persons (beyond those the record API redacts).
 RESTRICTED_ELEMENTS: dict[str, tuple[str, ...]] = {
     **LOCATION_ELEMENTS, "Encounter": ("location", "hospitalization", "serviceProvider"),
@@ -108,17 +126,16 @@ class Deidentifier:
 
     def resource(self, body: dict[str, Any], *, person_id: str, person_nhs: str | None,
                  restricted: bool) -> dict[str, Any]:
-        """A clinical resource with identifiers removed and every patient-data id pseudonymised."""
+        """A clinical resource with identifiers and free text removed at every depth, and every patient-data id
+        pseudonymised."""
         resource_type = body.get("resourceType", "")
-        dropped = set(DIRECT_IDENTIFIERS)
-        if restricted:
-            dropped |= set(RESTRICTED_ELEMENTS.get(resource_type, ()))
+        dropped = set(RESTRICTED_ELEMENTS.get(resource_type, ())) if restricted else set()
         kept = {k: v for k, v in body.items() if k not in dropped and k not in ("id", "meta")}
         out: dict[str, Any] = {"resourceType": resource_type,
                                "id": resource_pseudonym(self.pseudonymiser, resource_type, str(body.get("id"))),
                                "meta": _meta(body, restricted)}
         context = _Context(person_id, person_pseudonym(self.pseudonymiser, person_id, person_nhs), restricted)
-        out.update(self._rewrite(kept, context))
+        out.update(self._element(kept, context))
         return out
 
     def directory(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -126,16 +143,38 @@ class Deidentifier:
         references to it still resolve."""
         return {k: v for k, v in body.items() if k not in ("text", "contained")}
 
-    def _rewrite(self, value: Any, context: _Context) -> Any:
+    def _value(self, key: str, value: Any, context: _Context, parent: str) -> Any:
+        """One element's value, or _DROP. Lists keep their positions (an empty reference stays `{}`)."""
         if isinstance(value, list):
-            return [self._rewrite(v, context) for v in value]
-        if not isinstance(value, dict):
-            return value
-        if isinstance(value.get("reference"), str):
-            return self._reference(value, context)
-        return {k: self._rewrite(v, context) for k, v in value.items()}
+            items = [self._value(key, v, context, parent) for v in value]
+            return [v for v in items if v is not _DROP] or _DROP
+        if isinstance(value, dict):
+            return self._element(value, context, key)
+        if isinstance(value, str):
+            return value if _coded_string(key, value, parent) else _DROP
+        return value  # numbers and booleans: values, flags, counts
+
+    def _element(self, element: dict[str, Any], context: _Context, parent: str = "") -> dict[str, Any]:
+        if _is_reference(element):
+            return self._reference(element, context)
+        out = {}
+        for key, value in element.items():
+            if key in DIRECT_IDENTIFIERS:
+                continue
+            if key == "display":
+                if {"system", "code"} & element.keys() and isinstance(value, str):
+                    out[key] = value  # a Coding's display is the code's term; any other display is free text
+                continue
+            kept = self._value(key, value, context, parent)
+            if kept is not _DROP:
+                out[key] = kept
+        return out
 
     def _reference(self, ref: dict[str, Any], context: _Context) -> dict[str, Any]:
+        """A Reference keeps only a target outside readers can resolve: never its display or identifier (which
+        may name another person), except an organisation's ODS code."""
+        if not isinstance(ref.get("reference"), str):
+            return self._organisation_code(ref, context)
         parts = ref["reference"].split("/_history")[0].rstrip("/").split("/")
         if len(parts) < 2 or not parts[-2][:1].isupper():
             return {}  # a contained, urn: or raw-archive reference: nothing outside the export resolves it
@@ -147,8 +186,37 @@ class Deidentifier:
         if target_type in DIRECTORY_TYPES:
             if context.restricted and target_type in PLACES:
                 return {}  # where an S-flagged person was seen is location data
-            return {k: v for k, v in ref.items() if k in ("reference", "type", "identifier", "display")}
+            return {"reference": f"{target_type}/{target_id}"}
         return {"reference": f"{target_type}/{resource_pseudonym(self.pseudonymiser, target_type, target_id)}"}
+
+    @staticmethod
+    def _organisation_code(ref: dict[str, Any], context: _Context) -> dict[str, Any]:
+        """A logical reference: kept only when it is an organisation's ODS code (and the person not S-flagged)."""
+        identifier = ref.get("identifier")
+        if context.restricted or not isinstance(identifier, dict) or identifier.get("system") != ODS_ORG_SYSTEM:
+            return {}
+        return {"identifier": {"system": ODS_ORG_SYSTEM, "value": str(identifier.get("value", ""))}}
+
+
+_DROP = object()
+
+
+def _is_reference(element: dict[str, Any]) -> bool:
+    """A Reference: a reference, identifier or display, and nothing a Reference does not have."""
+    return bool(element.keys() & {"reference", "identifier", "display"}) and element.keys() <= REFERENCE_KEYS \
+        and not {"system", "code"} & element.keys()
+
+
+def _coded_string(key: str, value: str, parent: str) -> bool:
+    if key in CODED_STRINGS or (key == "url" and parent in EXTENSION_KEYS):
+        return True
+    return bool(FHIR_DATE.match(value) or FHIR_TIME.match(value))
+
+
+def nhs_number_residue(line: str) -> bool:
+    """Whether an output line still holds anything shaped like a valid NHS number (anyone's, not only the
+    subject's): the last check before a line is written, failing safe."""
+    return any(nhs_number.is_valid(found) for found in NHS_NUMBER_SHAPED.findall(line))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.record_api.population import store
-from services.record_api.population.deidentify import Deidentifier, is_excluded, recipient_of
+from services.record_api.population.deidentify import Deidentifier, is_excluded, nhs_number_residue, recipient_of
 from services.record_api.population.demographics import PersonRow, person_batches, restricted_persons
 from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.exclusions import Exclusions, ExclusionsUnavailable, PersonExclusions, resolve
@@ -196,7 +196,7 @@ class ExportRunner:
         if "Patient" not in job.types or (job.since and row.changed <= job.since):
             return
         line = _line(plan.deidentifier.patient(row))
-        if row.nhs_number and row.nhs_number in line:
+        if nhs_number_residue(line):
             plan.skipped["identifier residue"] += 1
             return
         writer.add("Patient", line)
@@ -233,7 +233,7 @@ class ExportRunner:
             return None
         line = _line(plan.deidentifier.resource(body, person_id=person_id, person_nhs=nhs,
                                                 restricted=person_id in plan.restricted))
-        if nhs and nhs in line:
+        if nhs_number_residue(line):
             plan.skipped["identifier residue"] += 1
             return None
         return line

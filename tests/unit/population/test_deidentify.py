@@ -12,6 +12,7 @@ from services.record_api.population.deidentify import (
     EXCLUDED_LABELS,
     Deidentifier,
     is_excluded,
+    nhs_number_residue,
     person_pseudonym,
     postcode_district,
     recipient_of,
@@ -98,7 +99,55 @@ def test_resources_lose_identifiers_and_narrative_and_every_patient_data_id_is_p
     text = json.dumps(out)
     for gone in ("V123", "Olivia", "Smith", "Park Row", NHS, PERSON, "enc-1", "eoc-9"):
         assert gone not in text, gone
-    assert out["location"][0]["location"]["display"] == "Ward 12"  # not restricted: where care happened stays
+    # Not restricted: where care happened stays, as a reference; its display is free text and goes.
+    assert out["location"][0]["location"] == {"reference": "Location/ward-12"}
+
+
+OTHER_NHS = "9990000026"
+
+
+@pytest.mark.parametrize("body", [
+    {"resourceType": "Observation", "status": "final",
+     "performer": [{"type": "RelatedPerson", "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number",
+                                                            "value": OTHER_NHS}, "display": "Jane MOTHERNAME (mother)"}]},
+    {"resourceType": "CarePlan", "status": "active", "intent": "plan",
+     "activity": [{"detail": {"status": "in-progress", "kind": "Task",
+                              "description": "Visit at 12 Acacia Avenue LS1 4AP, key safe 1234"},
+                   "progress": [{"authorString": "Nurse Bloggs", "text": "Spoke to daughter Mary Smith"}]}]},
+    {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+     "medicationCodeableConcept": {"text": "Olivia's own supply"},
+     "dosageInstruction": [{"text": "Olivia to take 2 at night", "patientInstruction": "Olivia, ring 07700 900123"}],
+     "extension": [{"url": "urn:x:free", "valueString": "Carer: Olivia's neighbour Bob Brown"}]},
+    {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "CT head"},
+     "conclusion": "Olivia Smith (DOB 01/05/1980) of 1 Park Row: no bleed"},
+    {"resourceType": "AllergyIntolerance", "type": "allergy",
+     "reaction": [{"severity": "mild", "description": "Rash after dose given by husband Tom Smith",
+                   "note": [{"text": "tel 0113 555 0101"}]}]},
+], ids=["identifier-only-reference", "careplan-activity", "dosage-and-extension", "conclusion", "reaction"])
+def test_free_text_and_identifiers_are_removed_at_every_depth(deidentifier, body) -> None:
+    out = deidentifier.resource({**body, "id": "r-1"}, person_id=PERSON, person_nhs=NHS, restricted=False)
+    text = json.dumps(out)
+    for gone in (OTHER_NHS, "MOTHERNAME", "Acacia", "Bloggs", "Mary", "Olivia", "07700", "Bob Brown", "Park Row",
+                 "Tom Smith", "0113", "CT head"):
+        assert gone not in text, gone
+    assert out["status" if "status" in body else "type"] == body.get("status", body.get("type"))  # codes stay
+
+
+def test_coded_data_dates_and_values_are_kept_at_every_depth(deidentifier) -> None:
+    coding = {"system": "http://loinc.org", "code": "8480-6", "display": "Systolic blood pressure"}
+    body = {"resourceType": "Observation", "id": "o-1", "status": "final", "code": {"coding": [coding]},
+            "effectiveDateTime": "2025-02-01T10:00:00Z", "valueQuantity": {"value": 120, "unit": "mm[Hg]"},
+            "component": [{"code": {"coding": [coding]}, "valueQuantity": {"value": 80, "comparator": "<"}}],
+            "extension": [{"url": "urn:x:coded", "valueCode": "a1"}, {"url": "urn:x:when", "valueTime": "10:30"}]}
+    out = deidentifier.resource(body, person_id=PERSON, person_nhs=NHS, restricted=False)
+    assert out["code"] == {"coding": [coding]} and out["component"][0]["code"] == {"coding": [coding]}
+    assert out["effectiveDateTime"] == "2025-02-01T10:00:00Z" and out["valueQuantity"] == body["valueQuantity"]
+    assert out["extension"] == body["extension"]
+
+
+def test_any_valid_nhs_number_left_in_a_line_is_residue() -> None:
+    assert nhs_number_residue('{"x":"9990000026"}') and nhs_number_residue('{"x":"999 000 0026"}')
+    assert not nhs_number_residue('{"x":"9990000027","y":1234567890123,"z":"2026-01-05T09:00:00Z"}')
 
 
 def test_for_an_s_flagged_person_location_and_where_they_were_seen_are_removed(deidentifier) -> None:
