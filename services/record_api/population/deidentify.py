@@ -42,6 +42,8 @@ CODED_STRINGS = frozenset({"resourceType", "system", "code", "version", "unit", 
                            "gender", "kind", "mode", "criticality", "severity", "category", "type", "language",
                            "comparator", "valueCode", "lifecycleStatus", "required", "when", "dayOfWeek",
                            "periodUnit", "durationUnit"})
+# A date of birth identifies a person (the patient, or a RelatedPerson): only the year leaves.
+BIRTH_DATES = frozenset({"birthDate"})
 EXTENSION_KEYS = ("extension", "modifierExtension")
 REFERENCE_KEYS = frozenset({"reference", "type", "identifier", "display", "extension", "id"})
 FHIR_DATE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
@@ -150,6 +152,8 @@ class Deidentifier:
             return [v for v in items if v is not _DROP] or _DROP
         if isinstance(value, dict):
             return self._element(value, context, key)
+        if isinstance(value, str) and key in BIRTH_DATES:
+            return value[:4] if FHIR_DATE.match(value) else _DROP  # whoever was born then: the year only
         if isinstance(value, str):
             return value if _coded_string(key, value, parent) else _DROP
         return value  # numbers and booleans: values, flags, counts

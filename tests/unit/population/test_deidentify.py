@@ -145,6 +145,14 @@ def test_coded_data_dates_and_values_are_kept_at_every_depth(deidentifier) -> No
     assert out["extension"] == body["extension"]
 
 
+def test_a_related_persons_birth_date_leaves_as_the_year_only(deidentifier) -> None:
+    body = {"resourceType": "RelatedPerson", "id": "rp-1", "birthDate": "1955-03-14", "gender": "female",
+            "relationship": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                                          "code": "MTH"}]}], "name": [{"family": "Smith"}]}
+    out = deidentifier.resource(body, person_id=PERSON, person_nhs=NHS, restricted=False)
+    assert out["birthDate"] == "1955" and "1955-03-14" not in json.dumps(out) and "name" not in out
+
+
 def test_any_valid_nhs_number_left_in_a_line_is_residue() -> None:
     assert nhs_number_residue('{"x":"9990000026"}') and nhs_number_residue('{"x":"999 000 0026"}')
     assert not nhs_number_residue('{"x":"9990000027","y":1234567890123,"z":"2026-01-05T09:00:00Z"}')
