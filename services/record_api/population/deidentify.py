@@ -13,21 +13,18 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from services.record_api.enforcement import LOCATION_ELEMENTS
 from services.record_api.population.demographics import PersonRow
 from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.pseudonym import Pseudonymiser
+from services.record_api.population.sensitivity import EXCLUDED_LABELS, SOCIAL_CARE, is_excluded
 from services.record_api.resource_types import DIRECTORY_TYPES
 from shared import nhs_number
 from shared.fhir import ETHNIC_CATEGORY_ENGLAND, ETHNIC_CATEGORY_EXT, ODS_ORG_SYSTEM
-from shared.labels import CATEGORIES, VERY_RESTRICTED
 
-SOCIAL_CARE = "SOC"
-# Err on the side of exclusion: every sensitivity category except the provenance marker SOC, and V.
-EXCLUDED_LABELS = (frozenset(CATEGORIES) - {SOCIAL_CARE}) | {VERY_RESTRICTED}
 # Dropped wherever they appear, whatever they hold: identifiers, names, contact details, narrative, annotations
 # (Annotation: `note`, CarePlan.activity.`progress`), contained resources and attached documents.
 DIRECT_IDENTIFIERS = frozenset({"identifier", "text", "contained", "note", "progress", "name", "telecom", "address",
@@ -59,6 +56,8 @@ PSEUDED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
            "display": "pseudonymized"}
 LSOA_EXT = "urn:scr:fhir:StructureDefinition:lsoa"
 IMD_DECILE_EXT = "urn:scr:fhir:StructureDefinition:imd-decile"
+__all__ = ["EXCLUDED_LABELS", "SOCIAL_CARE", "Deidentifier", "Targets", "is_excluded", "nhs_number_residue",
+           "person_pseudonym", "postcode_district", "recipient_of", "resource_pseudonym"]
 
 
 def recipient_of(subject: str, ods_code: str | None) -> str:
@@ -76,24 +75,41 @@ def resource_pseudonym(pseudonymiser: Pseudonymiser, resource_type: str, resourc
     return pseudonymiser.pseudonym(f"{resource_type}/{resource_id}")
 
 
-def is_excluded(labels: list[str] | None, withheld: frozenset[str] = frozenset()) -> bool:
-    """Whether an item with these labels stays out of secondary use (for a person who withheld `withheld`)."""
-    present = set(labels or ())
-    return bool(present & EXCLUDED_LABELS or present & withheld)
-
-
 def postcode_district(postcode: str | None) -> str | None:
     """The outward code ("LS1" of "LS1 4AP"): the coarsest place a postcode gives."""
     compact = "".join((postcode or "").split()).upper()
     return compact[:-3] if len(compact) >= 5 else None
 
 
+class Targets(Protocol):
+    """What a job knows about the targets of references, so that nothing points at what was left out."""
+
+    def person(self, person_id: str) -> tuple[str, str | None] | None:
+        """The person a `Patient/<id>` reference means, after merges: (person id, NHS number); None when that
+        person is refused secondary use, or is not a known person."""
+
+    def item_excluded(self, resource_type: str, resource_id: str) -> bool:
+        """Whether the referenced item stays out (a sensitive label, a withheld category, a refused person)."""
+
+
+class EveryoneIncluded:
+    """Targets when nothing is known to be excluded (tests; a reference to another person links by person id)."""
+
+    def person(self, person_id: str) -> tuple[str, str | None] | None:
+        return person_id, None
+
+    def item_excluded(self, resource_type: str, resource_id: str) -> bool:
+        return False
+
+
 class Deidentifier:
     """Turns stored bodies into what one recipient may receive."""
 
-    def __init__(self, pseudonymiser: Pseudonymiser, lookup: DeprivationLookup) -> None:
+    def __init__(self, pseudonymiser: Pseudonymiser, lookup: DeprivationLookup,
+                 targets: Targets | None = None) -> None:
         self.pseudonymiser = pseudonymiser
         self.lookup = lookup
+        self.targets = targets or EveryoneIncluded()
 
     def patient(self, row: PersonRow) -> dict[str, Any]:
         patient: dict[str, Any] = {"resourceType": "Patient",
@@ -184,14 +200,25 @@ class Deidentifier:
             return {}  # a contained, urn: or raw-archive reference: nothing outside the export resolves it
         target_type, target_id = parts[-2], parts[-1]
         if target_type == "Patient":
-            pseudonym = context.patient_ref if target_id == context.person_id else \
-                person_pseudonym(self.pseudonymiser, target_id, None)
-            return {"reference": f"Patient/{pseudonym}"}
+            return self._person_reference(target_id, context)
         if target_type in DIRECTORY_TYPES:
             if context.restricted and target_type in PLACES:
                 return {}  # where an S-flagged person was seen is location data
             return {"reference": f"{target_type}/{target_id}"}
+        if self.targets.item_excluded(target_type, target_id):
+            return {}  # a pointer to an item left out would show that it exists
         return {"reference": f"{target_type}/{resource_pseudonym(self.pseudonymiser, target_type, target_id)}"}
+
+    def _person_reference(self, target_id: str, context: _Context) -> dict[str, Any]:
+        """The subject's own pseudonym, or another person's: the same pseudonym as that person's exported Patient,
+        so the reference resolves; nothing when that person is refused secondary use."""
+        if target_id == context.person_id:
+            return {"reference": f"Patient/{context.patient_ref}"}
+        target = self.targets.person(target_id)
+        if target is None:
+            return {}
+        context.referenced.add(target[0])
+        return {"reference": f"Patient/{person_pseudonym(self.pseudonymiser, *target)}"}
 
     @staticmethod
     def _organisation_code(ref: dict[str, Any], context: _Context) -> dict[str, Any]:
@@ -223,11 +250,12 @@ def nhs_number_residue(line: str) -> bool:
     return any(nhs_number.is_valid(found) for found in NHS_NUMBER_SHAPED.findall(line))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Context:
     person_id: str
     patient_ref: str
     restricted: bool
+    referenced: set[str] = field(default_factory=set)  # other persons this resource points at
 
 
 def _meta(body: dict[str, Any], restricted: bool) -> dict[str, Any]:

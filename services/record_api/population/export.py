@@ -26,6 +26,7 @@ from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.exclusions import Exclusions, ExclusionsUnavailable, PersonExclusions, resolve
 from services.record_api.population.models import ExportJob
 from services.record_api.population.pseudonym import Pseudonymiser
+from services.record_api.population.targets import JobTargets, excluded_items
 from services.record_api.resource_types import DIRECTORY_TYPES
 from services.record_api.store import utc
 from shared.audit import AuditRecord, write_audit
@@ -143,7 +144,8 @@ class ExportRunner:
             persons = resolve(session, exclusions)
             restricted = restricted_persons(session)
             survivors = _survivors(session)
-        plan = _Plan(persons, restricted, survivors, Deidentifier(pseudonymiser, self.lookup))
+            targets = JobTargets(self.sessions, persons, survivors, excluded_items(session, persons, survivors))
+        plan = _Plan(persons, restricted, survivors, Deidentifier(pseudonymiser, self.lookup, targets))
         plan.skipped.update({f"persons refused: {rule}": n for rule, n in exclusions.rules().items()})
         return plan
 

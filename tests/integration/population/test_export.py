@@ -26,7 +26,7 @@ from tests.integration.population.conftest import (
     wait_for,
 )
 from tests.support import data
-from tests.support.record_store import encounter
+from tests.support.record_store import encounter, observation
 
 pytestmark = pytest.mark.integration
 
@@ -117,6 +117,30 @@ def test_an_s_flagged_person_has_no_location_data_at_all(api, world, tokens, key
                  if r["id"] == resource_pseudonym(pseudonyms, "Encounter", world.restricted_encounter))
     assert "location" not in visit and "tag" not in visit["meta"]
     assert "LS6" not in json.dumps(patient)
+
+
+def test_references_never_point_at_what_was_left_out_and_resolve_to_exported_patients(api, world, tokens, key_file,
+                                                                                     record_store) -> None:
+    olivia = world.included["olivia"]
+    opted_out, _nhs = world.excluded["national data opt-out"]
+    focus = observation("8480-6", "Systolic BP", "2025-02-01T10:00:00Z", 120)
+    focus["focus"] = [{"reference": f"Patient/{opted_out}"},
+                      {"reference": f"Patient/{world.soc_withheld_person}"}]
+    focused = record_store.clinical(olivia.person, focus, org=data.GP_ODS, system="EMIS")
+    visit = encounter("2025-03-01T10:00:00Z")
+    visit["diagnosis"] = [{"condition": {"reference": f"Condition/{olivia.ids['hiv']}"}},
+                          {"condition": {"reference": f"Condition/{olivia.ids['asthma']}"}}]
+    visit_id = record_store.clinical(olivia.person, visit, org=data.ACUTE_ODS, system="PAS")
+    _manifest, files = run_export(api, recipient_token(tokens))
+    pseudonyms = _pseudonymiser(key_file)
+    by_id = {r["id"]: r for r in _resources(files)}
+    withheld_soc_patient = person_pseudonym(pseudonyms, world.soc_withheld_person, data.NHS_NUMBERS[5])
+    assert withheld_soc_patient in by_id  # that person's Patient, which the reference must resolve to
+    assert by_id[resource_pseudonym(pseudonyms, "Observation", focused)]["focus"] == [
+        {}, {"reference": f"Patient/{withheld_soc_patient}"}]
+    assert by_id[resource_pseudonym(pseudonyms, "Encounter", visit_id)]["diagnosis"] == [
+        {"condition": {}},
+        {"condition": {"reference": f"Condition/{resource_pseudonym(pseudonyms, 'Condition', olivia.ids['asthma'])}"}}]
 
 
 def test_pseudonyms_are_stable_within_a_recipient_and_differ_across_recipients(api, world, tokens) -> None:

@@ -108,8 +108,8 @@ OTHER_NHS = "9990000026"
 
 @pytest.mark.parametrize("body", [
     {"resourceType": "Observation", "status": "final",
-     "performer": [{"type": "RelatedPerson", "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number",
-                                                            "value": OTHER_NHS}, "display": "Jane MOTHERNAME (mother)"}]},
+     "performer": [{"type": "RelatedPerson", "display": "Jane MOTHERNAME (mother)",
+                    "identifier": {"system": "https://fhir.nhs.uk/Id/nhs-number", "value": OTHER_NHS}}]},
     {"resourceType": "CarePlan", "status": "active", "intent": "plan",
      "activity": [{"detail": {"status": "in-progress", "kind": "Task",
                               "description": "Visit at 12 Acacia Avenue LS1 4AP, key safe 1234"},
@@ -151,6 +151,34 @@ def test_a_related_persons_birth_date_leaves_as_the_year_only(deidentifier) -> N
                                           "code": "MTH"}]}], "name": [{"family": "Smith"}]}
     out = deidentifier.resource(body, person_id=PERSON, person_nhs=NHS, restricted=False)
     assert out["birthDate"] == "1955" and "1955-03-14" not in json.dumps(out) and "name" not in out
+
+
+class _Targets:
+    """B (person "p-b", NHS OTHER_NHS) is included; "p-out" is refused; Condition/hiv is left out."""
+
+    def person(self, person_id: str) -> tuple[str, str | None] | None:
+        return {"p-b": ("p-b", OTHER_NHS)}.get(person_id)
+
+    def item_excluded(self, resource_type: str, resource_id: str) -> bool:
+        return (resource_type, resource_id) == ("Condition", "hiv")
+
+
+def test_references_to_what_was_left_out_are_dropped_and_others_link_to_the_exported_patient() -> None:
+    pseudonyms = Pseudonymiser(SECRET, recipient_of("ics-planning", "QWO"))
+    deidentifier = Deidentifier(pseudonyms, DeprivationLookup.from_csv(SYNTHETIC_TABLE), _Targets())
+    body = {"resourceType": "Encounter", "id": "e-1", "status": "finished",
+            "subject": {"reference": f"Patient/{PERSON}"},
+            "diagnosis": [{"condition": {"reference": "Condition/hiv"}}, {"condition": {"reference": "Condition/ok"}}],
+            "extension": [{"url": "urn:x:focus", "valueReference": {"reference": "Patient/p-out"}},
+                          {"url": "urn:x:focus", "valueReference": {"reference": "Patient/p-b"}}]}
+    out = deidentifier.resource(body, person_id=PERSON, person_nhs=NHS, restricted=False)
+    assert out["diagnosis"] == [{"condition": {}}, {"condition": {
+        "reference": f"Condition/{resource_pseudonym(pseudonyms, 'Condition', 'ok')}"}}]
+    assert out["extension"][0]["valueReference"] == {}  # a refused person: not even a pseudonym
+    # Another included person: the very id their exported Patient has (keyed by their NHS number).
+    b_patient_id = person_pseudonym(pseudonyms, "p-b", OTHER_NHS)
+    assert out["extension"][1]["valueReference"] == {"reference": f"Patient/{b_patient_id}"}
+    assert resource_pseudonym(pseudonyms, "Condition", "hiv") not in json.dumps(out)
 
 
 def test_any_valid_nhs_number_left_in_a_line_is_residue() -> None:
