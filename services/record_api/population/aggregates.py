@@ -145,7 +145,7 @@ class Tables:
 def tabulate(session: Session, persons: PersonExclusions, lookup: DeprivationLookup,
              breakdowns: Sequence[tuple[str, ...]], today: date, batch_size: int = 500) -> Tables:
     tables = Tables(tuple(breakdowns), {b: defaultdict(Counter) for b in breakdowns})
-    for batch in person_batches(session, batch_size):
+    for batch in person_batches(session, batch_size, persons.withheld):
         rows = [row for row in batch if row.person_id not in persons.refused]
         measures = person_measures(session, [row.person_id for row in rows], persons.withheld)
         for row in rows:

@@ -5,12 +5,14 @@ records, then the most recently updated. The record API also ranks acute, commun
 inbound channel, which lives in the raw archive; the export deliberately never reads the raw archive (only ingest's
 database role may, deploy/helm migration grants), so those sources are ranked by recency alone.
 
-Source records the source marked confidential (`V`) never contribute: they do not leave their organisation.
+Source records that would not themselves be exported never contribute: those the source marked confidential
+(`V`), those with any other excluded sensitive label (sensitivity.EXCLUDED_LABELS), and those in a category the
+person withheld (a person who withheld `SOC` keeps their social-care record's postcode and ethnicity out too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,9 +21,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.record_api.patient import in_precedence_order
+from services.record_api.population.sensitivity import is_excluded
 from services.record_api.store import source_patients, utc
 from shared.fhir import ETHNIC_CATEGORY_ENGLAND, ETHNIC_CATEGORY_EXT, ODS_ORG_SYSTEM
-from shared.labels import RESTRICTED, VERY_RESTRICTED
+from shared.labels import RESTRICTED
 from shared.schema import Person, Resource
 
 
@@ -41,7 +44,11 @@ class PersonRow:
     changed: datetime
 
 
-def person_batches(session: Session, batch_size: int = 500) -> Iterator[list[PersonRow]]:
+Withheld = Mapping[str, frozenset[str]]  # person id -> categories the person withheld
+
+
+def person_batches(session: Session, batch_size: int = 500, withheld: Withheld | None = None,
+                   ) -> Iterator[list[PersonRow]]:
     """Every active person, `batch_size` at a time, in id order (keyset paging: memory stays flat)."""
     after = ""
     while True:
@@ -49,21 +56,21 @@ def person_batches(session: Session, batch_size: int = 500) -> Iterator[list[Per
                                        .order_by(Person.id).limit(batch_size)))
         if not persons:
             return
-        yield rows_for(session, persons)
+        yield rows_for(session, persons, withheld or {})
         after = persons[-1].id
         session.expunge_all()
 
 
-def rows_for(session: Session, persons: Sequence[Person]) -> list[PersonRow]:
+def rows_for(session: Session, persons: Sequence[Person], withheld: Withheld | None = None) -> list[PersonRow]:
     sources = source_patients(session, [p.id for p in persons])
-    return [_row(person, sources[person.id]) for person in persons]
+    return [_row(person, sources[person.id], (withheld or {}).get(person.id, frozenset())) for person in persons]
 
 
-def _row(person: Person, sources: list[Resource]) -> PersonRow:
-    restricted = any(RESTRICTED in (r.labels or ()) for r in sources)
-    usable = [r for r in sources if VERY_RESTRICTED not in (r.labels or ())]
+def _row(person: Person, sources: list[Resource], withheld: frozenset[str]) -> PersonRow:
+    restricted = any(RESTRICTED in (r.labels or ()) for r in sources)  # from every source: fail towards hiding
+    usable = [r for r in sources if not is_excluded(r.labels, withheld)]
     ordered = [r.body for r in in_precedence_order(person, usable, channels={})]
-    changed = max([utc(person.updated)] + [utc(r.last_updated) for r in sources])  # type: ignore[type-var]
+    changed = max([utc(person.updated)] + [utc(r.last_updated) for r in usable])  # type: ignore[type-var]
     return PersonRow(
         person_id=person.id, nhs_number=person.nhs_number,
         gender=_first(ordered, lambda b: b.get("gender")),

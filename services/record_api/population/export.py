@@ -179,7 +179,7 @@ class ExportRunner:
         practice = job.group_id.removeprefix("practice-") if job.group_id else None
         plan.members = set() if job.level == "group" else None
         with self.sessions() as session:
-            for batch in person_batches(session, STREAM_BATCH):
+            for batch in person_batches(session, STREAM_BATCH, plan.persons.withheld):
                 for row in batch:
                     self._person(job, plan, writer, row, practice)
                 checkpoint(f"Patient: {writer.counts['Patient']:,} written")

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from services.record_api.population.deidentify import person_pseudonym, recipient_of, resource_pseudonym
 from services.record_api.population.models import ExportChunk, ExportJob
 from services.record_api.population.pseudonym import Pseudonymiser
+from shared.fhir import ETHNIC_CATEGORY_ENGLAND, ETHNIC_CATEGORY_EXT
 from shared.schema import AuditEventRow
 from tests.integration.population import world as population
 from tests.integration.population.conftest import (
@@ -141,6 +142,36 @@ def test_references_never_point_at_what_was_left_out_and_resolve_to_exported_pat
     assert by_id[resource_pseudonym(pseudonyms, "Encounter", visit_id)]["diagnosis"] == [
         {"condition": {}},
         {"condition": {"reference": f"Condition/{resource_pseudonym(pseudonyms, 'Condition', olivia.ids['asthma'])}"}}]
+
+
+def test_demographics_never_come_from_a_source_record_that_is_itself_left_out(api, tokens, key_file, record_store,
+                                                                           consents) -> None:
+    n = data.synthetic_nhs_numbers(2, start=999_400_000)
+    # D withheld social care; only their social-care record has a postcode and an ethnic category.
+    d = record_store.person(n[0])
+    record_store.source_patient(d, org=data.GP_ODS, system="EMIS", nhs_number=n[0], postcode="", gp_ods=data.GP_ODS,
+                                gender="male", local_id=("https://emis.example/Id/patient", "E-D"))
+    social = record_store.source_patient(d, org=data.SOCIAL_CARE_ODS, system="Mosaic", nhs_number=n[0],
+                                         postcode="LS9 7TF", gender="male", labels=("SOC",),
+                                         local_id=("https://mosaic.example/Id/person", "M-D"))
+    record_store.update("Patient", social, {"extension": [{"url": ETHNIC_CATEGORY_EXT, "valueCodeableConcept": {
+        "coding": [{"system": ETHNIC_CATEGORY_ENGLAND, "code": "M"}]}}]})
+    consents.preferences(n[0], withheld=("SOC",))
+    # E's only record with a gender carries a sensitive label (gender reassignment).
+    e = record_store.person(n[1])
+    record_store.source_patient(e, org=data.ACUTE_ODS, system="PAS", nhs_number=n[1], gender="", postcode="LS1 4AP",
+                                local_id=("https://fhir.rr8.nhs.uk/Id/mrn", "MRN-E"))
+    record_store.source_patient(e, org=data.GP_ODS, system="EMIS", nhs_number=n[1], gender="female",
+                                labels=("TBOO",), local_id=("https://emis.example/Id/patient", "E-E"))
+    token = recipient_token(tokens)
+    patients = {r["id"]: r for r in _resources(run_export(api, token, "/fhir/$export?_type=Patient")[1])}
+    pseudonyms = _pseudonymiser(key_file)
+    d_patient, e_patient = (patients[person_pseudonym(pseudonyms, d, n[0])],
+                            patients[person_pseudonym(pseudonyms, e, n[1])])
+    assert "address" not in d_patient and "extension" not in d_patient
+    assert "gender" not in e_patient
+    body = api.get("/population/aggregates?dimension=ethnic_category", headers=bearer(token)).json()
+    assert {c["ethnic_category"]: c["count"] for c in body["measures"]["persons"]["cells"]}["M"] == 0
 
 
 def test_pseudonyms_are_stable_within_a_recipient_and_differ_across_recipients(api, world, tokens) -> None:
