@@ -22,7 +22,6 @@ from services.record_api.bundles import fhir_base
 from services.record_api.population import page, store
 from services.record_api.population.aggregates import COUNTED_TYPES, MEASURES, parse_dimensions
 from services.record_api.population.models import ACTIVE, CANCELLED, FAILED, ExportJob
-from services.record_api.query import parse_date
 from services.record_api.resource_types import searchable_types
 from shared.audit import AuditRecord, write_audit
 from shared.auth import Principal, authenticate
@@ -46,6 +45,9 @@ PATIENT_TYPES = tuple(t for t in searchable_types() if t not in ("Provenance", "
 SYSTEM_ONLY_TYPES = ("Organization", "Location")
 GROUP_ID = re.compile(r"^practice-([A-Z0-9]{3,8})$")
 FILE_NAME = re.compile(r"^([A-Za-z]{1,64})-(\d{1,6})\.ndjson$")
+SINGLE_VALUED = ("_since", "_outputFormat", "_purpose")  # a repeat is refused, never silently ignored
+SINCE_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$")
+SINCE_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 RETRY_AFTER_SECONDS = 5
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -107,13 +109,32 @@ def _export_params(request: Request) -> _ExportParams:
     if output not in OUTPUT_FORMATS:
         raise InvalidInput(f"_outputFormat {output[:60]!r} is not supported; use {NDJSON}",
                            expression=["_outputFormat"])
-    since = parse_date("_since", request.query_params["_since"]).low if "_since" in request.query_params else None
+    for name in SINGLE_VALUED:
+        if len(request.query_params.getlist(name)) > 1:
+            raise InvalidInput(f"{name} may be given once", expression=[name])
+    since = parse_since(request.query_params["_since"]) if "_since" in request.query_params else None
     types = None
     if "_type" in request.query_params:
         types = [t.strip() for value in request.query_params.getlist("_type") for t in value.split(",") if t.strip()]
         if not types:
             raise InvalidInput("_type names no resource type", expression=["_type"])
     return _ExportParams(types, since, _purpose(request))
+
+
+def parse_since(value: str) -> datetime:
+    """`_since`: a FHIR instant (seconds and a time zone) or a FHIR date (its first moment, UTC). Never a search
+    prefix: `lt2030-01-01` means "before", and reading it as "after" would silently deliver something else."""
+    instant, date_only = SINCE_INSTANT.match(value), SINCE_DATE.match(value)
+    try:
+        if instant:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        if date_only:
+            year, month, day = date_only.groups()
+            return datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+    except ValueError:
+        pass
+    raise InvalidInput(f"_since {value[:40]!r} is not a FHIR instant (2026-01-05T09:00:00Z) or date (2026-01-05); "
+                       "search prefixes (gt, lt, eb, ...) are not allowed", expression=["_since"])
 
 
 def _types(principal: Principal, wanted: list[str] | None, level: str) -> list[str]:

@@ -279,9 +279,12 @@ def test_kick_off_checks_its_parameters(api, tokens) -> None:
     assert api.get("/fhir/$export", headers=bearer(token)).status_code == 400  # no Prefer: respond-async
     for query in ("_type=Banana", "_type=Provenance", "_type=DocumentReference", "_outputFormat=text/csv",
                   "_since=yesterday", "_purpose=TREAT", "patient=x",
-                  "_type=Organization&x=1"):
+                  "_type=Organization&x=1", "_since=lt2030-01-01", "_since=gt2025-01-01", "_since=eb2030-01-01",
+                  "_since=2025-01-01T10:00", "_since=2025-01-01&_since=2030-01-01",
+                  "_purpose=HOPERAT&_purpose=HRESCH"):
         response = api.get(f"/fhir/$export?{query}", headers=kick_off_headers(token))
         assert response.status_code == 400, query
+        assert response.json()["resourceType"] == "OperationOutcome", query
     assert api.get("/fhir/Patient/$export?_type=Organization", headers=kick_off_headers(token)).status_code == 400
 
 
