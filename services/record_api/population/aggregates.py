@@ -23,7 +23,7 @@ from services.record_api.population.deidentify import SOCIAL_CARE, is_excluded, 
 from services.record_api.population.demographics import PersonRow, person_batches
 from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.exclusions import PersonExclusions
-from services.record_api.population.suppression import suppress, suppress_total
+from services.record_api.population.suppression import ALL, suppress, with_margins
 from shared.errors import InvalidInput
 from shared.schema import Resource
 
@@ -176,31 +176,30 @@ def label(dimension: str, value: str) -> str:
 
 
 def publish(tables: Tables, breakdown: tuple[str, ...], threshold: int) -> dict[str, Any]:
-    """One breakdown, every measure, suppressed: cells, (for two dimensions) margins, and the total."""
+    """One breakdown, every measure, suppressed: cells, (for two dimensions) margins, and the total.
+
+    Each measure's table, margins and total are suppressed as one system (suppression.with_margins)."""
     domains = [domain(tables, d) for d in breakdown]
     cells = list(itertools.product(*domains))
     raw = tables.cells[breakdown]
     measures: dict[str, Any] = {}
     for measure in MEASURES:
-        counts = {cell: raw[cell][measure] if cell in raw else 0 for cell in cells}
+        counts = with_margins({cell: raw[cell][measure] if cell in raw else 0 for cell in cells})
         shown = suppress(counts, threshold)
-        entry: dict[str, Any] = {
-            "total": suppress_total(sum(counts.values()), threshold),
-            "cells": [{**dict(zip(breakdown, cell, strict=True)), "count": shown[cell]} for cell in cells]}
-        if len(breakdown) == 2:
-            entry["margins"] = {d: _margin(counts, i, domains[i], threshold) for i, d in enumerate(breakdown)}
-        measures[measure] = entry
+        measures[measure] = _published(breakdown, domains, cells, shown)
     return {"dimensions": list(breakdown), "threshold": threshold,
             "values": {d: [{"code": v, "label": label(d, v)} for v in dom] for d, dom in
                        zip(breakdown, domains, strict=True)},
             "measures": measures}
 
 
-def _margin(counts: dict[tuple[str, ...], int], index: int, values: tuple[str, ...],
-            threshold: int) -> list[dict[str, Any]]:
-    """A two-dimensional table's row or column totals: a one-dimensional table, suppressed as one."""
-    sums: Counter[tuple[str, ...]] = Counter()
-    for cell, count in counts.items():
-        sums[(cell[index],)] += count
-    shown = suppress({(v,): sums[(v,)] for v in values}, threshold)
-    return [{"value": v, "count": shown[(v,)]} for v in values]
+def _published(breakdown: tuple[str, ...], domains: list[tuple[str, ...]], cells: list[tuple[str, ...]],
+               shown: dict[tuple[str, ...], int | None]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "total": shown[(ALL,) * len(breakdown)],
+        "cells": [{**dict(zip(breakdown, cell, strict=True)), "count": shown[cell]} for cell in cells]}
+    if len(breakdown) == 2:
+        entry["margins"] = {
+            breakdown[0]: [{"value": v, "count": shown[(v, ALL)]} for v in domains[0]],
+            breakdown[1]: [{"value": v, "count": shown[(ALL, v)]} for v in domains[1]]}
+    return entry

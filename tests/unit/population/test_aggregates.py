@@ -97,3 +97,29 @@ def test_two_way_tables_publish_suppressed_margins_and_small_totals_are_hidden()
         "LS1": None, "LS6": None, "unknown": 0}
     assert [v["code"] for v in table["values"]["postcode_district"]] == ["LS1", "LS6", "unknown"]
     assert all(c["count"] in (None, 0) for c in persons["cells"])
+
+
+def _by(entry: dict, dimension: str) -> dict:
+    return {m["value"]: m["count"] for m in entry["margins"][dimension]}
+
+
+def test_margins_are_suppressed_with_the_cells_so_no_hidden_margin_can_be_derived() -> None:
+    # The audit's attack (threshold 10): 0-4 is 5 boys, 5-17 is 12 girls. Margins suppressed on their own hid 0-4
+    # and 5-17 but published every 5-17 cell, so 5-17 = 12 and 0-4 = total - the other margins - 12.
+    tables = _tables(("age_band", "sex"), {("0-4", "male"): {"persons": 5}, ("5-17", "female"): {"persons": 12},
+                                           ("18-24", "female"): {"persons": 10}, ("18-24", "male"): {"persons": 40},
+                                           ("25-34", "female"): {"persons": 30}, ("25-34", "male"): {"persons": 30}})
+    persons = publish(tables, ("age_band", "sex"), threshold=10)["measures"]["persons"]
+    rows: dict[str, dict[str, int | None]] = {}
+    for cell in persons["cells"]:
+        rows.setdefault(cell["age_band"], {})[cell["sex"]] = cell["count"]
+    margins = _by(persons, "age_band")
+    for band in rows:  # no age band's margin can be had by adding up its published cells
+        assert margins[band] is not None or None in rows[band].values(), band
+    hidden_margins = [band for band, count in margins.items() if count is None]
+    assert persons["total"] is None or len(hidden_margins) != 1  # nor by subtracting from the total
+    sexes = _by(persons, "sex")
+    for sex in sexes:
+        column = [rows[band][sex] for band in rows]
+        assert sum(count is None for count in [*column, sexes[sex]]) != 1, sex
+
