@@ -178,14 +178,19 @@ def label(dimension: str, value: str) -> str:
 def publish(tables: Tables, breakdown: tuple[str, ...], threshold: int) -> dict[str, Any]:
     """One breakdown, every measure, suppressed: cells, (for two dimensions) margins, and the total.
 
-    Each measure's table, margins and total are suppressed as one system (suppression.with_margins)."""
+    Each measure's table, margins and total are suppressed as one system (suppression.with_margins). Persons come
+    first: wherever a count of persons is hidden, every event measure is hidden too, so that a place with one
+    person never shows that person's events (a zero included: "the hidden few had none" is about them too)."""
     domains = [domain(tables, d) for d in breakdown]
     cells = list(itertools.product(*domains))
     raw = tables.cells[breakdown]
     measures: dict[str, Any] = {}
-    for measure in MEASURES:
+    persons_hidden: set[tuple[str, ...]] = set()
+    for measure in MEASURES:  # persons first
         counts = with_margins({cell: raw[cell][measure] if cell in raw else 0 for cell in cells})
-        shown = suppress(counts, threshold)
+        shown = suppress(counts, threshold, forced=persons_hidden)
+        if measure == "persons":
+            persons_hidden = {cell for cell, count in shown.items() if count is None}
         measures[measure] = _published(breakdown, domains, cells, shown)
     return {"dimensions": list(breakdown), "threshold": threshold,
             "values": {d: [{"code": v, "label": label(d, v)} for v in dom] for d, dom in

@@ -123,3 +123,17 @@ def test_margins_are_suppressed_with_the_cells_so_no_hidden_margin_can_be_derive
         column = [rows[band][sex] for band in rows]
         assert sum(count is None for count in [*column, sexes[sex]]) != 1, sex
 
+
+def test_where_a_count_of_persons_is_hidden_their_events_are_hidden_too() -> None:
+    # One person alone at practice B86099 with 14 encounters: the encounters would say what that person had.
+    tables = _tables(("gp_practice",), {("Y12345",): {"persons": 40, "encounters": 40},
+                                        ("B86099",): {"persons": 1, "encounters": 14}})
+    measures = publish(tables, ("gp_practice",), threshold=10)["measures"]
+    persons = {c["gp_practice"]: c["count"] for c in measures["persons"]["cells"]}
+    encounters = {c["gp_practice"]: c["count"] for c in measures["encounters"]["cells"]}
+    waiting = {c["gp_practice"]: c["count"] for c in measures["waiting_items"]["cells"]}
+    assert persons["B86099"] is None and encounters["B86099"] is None
+    assert waiting["B86099"] is None  # "none of the hidden few is waiting" is about them too
+    for measure in measures.values():
+        cells = [c["count"] for c in measure["cells"]]
+        assert sum(count is None for count in [*cells, measure["total"]]) != 1
