@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
 from services.record_api.bundles import fhir_base
-from services.record_api.population import page, store
+from services.record_api.population import delivery, page, store
 from services.record_api.population.aggregates import COUNTED_TYPES, MEASURES, parse_dimensions
 from services.record_api.population.models import ACTIVE, CANCELLED, FAILED, ExportJob
 from services.record_api.resource_types import searchable_types
@@ -268,18 +268,26 @@ def export_cancel(request: Request, job_id: str, principal: Principal = Depends(
 @fhir_router.get("/$export-file/{job_id}/{file_name}")
 def export_file(request: Request, job_id: str, file_name: str,
                 principal: Principal = Depends(export_caller)) -> Response:
+    """A file, re-checked against the exclusions in force now (delivery.py): lines about someone who has opted out
+    or objected since the job ran, or in a category they have withheld since, are left out. Fail closed: without
+    the consent service's answer nothing is served (503)."""
     match = FILE_NAME.match(file_name)
     job = _job(request, principal, job_id)
     population = _population(request)
-    with population.sessions.begin() as session:
+    with population.sessions() as session:
         if match is None or job.status != store.COMPLETED or not store.file_exists(
                 session, job.id, match.group(1), int(match.group(2))):
             raise NotFound("no such file in this export")
-        write_audit(session, AuditRecord(service="record_api", action="export", outcome="success",
-                                         principal=principal, purpose=job.purpose,
-                                         description=f"bulk export {job.id} file {file_name} downloaded"))
+    try:
+        current = population.current_exclusions(job.purpose, job.recipient_ods)
+    except ScrError as exc:
+        _audit(request, principal, "error", f"bulk export {job.id} file {file_name} not served: {exc.message}",
+               job.purpose)
+        raise
+    _audit(request, principal, "success", f"bulk export {job.id} file {file_name} downloaded (re-checked against "
+                                          "the secondary-use exclusions in force now)", job.purpose)
     chunks = store.read_file(population.sessions, job.id, match.group(1), int(match.group(2)))
-    return StreamingResponse(chunks, media_type=NDJSON, headers=_NO_STORE)
+    return StreamingResponse(delivery.deliver(chunks, current.allows), media_type=NDJSON, headers=_NO_STORE)
 
 
 # ---------------------------------------------------------------- aggregates

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from services.record_api.population import store
+from services.record_api.population import delivery, store
 from services.record_api.population.aggregates import MEASURES, parse_dimensions
 from services.record_api.population.api import PATIENT_TYPES, PURPOSES, SYSTEM_ONLY_TYPES
 from services.record_api.population.models import ExportJob
@@ -142,7 +142,8 @@ def _write_files(population: Population, job_id: str, out: Path, files: list[dic
     for entry in files:
         part = int(entry["name"].rsplit("-", 1)[1].split(".")[0])
         with (out / entry["name"]).open("wb") as handle:
-            for chunk in store.read_file(population.sessions, job_id, entry["type"], part):
+            for chunk in delivery.deliver(store.read_file(population.sessions, job_id, entry["type"], part),
+                                          delivery.everything):
                 handle.write(chunk)
 
 

@@ -142,17 +142,18 @@ class Deidentifier:
         return [{"url": LSOA_EXT, "valueCode": area.lsoa_code},
                 {"url": IMD_DECILE_EXT, "valueInteger": area.imd_decile}]
 
-    def resource(self, body: dict[str, Any], *, person_id: str, person_nhs: str | None,
-                 restricted: bool) -> dict[str, Any]:
+    def resource(self, body: dict[str, Any], *, person_id: str, person_nhs: str | None, restricted: bool,
+                 referenced: set[str] | None = None) -> dict[str, Any]:
         """A clinical resource with identifiers and free text removed at every depth, and every patient-data id
-        pseudonymised."""
+        pseudonymised. The other persons it still refers to are added to `referenced`."""
         resource_type = body.get("resourceType", "")
         dropped = set(RESTRICTED_ELEMENTS.get(resource_type, ())) if restricted else set()
         kept = {k: v for k, v in body.items() if k not in dropped and k not in ("id", "meta")}
         out: dict[str, Any] = {"resourceType": resource_type,
                                "id": resource_pseudonym(self.pseudonymiser, resource_type, str(body.get("id"))),
                                "meta": _meta(body, restricted)}
-        context = _Context(person_id, person_pseudonym(self.pseudonymiser, person_id, person_nhs), restricted)
+        context = _Context(person_id, person_pseudonym(self.pseudonymiser, person_id, person_nhs), restricted,
+                           referenced if referenced is not None else set())
         out.update(self._element(kept, context))
         return out
 

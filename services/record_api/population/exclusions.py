@@ -136,10 +136,10 @@ def resolve(session: Session, exclusions: Exclusions) -> PersonExclusions:
     for number, codes in exclusions.withheld.items():
         for person_id in _persons_with(session, [number]):
             withheld.setdefault(person_id, set()).update(codes)
-    survivors = _merge_survivors(session)
-    refused |= {_final(survivors, p) for p in refused}
+    survivors = merge_survivors(session)
+    refused |= {final_person(survivors, p) for p in refused}
     for person_id in list(withheld):
-        withheld.setdefault(_final(survivors, person_id), set()).update(withheld[person_id])
+        withheld.setdefault(final_person(survivors, person_id), set()).update(withheld[person_id])
     return PersonExclusions(frozenset(refused), {p: frozenset(c) for p, c in withheld.items()})
 
 
@@ -162,12 +162,13 @@ def _persons_by_source_identifier(session: Session, numbers: list[str]) -> set[s
     return found
 
 
-def _merge_survivors(session: Session) -> dict[str, str]:
+def merge_survivors(session: Session) -> dict[str, str]:
+    """Merged person -> the person it was merged into."""
     return {p: into for p, into in session.execute(select(Person.id, Person.merged_into).where(
         Person.status == "merged", Person.merged_into.is_not(None)))}
 
 
-def _final(survivors: dict[str, str], person_id: str) -> str:
+def final_person(survivors: dict[str, str], person_id: str) -> str:
     seen = {person_id}
     while person_id in survivors:
         person_id = survivors[person_id]

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.record_api.population import store
 from services.record_api.population.deidentify import Deidentifier, is_excluded, nhs_number_residue, recipient_of
+from services.record_api.population.delivery import stored_line
 from services.record_api.population.demographics import PersonRow, person_batches, restricted_persons
 from services.record_api.population.deprivation import DeprivationLookup
 from services.record_api.population.exclusions import Exclusions, ExclusionsUnavailable, PersonExclusions, resolve
@@ -65,6 +66,7 @@ class ChunkWriter:
         self._part, self._seq, self._in_part = 1, 0, 0
 
     def add(self, resource_type: str, line: str) -> None:
+        """Add one stored line (delivery.stored_line: the NDJSON line and who it is about)."""
         if resource_type != self._type:
             self.flush()
             self._type, self._part, self._seq, self._in_part = resource_type, 1, 0, 0
@@ -201,7 +203,7 @@ class ExportRunner:
         if nhs_number_residue(line):
             plan.skipped["identifier residue"] += 1
             return
-        writer.add("Patient", line)
+        writer.add("Patient", stored_line([row.person_id], None, line))
 
     def _resources(self, job: ExportJob, plan: _Plan, writer: ChunkWriter, resource_type: str,
                    checkpoint: Callable[[str], None]) -> None:
@@ -233,12 +235,13 @@ class ExportRunner:
         if is_excluded(labels, plan.persons.withheld.get(person_id, frozenset())):
             plan.skipped["items with a sensitive label"] += 1
             return None
+        referenced: set[str] = set()
         line = _line(plan.deidentifier.resource(body, person_id=person_id, person_nhs=nhs,
-                                                restricted=person_id in plan.restricted))
+                                                restricted=person_id in plan.restricted, referenced=referenced))
         if nhs_number_residue(line):
             plan.skipped["identifier residue"] += 1
             return None
-        return line
+        return stored_line([person_id, *sorted(referenced - {person_id})], labels, line)
 
     def _directory(self, job: ExportJob, plan: _Plan, writer: ChunkWriter, resource_type: str) -> None:
         statement = (select(Resource.body).where(Resource.resource_type == resource_type,
@@ -249,7 +252,7 @@ class ExportRunner:
             statement = statement.where(Resource.last_updated > job.since)
         with self.sessions() as session:
             for (body,) in session.execute(statement):
-                writer.add(resource_type, _line(plan.deidentifier.directory(body)))
+                writer.add(resource_type, stored_line([], None, _line(plan.deidentifier.directory(body))))
 
     # ------------------------------------------------------------ the end
 

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.record_api.population import store
 from services.record_api.population.aggregates import publish, tabulate
+from services.record_api.population.delivery import CurrentExclusions
 from services.record_api.population.deprivation import DeprivationLookup
-from services.record_api.population.exclusions import ExclusionClient, resolve
+from services.record_api.population.exclusions import ExclusionClient, merge_survivors, resolve
 from services.record_api.population.export import ExclusionSource, ExportRunner
 from services.record_api.population.worker import ExportWorker
 from services.record_api.settings import RecordApiSettings
@@ -117,6 +118,12 @@ class Population:
     def queued(self) -> None:
         if self.worker:
             self.worker.wake()
+
+    def current_exclusions(self, purpose: str, organisation: str | None) -> CurrentExclusions:
+        """The exclusions in force now (for a download), fail closed like a job's."""
+        exclusions = self.exclusions.fetch(purpose, organisation)
+        with self.sessions() as session:
+            return CurrentExclusions(resolve(session, exclusions), merge_survivors(session))
 
     def aggregates(self, *, purpose: str, organisation: str | None, breakdowns: list[tuple[str, ...]],
                    today: date) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from tests.integration.population.conftest import (
 )
 from tests.support import data
 from tests.support.record_store import encounter, observation
+from tools.peers.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -174,6 +175,29 @@ def test_demographics_never_come_from_a_source_record_that_is_itself_left_out(ap
     assert {c["ethnic_category"]: c["count"] for c in body["measures"]["persons"]["cells"]}["M"] == 0
 
 
+def test_someone_who_opts_out_after_the_job_ran_is_not_delivered(make_api, world, tokens, key_file, record_store,
+                                                                  consents) -> None:
+    later = data.synthetic_nhs_numbers(1, start=999_500_000)[0]
+    person = record_store.person(later)
+    record_store.source_patient(person, org=data.GP_ODS, system="EMIS", nhs_number=later, gp_ods=data.GP_ODS,
+                                local_id=("https://emis.example/Id/patient", "E-LATER"))
+    record_store.clinical(person, encounter("2025-04-01T10:00:00Z"), org=data.ACUTE_ODS, system="PAS")
+    api = make_api()
+    token = recipient_token(tokens)
+    kicked = api.get("/fhir/$export?_type=Patient,Encounter", headers=kick_off_headers(token))
+    manifest = wait_for(api, kicked.headers["Content-Location"], bearer(token)).json()
+    pseudonym = person_pseudonym(_pseudonymiser(key_file), person, later)
+    urls = [o["url"] for o in manifest["output"]]
+    consents.preferences(later, opt_out=True)  # after the job ran, before the files are fetched
+    delivered = "".join(api.get(url, headers=bearer(token)).text for url in urls)
+    assert pseudonym not in delivered
+    olivia = person_pseudonym(_pseudonymiser(key_file), world.included["olivia"].person, data.NHS_NUMBERS[0])
+    assert f'"id":"{olivia}"' in delivered  # everyone else still is
+    unreachable = make_api(consent_url=f"http://127.0.0.1:{free_port()}")  # another replica, no consent service
+    refused = unreachable.get(urls[0], headers=bearer(token))
+    assert refused.status_code == 503 and refused.json()["resourceType"] == "OperationOutcome"
+
+
 def test_pseudonyms_are_stable_within_a_recipient_and_differ_across_recipients(api, world, tokens) -> None:
     first = {r["id"] for r in _resources(run_export(api, recipient_token(tokens))[1])}
     again = {r["id"] for r in _resources(run_export(api, recipient_token(tokens))[1])}
@@ -239,8 +263,6 @@ def test_output_is_written_in_bounded_chunks_and_split_files(make_api, world, to
 
 
 def test_the_export_fails_closed_when_the_consent_service_cannot_be_reached(make_api, world, tokens) -> None:
-    from tools.peers.ports import free_port
-
     api = make_api(consent_url=f"http://127.0.0.1:{free_port()}")
     token = recipient_token(tokens)
     kicked = api.get("/fhir/$export", headers=kick_off_headers(token))

@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import select
 
 from services.record_api.population import store
-from services.record_api.population.exclusions import ExclusionClient, ExclusionsUnavailable
+from services.record_api.population.delivery import CurrentExclusions, deliver, stored_line
+from services.record_api.population.exclusions import ExclusionClient, ExclusionsUnavailable, PersonExclusions
 from services.record_api.population.export import ChunkWriter
 from services.record_api.population.models import ExportChunk
 from shared.db import create_db_engine, make_session_factory
@@ -92,3 +93,21 @@ def test_output_is_stored_in_bounded_chunks_and_split_into_files(sqlite_url: str
     assert len(beats) == len(chunks)  # a heartbeat (and a chance to stop) after every chunk
     text = b"".join(store.read_file(sessions, "job-1", "Observation", 2)).decode()
     assert [json.loads(line)["n"] for line in text.splitlines()] == list(range(7, 14))
+
+
+def test_a_download_leaves_out_lines_the_exclusions_in_force_now_refuse() -> None:
+    now = CurrentExclusions(PersonExclusions(frozenset({"p-out"}), {"p-soc": frozenset({"SOC"})}),
+                            survivors={"p-retired": "p-out"})
+    stored = "".join(f"{stored_line(persons, labels, json.dumps({'n': n}))}\n" for n, (persons, labels) in enumerate([
+        (["p-in"], None),                # kept
+        (["p-out"], None),               # opted out since the job ran
+        (["p-in", "p-out"], None),       # refers to someone who opted out since
+        (["p-retired"], None),           # merged since into someone who opted out
+        (["p-soc"], ["SOC"]),            # a category withheld since
+        (["p-soc"], None),               # that person's other items stay
+        ([], None),                      # a directory resource
+    ]))
+    legacy = '{"n": 99}\n'  # stored without its persons: cannot be re-checked
+    text = b"".join(deliver([stored.encode(), legacy.encode()], now.allows)).decode()
+    assert [json.loads(line)["n"] for line in text.splitlines()] == [0, 5, 6]
+    assert "p-in" not in text and "\t" not in text  # the recipient gets the NDJSON line alone
