@@ -278,6 +278,11 @@ def export_file(request: Request, job_id: str, file_name: str,
         if match is None or job.status != store.COMPLETED or not store.file_exists(
                 session, job.id, match.group(1), int(match.group(2))):
             raise NotFound("no such file in this export")
+    if not principal.can(match.group(1), "r", contexts=("system",)):
+        # The recipient's token may have lost a scope since kick-off: each download is judged by the token it carries.
+        _audit(request, principal, "denied", f"bulk export {job.id} file {file_name} refused: no system read "
+                                             f"scope on {match.group(1)}", job.purpose)
+        raise Forbidden(f"the token's system scopes do not allow reading {match.group(1)}")
     try:
         current = population.current_exclusions(job.purpose, job.recipient_ods)
     except ScrError as exc:

@@ -296,6 +296,18 @@ def test_only_system_clients_may_export_and_every_refusal_is_audited(api, world,
     assert all(row.person_id is None and row.nhs_number is None for row in denied)
 
 
+def test_a_file_is_served_only_to_a_token_that_may_read_its_type(api, world, tokens) -> None:
+    manifest, _files = run_export(api, recipient_token(tokens))
+    patient_file = next(o["url"] for o in manifest["output"] if o["type"] == "Patient")
+    narrow = recipient_token(tokens, scope="system/Observation.rs")  # the same recipient, without Patient
+    refused = api.get(patient_file, headers=bearer(narrow))
+    assert refused.status_code == 403 and refused.json()["resourceType"] == "OperationOutcome"
+    with api.app.state.population.sessions() as session:
+        denied = list(session.scalars(select(AuditEventRow).where(AuditEventRow.action == "export",
+                                                                  AuditEventRow.outcome == "denied")))
+    assert any("no system read scope on Patient" in json.dumps(row.body) for row in denied)
+
+
 def test_kick_off_checks_its_parameters(api, tokens) -> None:
     token = recipient_token(tokens)
     assert api.get("/fhir/$export", headers=bearer(token)).status_code == 400  # no Prefer: respond-async
