@@ -10,7 +10,7 @@ import calendar
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 STRING, TOKEN, DATE, REFERENCE = "string", "token", "date", "reference"
@@ -201,13 +201,19 @@ def _date_range(value: Any, choice_type: str | None) -> tuple[datetime | None, d
         high = date_bounds(end)[1] if isinstance(end, str) else None
         if low is None and high is None:
             return None, None
-        return low or datetime.min.replace(tzinfo=UTC), high or datetime.max.replace(tzinfo=UTC)
+        return low or EARLIEST, high or LATEST
     if isinstance(value, str) and (choice_type is None or "Date" in choice_type or choice_type.endswith("Instant")):
         return date_bounds(value)
     return None, None
 
 
 _DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?$")
+
+
+# The calendar's ends as instants: a value whose span (or whose offset) reaches past them is clamped to them, so
+# 9999-12-31 or 0001-01-01T00:30+01:00 (valid FHIR) is indexed and searched, never an overflow.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def date_bounds(value: str) -> tuple[datetime | None, datetime | None]:
@@ -217,24 +223,30 @@ def date_bounds(value: str) -> tuple[datetime | None, datetime | None]:
         return None, None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
-        if month is None:
-            low = datetime(int(year), 1, 1, tzinfo=UTC)
-            return low, datetime(int(year) + 1, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
-        if day is None:
-            low = datetime(int(year), int(month), 1, tzinfo=UTC)
-            days = calendar.monthrange(int(year), int(month))[1]
-            return low, low + timedelta(days=days) - timedelta(microseconds=1)
-        if hour is None:
-            low = datetime(int(year), int(month), int(day), tzinfo=UTC)
-            return low, low + timedelta(days=1) - timedelta(microseconds=1)
+        if hour is None:  # a date: a whole year, month or day, in UTC
+            last_month = int(month or 12)
+            last_day = int(day) if day else calendar.monthrange(int(year), last_month)[1]
+            return (datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC),
+                    datetime(int(year), last_month, last_day, 23, 59, 59, 999999, tzinfo=UTC))
         text = f"{year}-{month}-{day}T{hour}:{minute}:{second or '00'}{fraction or ''}{_zone(zone)}"
-        instant = datetime.fromisoformat(text).astimezone(UTC)
+        instant = datetime.fromisoformat(text)  # checks the offset too (+25:00 is no offset)
     except ValueError:
         return None, None
+    wall = instant.replace(tzinfo=None)
     if second is None:
-        return instant, instant + timedelta(minutes=1) - timedelta(microseconds=1)
-    high = instant if fraction else instant + timedelta(seconds=1) - timedelta(microseconds=1)
-    return instant, high
+        last = wall.replace(second=59, microsecond=999999)
+    else:
+        last = wall if fraction else wall.replace(microsecond=999999)
+    return _as_utc(wall, instant.tzinfo), _as_utc(last, instant.tzinfo)
+
+
+def _as_utc(wall: datetime, zone: tzinfo | None) -> datetime:
+    """A wall-clock time at an offset as a UTC instant, clamped to the calendar's ends."""
+    offset = (zone.utcoffset(wall) if zone else None) or timedelta(0)
+    try:
+        return (wall - offset).replace(tzinfo=UTC)
+    except OverflowError:
+        return EARLIEST if offset > timedelta(0) else LATEST
 
 
 def _zone(zone: str | None) -> str:

@@ -162,6 +162,16 @@ def test_a_batch_refuses_what_refers_to_a_refused_entry_and_keeps_the_rest(inges
     assert raw.status == "processed"
 
 
+def test_a_record_dated_at_the_end_of_the_calendar_is_stored_with_a_clamped_search_date(ingest) -> None:
+    far = messages.condition("195967001", "Asthma", ident="P9")
+    far["recordedDate"] = "9999-12-31"  # valid FHIR: its day reaches the last instant there is
+    response = ingest.post_fhir(messages.bundle([messages.patient(), far]))
+    assert response.status_code == 200, response.text
+    (condition,) = ingest.rows("Condition")
+    date = ingest.get(SearchParam, SearchParam.resource_id == condition.id, SearchParam.param == "date")
+    assert (date.date_low.year, date.date_high.year, date.date_high.month, date.date_high.day) == (9999, 9999, 12, 31)
+
+
 def test_a_later_bundle_may_reference_the_stored_person(ingest) -> None:
     ingest.post_fhir(messages.bundle([messages.patient()]))
     (patient,) = ingest.rows("Patient")

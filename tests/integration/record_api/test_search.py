@@ -76,6 +76,28 @@ def test_condition_search(api, scenario, callers, query, expected) -> None:
     assert ids(response.json()) == {scenario.ids[k] for k in expected}
 
 
+@pytest.mark.parametrize("query", [
+    "Condition?patient={p}&date=9999-12-31", "Condition?patient={p}&date=gt9999-12-31",
+    "Condition?patient={p}&date=9999", "Condition?patient={p}&date=lt0001-01-01T00:30:00%2B01:00",
+    "Condition?patient={p}&_lastUpdated=gt9999-12-31T23:59:59Z", "Patient?birthdate=9999",
+    "Condition/_history?patient={p}&_since=9999-12-31", "Patient/{p}/$everything?_since=9999-12-31",
+])
+def test_dates_at_the_ends_of_the_calendar_are_answered_not_a_500(api, scenario, callers, query) -> None:
+    response = api.get(f"/fhir/{query.format(p=scenario.person)}", headers=callers.acute())
+    assert response.status_code == 200, response.text
+
+
+def test_a_record_dated_at_the_end_of_the_calendar_is_found_by_its_date(api, scenario, record_store,
+                                                                         callers) -> None:
+    from tests.support.record_store import condition
+
+    far = record_store.clinical(scenario.person, condition("195967001", "Asthma", onset="9999-12-31"),
+                                org=data.ACUTE_ODS, system="PAS")
+    base = f"/fhir/Condition?patient={scenario.person}"
+    assert ids(api.get(f"{base}&date=9999-12-31", headers=callers.acute()).json()) == {far}
+    assert ids(api.get(f"{base}&date=ge9999", headers=callers.acute()).json()) == {far}
+
+
 def test_observation_search_by_date_and_sort(api, scenario, callers) -> None:
     base = f"/fhir/Observation?patient={scenario.person}"
     early = api.get(f"{base}&date=lt2025-03-01", headers=callers.acute()).json()

@@ -62,3 +62,21 @@ def test_unknown_types_and_odd_shapes_index_nothing_and_never_raise() -> None:
     assert extract({"resourceType": "Basic"}) == []
     assert extract({"resourceType": "Patient", "name": "not a list", "identifier": [None, 3, {"value": 5}]}) == [
         SearchRow("identifier", system=None, code="5")]
+
+
+def test_dates_at_the_ends_of_the_calendar_are_clamped_not_overflowed() -> None:
+    latest, earliest = datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC)
+    assert date_bounds("9999-12-31") == (datetime(9999, 12, 31, tzinfo=UTC), latest)
+    assert date_bounds("9999") == (datetime(9999, 1, 1, tzinfo=UTC), latest)
+    assert date_bounds("9999-12-31T23:59:59Z") == (latest.replace(microsecond=0), latest)
+    assert date_bounds("9999-12-31T23:30:00-01:00") == (latest, latest)  # past the end in UTC
+    assert date_bounds("0001-01-01T00:30:00+01:00") == (earliest, earliest)  # before the start in UTC
+    assert date_bounds("2025-06-10T10:00:00+25:00") == (None, None)  # still no offset
+
+
+def test_a_record_dated_at_the_end_of_the_calendar_is_indexed() -> None:
+    rows = extract({"resourceType": "Condition", "subject": {"reference": "Patient/abc"},
+                    "recordedDate": "9999-12-31", "onsetPeriod": {"start": "0001-01-01T00:30:00+01:00"}})
+    dates = sorted((r.date_low, r.date_high) for r in rows if r.param == "date")
+    assert dates == [(datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)),
+                     (datetime(9999, 12, 31, tzinfo=UTC), datetime.max.replace(tzinfo=UTC))]
