@@ -13,7 +13,7 @@ from services.record_api import audit_search, bundles, service
 from services.record_api.capability import capability_statement
 from services.record_api.enforcement import Guard, guard
 from services.record_api.paging import decode_cursor, fingerprint
-from services.record_api.query import Parser, is_valid_id, parse_count, parse_date
+from services.record_api.query import Parser, SearchQuery, is_valid_id, parse_count, parse_date
 from services.record_api.resource_types import searchable_types
 from services.record_api.settings import RecordApiSettings
 from shared.errors import InvalidInput, ScrError
@@ -53,10 +53,21 @@ def _items(request: Request) -> list[tuple[str, str]]:
     return items
 
 
-def _check_cursor(request: Request) -> None:
+# How many parts the sort key in each kind of cursor has (service.py: `_cursor_key`, `_history_key`, the person id
+# Patient searches walk by): a cursor whose key has another shape is refused before the service reads it.
+_HISTORY_KEY_LENGTH, _EVERYTHING_KEY_LENGTH, _PATIENT_KEY_LENGTH = 4, 3, 1
+
+
+def _search_key_length(query: SearchQuery) -> int:
+    if query.resource_type == "Patient":
+        return _PATIENT_KEY_LENGTH
+    return 2 if query.sort.key == "_id" else 3  # (id, type) or (instant, type, id)
+
+
+def _check_cursor(request: Request, key_length: int) -> None:
     """Refuse a bad page position before any data is touched."""
     if cursor := request.query_params.get("_cursor"):
-        decode_cursor(cursor, fingerprint(_items(request)))
+        decode_cursor(cursor, fingerprint(_items(request)), key_length=key_length)
 
 
 @router.get("/metadata")
@@ -68,7 +79,7 @@ def metadata(request: Request) -> Response:
 def search_audit(request: Request, current: Guard = Depends(guard("audit-search", "AuditEvent"))) -> Response:
     clauses, count, ascending, cursor_text, ignored = audit_search.parse(_parser(request), _items(request))
     stamp = fingerprint(_items(request))
-    cursor = decode_cursor(cursor_text, stamp) if cursor_text else None
+    cursor = decode_cursor(cursor_text, stamp, key_length=1, numeric=True) if cursor_text else None  # a row id
     with _session(request) as session:
         events, next_cursor, previous_cursor = audit_search.page(session, clauses, count, ascending, cursor, stamp)
     base = bundles.fhir_base(request)
@@ -93,7 +104,7 @@ def search(request: Request, resource_type: str, current: Guard = Depends(guard(
     if resource_type not in searchable_types():
         raise NotSupported(f"{resource_type} can be read by id but not searched", expression=[resource_type])
     query = _parser(request).search(resource_type, _items(request))
-    _check_cursor(request)
+    _check_cursor(request, _search_key_length(query))
     with _session(request) as session:
         payload = service.search(session, current, request, _settings(request), query, fingerprint(_items(request)))
         return current.respond(payload, session=session)
@@ -163,8 +174,9 @@ def _everything_params(request: Request) -> service.EverythingParams:
             ignored.append(name)
     stamp = fingerprint(_items(request))
     cursor = request.query_params.get("_cursor")
-    return service.EverythingParams(count, since, types, decode_cursor(cursor, stamp) if cursor else None, stamp,
-                                    ignored)
+    return service.EverythingParams(count, since, types,
+                                    decode_cursor(cursor, stamp, key_length=_EVERYTHING_KEY_LENGTH) if cursor else None,
+                                    stamp, ignored)
 
 
 def _history_params(request: Request, *, allow_patient: bool) -> service.HistoryParams:
@@ -183,7 +195,9 @@ def _history_params(request: Request, *, allow_patient: bool) -> service.History
             _unknown(parser, name, "_history")
     stamp = fingerprint(_items(request))
     cursor = request.query_params.get("_cursor")
-    return service.HistoryParams(count, since, decode_cursor(cursor, stamp) if cursor else None, stamp, patient)
+    return service.HistoryParams(count, since,
+                                 decode_cursor(cursor, stamp, key_length=_HISTORY_KEY_LENGTH) if cursor else None,
+                                 stamp, patient)
 
 
 def _instant(name: str, value: str) -> Any:

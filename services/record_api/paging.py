@@ -36,12 +36,16 @@ def fingerprint(items: Iterable[tuple[str, str]]) -> str:
     return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
-def decode_cursor(text: str, expected_fingerprint: str) -> Cursor:
+def decode_cursor(text: str, expected_fingerprint: str, *, key_length: int | None = None,
+                  numeric: bool = False) -> Cursor:
+    """The cursor `text` stands for, or 400. `key_length` is how many parts the keys of the search that issued it
+    have, and `numeric` whether they are whole numbers (row ids): a key of any other shape was not issued here,
+    and reading it (`key[0]`, `int(key[0])`, comparing it with keys of another length) would fail or mislead."""
     try:
         padded = text + "=" * (-len(text) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
         direction, key, bound = data["d"], data["k"], data["q"]
-        valid = direction in ("n", "p") and isinstance(key, list) and all(isinstance(k, str) for k in key)
+        valid = direction in ("n", "p") and _is_key(key, key_length, numeric)
     except (ValueError, KeyError, TypeError, UnicodeError):
         valid = False
     if not valid:
@@ -50,6 +54,17 @@ def decode_cursor(text: str, expected_fingerprint: str) -> Cursor:
         raise InvalidInput("parameter '_cursor' belongs to a different search; follow the links of this search",
                            expression=["_cursor"])
     return Cursor(direction, tuple(key), bound)
+
+
+_LARGEST_ROW_ID = 2**63 - 1  # a bigint: a larger number would fail in SQL, not as a bad cursor
+
+
+def _is_key(key: object, length: int | None, numeric: bool) -> bool:
+    if not isinstance(key, list) or not key or not all(isinstance(k, str) for k in key):
+        return False  # every cursor issued has at least one part: an empty key is forged
+    if length is not None and len(key) != length:
+        return False
+    return not numeric or all(k.isascii() and k.isdigit() and int(k) <= _LARGEST_ROW_ID for k in key)
 
 
 @dataclass

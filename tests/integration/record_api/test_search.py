@@ -138,7 +138,7 @@ def test_a_page_past_the_end_is_empty_and_bad_cursors_are_refused(api, scenario,
 
     url = f"/fhir/Observation?patient={scenario.person}&_count=1"
     stamp = fingerprint([("patient", scenario.person), ("_count", "1")])
-    beyond = Cursor("n", ("0000",), stamp).encode()  # before every key in descending order: past the end
+    beyond = Cursor("n", ("0000", "", ""), stamp).encode()  # before every key in descending order: past the end
     response = api.get(f"{url}&_cursor={beyond}", headers=callers.acute())
     assert response.status_code == 200 and resources(response.json()) == []
     assert "previous" in _links(response.json())
@@ -147,6 +147,34 @@ def test_a_page_past_the_end_is_empty_and_bad_cursors_are_refused(api, scenario,
     reused = api.get(f"/fhir/Observation?patient={scenario.person}&_count=2&_cursor={beyond}",
                      headers=callers.acute())
     assert reused.status_code == 400 and "different search" in reused.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize("url,officer", [
+    ("Patient?family=smith", False), ("Observation?patient={p}&_sort=date", False),
+    ("Observation?patient={p}&_sort=_id", False), ("Observation?patient={p}", False),
+    ("Observation/_history?patient={p}", False), ("Observation/{bp}/_history", False),
+    ("Patient/{p}/$everything", False), ("AuditEvent?patient={p}", True),
+])
+def test_cursors_with_keys_of_a_shape_never_issued_are_400_on_every_kind_of_search(api, scenario, callers, url,
+                                                                                   officer) -> None:
+    from urllib.parse import parse_qsl
+
+    from services.record_api.paging import Cursor, fingerprint
+
+    url = f"/fhir/{url.format(p=scenario.person, bp=scenario.ids['bp_1'])}"
+    url += ("&" if "?" in url else "?") + "_count=1"
+    caller = callers.privacy_officer() if officer else callers.acute()
+    api.get(f"/fhir/Patient/{scenario.person}", headers=callers.acute())  # something for the audit trail to page
+    api.get(f"/fhir/Patient/{scenario.person}", headers=callers.acute())
+    genuine = api.get(url, headers=caller)
+    assert genuine.status_code == 200, genuine.text
+    if "next" in _links(genuine.json()):  # the cursors issued still work
+        assert api.get(_links(genuine.json())["next"], headers=caller).status_code == 200
+    stamp = fingerprint(parse_qsl(url.split("?", 1)[1]))
+    for key in [(), ("a",) * 5]:
+        forged = api.get(f"{url}&_cursor={Cursor('n', key, stamp).encode()}", headers=caller)
+        assert forged.status_code == 400, (key, forged.text)
+        assert forged.json()["issue"][0]["expression"] == ["_cursor"]
 
 
 def test_summary_count_and_elements(api, scenario, callers) -> None:

@@ -64,6 +64,16 @@ def test_cursors_round_trip_and_refuse_tampering_and_reuse() -> None:
         decode_cursor(cursor.encode(), fingerprint([("patient", "p2")]))
 
 
+@pytest.mark.parametrize("key,length,numeric", [((), None, False), (("a", "b"), 3, False), (("a",), 1, True),
+                                               (("1", "2"), 1, True), (("1" * 30,), 1, True), (("١٢",), 1, True)])
+def test_cursors_whose_key_has_a_shape_never_issued_are_refused(key, length, numeric) -> None:
+    """A well-formed cursor is not signed: its key must have the shape the issuing search's keys have, or reading
+    it (`key[0]`, `int(key[0])`) fails as a 500."""
+    with pytest.raises(InvalidInput, match="not a page position"):
+        decode_cursor(Cursor("n", key, "q").encode(), "q", key_length=length, numeric=numeric)
+    assert decode_cursor(Cursor("n", ("12",), "q").encode(), "q", key_length=1, numeric=True).key == ("12",)
+
+
 @pytest.mark.parametrize("sort_key", ["date", "_lastUpdated", "_id"])
 @pytest.mark.parametrize("descending", [False, True])
 def test_rows_ordered_by_their_instants_page_through_text_cursors_without_loss_or_repeat(sort_key: str,
