@@ -3,6 +3,8 @@ call the service, shape the answer. Read-only: other methods get 405 with an Ope
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -147,12 +149,30 @@ def vread(request: Request, resource_type: str, id: str, version: str,
 
 
 def _conditional(request: Request, current: Guard, found: service.Found, session: Session) -> Response:
-    """ETag/If-None-Match: an unchanged resource answers 304 (still audited: the caller looked)."""
+    """If-None-Match / If-Modified-Since: an unchanged resource answers 304 (still audited: the caller looked)."""
     headers = found.headers()
-    tags = {t.strip().removeprefix("W/").strip('"') for t in request.headers.get("if-none-match", "").split(",")}
-    if found.version_id in tags or "*" in tags:
+    if _unchanged(request, found):
         return current.respond(None, status=304, headers=headers, session=session)
     return current.respond(found.body, headers=headers, session=session)
+
+
+def _unchanged(request: Request, found: service.Found) -> bool:
+    """RFC 9110 §13.1.3: If-Modified-Since counts only without If-None-Match, and a date that cannot be read is
+    ignored. Last-Modified is sent to the second, so the resource is compared to the second too."""
+    if "if-none-match" in request.headers:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in request.headers["if-none-match"].split(",")}
+        return found.version_id in tags or "*" in tags
+    since = _http_date(request.headers.get("if-modified-since", ""))
+    return since is not None and found.last_updated.replace(microsecond=0) <= since
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP-date is always GMT (RFC 9110 §5.6.7), whichever of its three forms is sent."""
+    try:
+        parsed = parsedate_to_datetime(value)
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _everything_params(request: Request) -> service.EverythingParams:

@@ -59,6 +59,26 @@ def test_etag_last_modified_and_if_none_match(api, scenario, callers) -> None:
     assert api.get(person_url, headers=callers.acute() | {"If-None-Match": etag}).status_code == 200
 
 
+def test_if_modified_since_answers_304_until_the_resource_changes(api, scenario, callers) -> None:
+    url = f"/fhir/Condition/{scenario.ids['asthma']}"
+    modified = api.get(url, headers=callers.acute()).headers["last-modified"]
+
+    def status(**conditions: str) -> int:
+        return api.get(url, headers=callers.acute() | conditions).status_code
+
+    assert status(**{"If-Modified-Since": modified}) == 304
+    assert status(**{"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}) == 304
+    assert status(**{"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}) == 200
+    assert status(**{"If-Modified-Since": "yesterday"}) == 200  # a date that cannot be read is ignored
+    # RFC 9110: with If-None-Match present, If-Modified-Since is not looked at.
+    assert status(**{"If-None-Match": 'W/"9"', "If-Modified-Since": modified}) == 200
+    scenario.store.update("Condition", scenario.ids["asthma"], {"note": [{"text": "reviewed"}]})
+    assert status(**{"If-Modified-Since": modified}) == 200
+    person_url = f"/fhir/Patient/{scenario.person}"
+    person_modified = api.get(person_url, headers=callers.acute()).headers["last-modified"]
+    assert api.get(person_url, headers=callers.acute() | {"If-Modified-Since": person_modified}).status_code == 304
+
+
 def test_vread_and_instance_history(api, scenario, callers) -> None:
     condition = scenario.ids["asthma"]
     scenario.store.update("Condition", condition, {"note": [{"text": "reviewed"}]})
