@@ -116,11 +116,7 @@ def search(request: Request, resource_type: str, current: Guard = Depends(guard(
 def type_history(request: Request, resource_type: str, current: Guard = Depends(guard("history"))) -> Response:
     if resource_type not in searchable_types():
         raise NotSupported(f"{resource_type} has no type-level history here", expression=[resource_type])
-    params = _history_params(request, allow_patient=True)
-    with _session(request) as session:
-        payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
-                                  resource_id=None, params=params)
-        return current.respond(payload, session=session)
+    return _history(request, current, resource_type, None)
 
 
 @router.get("/{resource_type}/{id}")
@@ -133,10 +129,17 @@ def read(request: Request, resource_type: str, id: str, current: Guard = Depends
 @router.get("/{resource_type}/{id}/_history")
 def instance_history(request: Request, resource_type: str, id: str,
                      current: Guard = Depends(guard("history"))) -> Response:
-    params = _history_params(request, allow_patient=False)
+    return _history(request, current, resource_type, id)
+
+
+def _history(request: Request, current: Guard, resource_type: str, resource_id: str | None) -> Response:
+    """Either history; parameters it ignores are reported as search reports them, in the Bundle's own way."""
+    params, ignored = _history_params(request, allow_patient=resource_id is None)
     with _session(request) as session:
         payload = service.history(session, current, request, _settings(request), resource_type=resource_type,
-                                  resource_id=id, params=params)
+                                  resource_id=resource_id, params=params)
+        if ignored:
+            bundles.tag_issues(payload, [bundles.ignored_issue(ignored)])
         return current.respond(payload, session=session)
 
 
@@ -199,9 +202,10 @@ def _everything_params(request: Request) -> service.EverythingParams:
                                     stamp, ignored)
 
 
-def _history_params(request: Request, *, allow_patient: bool) -> service.HistoryParams:
+def _history_params(request: Request, *, allow_patient: bool) -> tuple[service.HistoryParams, list[str]]:
+    """The history parameters, and the unknown ones ignored (refused under Prefer: handling=strict)."""
     parser = _parser(request)
-    count, since, patient = _settings(request).default_page_size, None, None
+    count, since, patient, ignored = _settings(request).default_page_size, None, None, []
     for name, value in _items(request):
         if name == "_count":
             count = max(1, parse_count(value, parser.max_count))
@@ -213,11 +217,12 @@ def _history_params(request: Request, *, allow_patient: bool) -> service.History
                 raise InvalidInput(f"parameter 'patient': {value[:40]!r} is not a Patient id", expression=["patient"])
         elif name not in ("_cursor", "_format", "_pretty"):
             _unknown(parser, name, "_history")
+            ignored.append(name)
     stamp = fingerprint(_items(request))
     cursor = request.query_params.get("_cursor")
     return service.HistoryParams(count, since,
                                  decode_cursor(cursor, stamp, key_length=_HISTORY_KEY_LENGTH) if cursor else None,
-                                 stamp, patient)
+                                 stamp, patient), ignored
 
 
 def _instant(name: str, value: str) -> Any:

@@ -16,6 +16,8 @@ from fastapi import Request
 
 from shared.fhir import LIST_WARNING_SYSTEM
 
+# FHIR's own message codes for OperationOutcome.issue.details (MSG_PARAM_UNKNOWN: 'Parameter "%s" not understood').
+OPERATION_OUTCOME_SYSTEM = "http://terminology.hl7.org/CodeSystem/operation-outcome"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 ALWAYS_KEPT = ("resourceType", "id", "meta")
 
@@ -105,6 +107,8 @@ def withheld_issue() -> dict[str, Any]:
 
 def ignored_issue(names: Sequence[str]) -> dict[str, Any]:
     return {"severity": "warning", "code": "not-supported",
+            "details": {"coding": [{"system": OPERATION_OUTCOME_SYSTEM, "code": "MSG_PARAM_UNKNOWN",
+                                    "display": f'Parameter "{", ".join(names)}" not understood'}]},
             "diagnostics": f"ignored unknown or unsupported parameter(s): {', '.join(names)} "
                            f"(send Prefer: handling=strict to have them refused)",
             "expression": list(names)}
@@ -137,10 +141,21 @@ def bundle(kind: str, request: Request, entries: list[dict[str, Any]], *, total:
     if total is not None:
         result["total"] = total
     result["link"] = links
-    if issues:
+    if issues and kind == "history":
+        tag_issues(result, issues)
+    elif issues:
         entries = [*entries, outcome_entry(issues)]
     result["entry"] = entries
     return result
+
+
+def tag_issues(history: dict[str, Any], issues: list[dict[str, Any]]) -> None:
+    """Issues of a history Bundle, as `Bundle.meta.tag` codings (each issue's `details`). Not an OperationOutcome
+    entry as in a searchset: every history entry is a version, with request and response (R4 bdl-3, bdl-4), and
+    `Bundle.issues` is R5 only; nor an HTTP Warning header, which RFC 9111 deprecates and caches drop."""
+    tags = history.setdefault("meta", {}).setdefault("tag", [])
+    for issue in issues:
+        tags += [c for c in issue.get("details", {}).get("coding", []) if c not in tags]
 
 
 def shape(body: dict[str, Any], elements: Sequence[str] | None, summary: str | None) -> dict[str, Any]:

@@ -34,8 +34,10 @@ def outcome_issues(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def says_items_withheld(body: dict[str, Any]) -> bool:
-    return any(c.get("code") == "confidential-items" for i in outcome_issues(body)
-               for c in i.get("details", {}).get("coding", []))
+    """The withheld-items signal: an outcome entry's issue, or on a history Bundle (no outcome entry) a tag."""
+    codings = [c for i in outcome_issues(body) for c in i.get("details", {}).get("coding", [])]
+    codings += body.get("meta", {}).get("tag", []) if body.get("type") == "history" else []
+    return any(c.get("code") == "confidential-items" for c in codings)
 
 
 def audit_rows(store: RecordStore, **where: Any) -> list[AuditEventRow]:

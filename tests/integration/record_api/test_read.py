@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.record_api.helpers import ids, resources
+from tests.integration.record_api.helpers import ids, resources, says_items_withheld
 from tests.support import data
 
 pytestmark = pytest.mark.integration
@@ -91,6 +91,28 @@ def test_vread_and_instance_history(api, scenario, callers) -> None:
     assert history["type"] == "history" and history["total"] == 2
     assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]  # newest first
     assert [e["request"]["method"] for e in history["entry"]] == ["PUT", "POST"]
+
+
+def test_history_bundles_are_valid_r4_with_their_issues_as_bundle_tags(api, scenario, callers) -> None:
+    """Every history entry is a version, with request and response and no search (bdl-2, bdl-3, bdl-4): the
+    withheld-items signal is a tag of the Bundle, not an OperationOutcome entry."""
+    history = api.get(f"/fhir/Condition/_history?patient={scenario.person}", headers=callers.acute()).json()
+    assert history["entry"] and says_items_withheld(history)  # the HIV and sealed entries are withheld
+    assert all("request" in e and "response" in e and "search" not in e for e in history["entry"])
+    assert all(e["resource"]["resourceType"] == "Condition" for e in history["entry"])
+
+
+@pytest.mark.parametrize("url", ["/fhir/Condition/_history?patient={p}&colour=blue",
+                                 "/fhir/Condition/{asthma}/_history?colour=blue",
+                                 "/fhir/Patient/{p}/_history?colour=blue"])
+def test_history_reports_unknown_parameters_as_search_does(api, scenario, callers, url) -> None:
+    url = url.format(p=scenario.person, asthma=scenario.ids["asthma"])
+    lenient = api.get(url, headers=callers.acute())
+    assert lenient.status_code == 200 and lenient.json()["entry"]
+    assert {"system": "http://terminology.hl7.org/CodeSystem/operation-outcome", "code": "MSG_PARAM_UNKNOWN",
+            "display": 'Parameter "colour" not understood'} in lenient.json()["meta"]["tag"]
+    strict = api.get(url, headers=callers.acute() | {"Prefer": "handling=strict"})
+    assert strict.status_code == 400 and strict.json()["issue"][0]["expression"] == ["colour"]
 
 
 def test_type_history_is_per_patient_and_filtered(api, scenario, callers) -> None:
