@@ -183,7 +183,7 @@ def _everything_params(request: Request) -> service.EverythingParams:
     count, since, types, ignored = _settings(request).default_page_size, None, None, []
     for name, value in _items(request):
         if name == "_count":
-            count = max(1, parse_count(value, parser.max_count))
+            count = parse_count(value, parser.max_count)  # 0: the total only, as for search
         elif name == "_since":
             since = _instant(name, value)
         elif name == "_type":
@@ -208,7 +208,7 @@ def _history_params(request: Request, *, allow_patient: bool) -> tuple[service.H
     count, since, patient, ignored = _settings(request).default_page_size, None, None, []
     for name, value in _items(request):
         if name == "_count":
-            count = max(1, parse_count(value, parser.max_count))
+            count = parse_count(value, parser.max_count)  # 0: the total only, as for search
         elif name == "_since":
             since = _instant(name, value)
         elif name == "patient" and allow_patient:

@@ -209,7 +209,7 @@ def history(session: Session, guard: Guard, request: Request, settings: RecordAp
         found = read(session, guard, resource_type, resource_id)
         entry = {"fullUrl": f"{bundles.fhir_base(request)}/Patient/{resource_id}", "resource": found.body,
                  "request": {"method": "GET", "url": f"Patient/{resource_id}"}, "response": {"status": "200"}}
-        return bundles.bundle("history", request, [entry], total=1)
+        return bundles.bundle("history", request, [entry] if params.count else [], total=1)
     rows, person = _history_rows(session, guard, resource_type, resource_id, params)
     if rows is None:
         return bundles.bundle("history", request, [], total=0)
@@ -570,7 +570,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     texts, sources = store.bodies_and_sources(session, [r.key for r in page.items], [r.key for r in others], person.id)
     base = bundles.fhir_base(request)
     entries: list[dict[str, Any]] = []
-    if params.cursor is None:
+    if params.cursor is None and params.count:
         patient = person_view(session, guard, grant)
         if patient is not None:
             entries.append(bundles.entry(base, patient.body))

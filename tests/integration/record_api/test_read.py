@@ -115,6 +115,15 @@ def test_history_reports_unknown_parameters_as_search_does(api, scenario, caller
     assert strict.status_code == 400 and strict.json()["issue"][0]["expression"] == ["colour"]
 
 
+@pytest.mark.parametrize("url", ["/fhir/Condition/_history?patient={p}&_count=0",
+                                 "/fhir/Condition/{asthma}/_history?_count=0", "/fhir/Patient/{p}/_history?_count=0",
+                                 "/fhir/Patient/{p}/$everything?_count=0"])
+def test_count_zero_answers_the_total_only_as_search_does(api, scenario, callers, url) -> None:
+    body = api.get(url.format(p=scenario.person, asthma=scenario.ids["asthma"]), headers=callers.acute()).json()
+    assert body["total"] >= 1 and resources(body) == []
+    assert [link["relation"] for link in body["link"]] == ["self"]
+
+
 def test_type_history_is_per_patient_and_filtered(api, scenario, callers) -> None:
     history = api.get(f"/fhir/Condition/_history?patient={scenario.person}", headers=callers.acute())
     assert ids(history.json()) == {scenario.ids["asthma"]}
