@@ -570,10 +570,10 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     texts, sources = store.bodies_and_sources(session, [r.key for r in page.items], [r.key for r in others], person.id)
     base = bundles.fhir_base(request)
     entries: list[dict[str, Any]] = []
-    if params.cursor is None and params.count:
-        patient = person_view(session, guard, grant)
-        if patient is not None:
-            entries.append(bundles.entry(base, patient.body))
+    # Asked for on every page, as the total counts the Patient only when the caller may see one.
+    patient = person_view(session, guard, grant)
+    if patient is not None and params.cursor is None and params.count:
+        entries.append(bundles.entry(base, patient.body))
     for row in page.items:
         body: dict[str, Any] | bundles.StoredJson
         if row.key in groups.others:  # the representative of a duplicate group: its other sources attached
@@ -586,7 +586,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     grant.returned(r.ref for r in others)
     issues = ([bundles.withheld_issue()] if grant.withheld_count else []) + \
         ([bundles.ignored_issue(params.ignored)] if params.ignored else [])
-    return bundles.bundle("searchset", request, entries, total=len(presented) + 1, issues=issues,
+    return bundles.bundle("searchset", request, entries, total=len(presented) + (1 if patient else 0), issues=issues,
                           next_cursor=_cursor(page.next_key, "n", params.fingerprint),
                           previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
 

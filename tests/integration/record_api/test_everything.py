@@ -70,6 +70,22 @@ def test_a_withheld_duplicate_is_not_revealed_as_an_attached_source(api, scenari
     assert len(latex) == 1 and _also(latex[0]) == []
 
 
+def test_the_total_counts_the_patient_only_when_one_is_returned(api, scenario, record_store, callers,
+                                                                  pdp) -> None:
+    """An objection leaves a trust only what it recorded: with no source Patient of its own it gets no Patient,
+    so the total is its one encounter, on every page."""
+    from tests.support.record_store import encounter
+
+    own = record_store.clinical(scenario.person, encounter("2025-08-01T10:00:00Z"), org=data.OTHER_TRUST_ODS,
+                                system="Lorenzo")
+    pdp.objections.add(scenario.nhs_number)
+    url = f"/fhir/Patient/{scenario.person}/$everything"
+    body = api.get(url, headers=callers.stranger()).json()
+    assert [r["id"] for r in resources(body)] == [own] and body["total"] == 1
+    paged = api.get(f"{url}?_count=1", headers=callers.stranger()).json()
+    assert paged["total"] == 1 and "next" not in _links(paged)
+
+
 def test_type_since_and_count_paging(api, scenario, callers) -> None:
     url = f"/fhir/Patient/{scenario.person}/$everything"
     only = api.get(f"{url}?_type=Observation,Encounter", headers=callers.acute()).json()
