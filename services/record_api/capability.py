@@ -78,7 +78,7 @@ def _searchable(resource_type: str, settings: RecordApiSettings) -> dict[str, An
         "searchParam": [_search_param(d) for d in param_defs(resource_type).values()],
         "searchInclude": include_targets(resource_type),
         "searchRevInclude": revinclude_targets(resource_type),
-        "extension": [_result_params_extension()],
+        "extension": [_result_params_extension(resource_type)],
     }
     if resource_type == "Patient":
         resource["operation"] = [{"name": "everything",
@@ -104,8 +104,9 @@ def _audit_event() -> dict[str, Any]:
                             in AUDIT_PARAMS.items()]}
 
 
-def _result_params_extension() -> dict[str, Any]:
+def _result_params_extension(resource_type: str) -> dict[str, Any]:
     """Result parameters are not search parameters in FHIR R4's CapabilityStatement; said here, in words."""
+    sort = "_id only, ascending" if resource_type == "Patient" else f"{', '.join(SORTABLE)}, '-' for descending"
     return {"url": "urn:scr:fhir:StructureDefinition:result-parameters",
-            "valueString": f"_count, _sort ({', '.join(SORTABLE)}, '-' for descending), _include, _revinclude, "
+            "valueString": f"_count, _sort ({sort}), _include, _revinclude, "
                            f"_summary ({', '.join(SUMMARY_VALUES)}), _elements, _total, _format=json"}

@@ -29,6 +29,7 @@ DATE_PREFIXES = ("eq", "gt", "lt", "ge", "le", "sa", "eb")
 STRING_MODIFIERS = ("exact", "contains")
 SUMMARY_VALUES = ("count", "data", "false")
 SORTABLE = ("_lastUpdated", "_id", "date")
+PATIENT_SORT = ("_id", False)  # the one order Patient searches have
 # Result parameters every search accepts; `_cursor` carries the opaque page position of next/previous links.
 RESULT_PARAMS = frozenset({"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_cursor",
                            "_total", "_format", "_pretty"})
@@ -199,6 +200,10 @@ def parse_sort(value: str, resource_type: str) -> Sort:
     key = key.lstrip("-")
     if key not in SORTABLE or (key == "date" and "date" not in param_defs(resource_type)):
         raise InvalidInput(f"parameter '_sort': cannot sort {resource_type} by {key!r}", expression=["_sort"])
+    if resource_type == "Patient" and (key, descending) != PATIENT_SORT:
+        # Patient searches walk persons in id order (store.persons_statement): refused, not answered in another order.
+        raise InvalidInput(f"parameter '_sort': Patient searches are ordered by _id ascending only, not {value!r}",
+                           expression=["_sort"])
     return Sort(key, descending)
 
 

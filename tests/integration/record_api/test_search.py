@@ -249,6 +249,13 @@ def test_count_is_capped_at_the_advertised_maximum(api, scenario, callers) -> No
     assert response.status_code == 200
 
 
+def test_patient_search_refuses_an_order_it_cannot_give(api, scenario, callers) -> None:
+    descending = api.get("/fhir/Patient?family=smith&_sort=-_id", headers=callers.acute())
+    assert descending.status_code == 400 and descending.json()["issue"][0]["expression"] == ["_sort"]
+    assert "-_id" in descending.json()["issue"][0]["diagnostics"]
+    assert api.get("/fhir/Patient?family=smith&_sort=_id", headers=callers.acute()).status_code == 200
+
+
 def test_patient_search_pages_over_persons(api, record_store, callers) -> None:
     people = []
     for n in range(5):

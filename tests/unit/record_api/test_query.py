@@ -104,6 +104,14 @@ def test_sort_and_summary_values() -> None:
     assert LENIENT.search("Observation", [("_summary", "count")]).summary == "count"
 
 
+@pytest.mark.parametrize("sort", ["-_id", "_lastUpdated", "-_lastUpdated"])
+def test_patient_searches_refuse_any_order_but_id_ascending(sort: str) -> None:
+    """Patient searches walk persons in id order: another order is refused, not silently ignored."""
+    with pytest.raises(InvalidInput, match="_id ascending only"):
+        LENIENT.search("Patient", [("family", "smith"), ("_sort", sort)])
+    assert LENIENT.search("Patient", [("family", "smith"), ("_sort", "_id")]).sort == Sort("_id", False)
+
+
 def test_the_include_tables_come_from_the_search_parameters() -> None:
     assert "Observation:encounter" in include_targets("Observation")
     assert "Patient:general-practitioner" not in include_targets("Patient")  # would undo S-flag redaction
