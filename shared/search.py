@@ -23,10 +23,14 @@ class ParamDef:
     paths: tuple[str, ...]  # dotted element paths; a trailing [x] means any choice type (effectiveDateTime...)
     target: str | None = None  # for references: only index references to this type
     documentation: str = ""
+    # For a `code` element: the system its required binding implies. The element carries none, so it is indexed
+    # without one, and a search naming this system is a search for the code alone.
+    implied_system: str | None = None
 
 
-def _p(name: str, kind: str, *paths: str, target: str | None = None, doc: str = "") -> ParamDef:
-    return ParamDef(name, kind, paths, target, doc)
+def _p(name: str, kind: str, *paths: str, target: str | None = None, doc: str = "",
+       system: str | None = None) -> ParamDef:
+    return ParamDef(name, kind, paths, target, doc, system)
 
 
 _SUBJECT = (_p("subject", REFERENCE, "subject"), _p("patient", REFERENCE, "subject", target="Patient"))
@@ -39,7 +43,7 @@ SEARCH_PARAMS: dict[str, tuple[ParamDef, ...]] = {
         _p("given", STRING, "name.given"),
         _p("name", STRING, "name.family", "name.given", "name.text"),
         _p("birthdate", DATE, "birthDate"),
-        _p("gender", TOKEN, "gender"),
+        _p("gender", TOKEN, "gender", system="http://hl7.org/fhir/administrative-gender"),
         _p("address-postalcode", STRING, "address.postalCode"),
         _p("general-practitioner", REFERENCE, "generalPractitioner"),
     ),
@@ -105,12 +109,15 @@ SEARCH_PARAMS: dict[str, tuple[ParamDef, ...]] = {
 class SearchRow:
     param: str
     system: str | None = None
-    code: str | None = None
+    code: str | None = None  # a token's code; for a string, the text as written (what `:exact` compares)
     text: str | None = None
     date_low: datetime | None = None
     date_high: datetime | None = None
     ref_type: str | None = None
     ref_id: str | None = None
+
+
+EXACT_TEXT_LENGTH = 256  # the search row's code column
 
 
 def normalise_text(value: str) -> str:
@@ -155,7 +162,7 @@ def _rows(definition: ParamDef, path: str, value: Any) -> list[SearchRow]:
     name = definition.name
     if definition.kind == STRING and isinstance(value, str):
         text = normalise_postcode(value) if name == "address-postalcode" else normalise_text(value)
-        return [SearchRow(name, text=text)]
+        return [SearchRow(name, text=text, code=value[:EXACT_TEXT_LENGTH])]
     if definition.kind == TOKEN:
         return [SearchRow(name, system=s, code=c) for s, c in _tokens(value)]
     if definition.kind == DATE:

@@ -15,6 +15,7 @@ from shared.errors import InvalidInput
 from shared.fhir import canonical_system
 from shared.search import (
     DATE,
+    EXACT_TEXT_LENGTH,
     REFERENCE,
     SEARCH_PARAMS,
     STRING,
@@ -215,9 +216,20 @@ def parse_criterion(definition: ParamDef, modifier: str | None, raw: str) -> Cri
     parts = [p for p in _split_values(raw)]
     if not parts or any(p == "" for p in parts):
         raise InvalidInput(f"parameter '{name}' needs a value", expression=[name])
+    if definition.kind == STRING and modifier == "exact":
+        # Case and accents count: the search row keeps the text as written in its code column, so an exact match
+        # is a token match on it (the parameter's name is kept, so S-flag rules still see a postcode search).
+        return Criterion(name, TOKEN, modifier, tuple(Token(None, p[:EXACT_TEXT_LENGTH]) for p in parts))
     parse = {TOKEN: parse_token, DATE: parse_date, REFERENCE: parse_reference, STRING: _string_parser(name)}
     values = tuple(parse[definition.kind](name, p) for p in parts)
+    if definition.implied_system:
+        values = tuple(_implied(v, definition.implied_system) for v in values)  # type: ignore[arg-type]
     return Criterion(name, definition.kind, modifier, values)
+
+
+def _implied(token: Token, system: str) -> Token:
+    """`system|code` (or `system|`) on a code element whose binding implies `system`: as indexed, no system."""
+    return Token("", token.code) if token.system == system else token
 
 
 def _split_values(raw: str) -> list[str]:

@@ -22,7 +22,8 @@ def _links(body: dict) -> dict[str, str]:
     "identifier=https://mosaic.example/Id/person|M-42", "family=smith", "family:exact=Smith", "given=oliv",
     "birthdate=1980-05-01", "birthdate=ge1980&birthdate=lt1981", "gender=female", "address-postalcode=LS14AP",
     "address-postalcode=ls9 7tf", "name=olivia", "_id={person}", "_id={acute}",
-    "general-practitioner=Y12345",
+    "general-practitioner=Y12345", "family:exact=SMITH", "gender=http://hl7.org/fhir/administrative-gender|female",
+    "gender=http://hl7.org/fhir/administrative-gender|", "address-postalcode:exact=LS9 7TF",
 ])
 def test_patient_search_finds_the_one_person(api, scenario, callers, query) -> None:
     query = query.format(person=scenario.person, acute=scenario.acute_patient)
@@ -34,7 +35,9 @@ def test_patient_search_finds_the_one_person(api, scenario, callers, query) -> N
 
 
 @pytest.mark.parametrize("query", [f"identifier={NHS}|9990000026", "identifier=https://other|MRN123",
-                                   "family=jones", "birthdate=1981", "gender=male", "given:exact=Oliv"])
+                                   "family=jones", "birthdate=1981", "gender=male", "given:exact=Oliv",
+                                   "family:exact=smith", "given:exact=OLIVIA", "address-postalcode:exact=LS97TF",
+                                   "gender=http://hl7.org/fhir/administrative-gender|male", "gender=http://other|female"])
 def test_patient_search_does_not_find_what_does_not_match(api, scenario, callers, query) -> None:
     response = api.get(f"/fhir/Patient?{query}", headers=callers.acute())
     assert response.status_code == 200 and ids(response.json()) == set()

@@ -91,8 +91,17 @@ def test_unsupported_modifiers_are_always_refused() -> None:
     for name in ("code:text", "family:phonetic", "date:missing"):
         with pytest.raises(InvalidInput):
             LENIENT.search("Patient" if name.startswith("family") else "Condition", [(name, "x")])
-    assert LENIENT.search("Patient", [("family:exact", "Smith")]).criteria[0].values == ("smith",)
+    exact = LENIENT.search("Patient", [("family:exact", "Smith")]).criteria[0]
+    assert (exact.name, exact.values) == ("family", (Token(None, "Smith"),))  # as written: case and accents count
     assert LENIENT.search("Patient", [("address-postalcode", "LS1 4AP")]).criteria[0].values == ("ls14ap",)
+
+
+def test_gender_with_its_implied_system_is_the_code_as_indexed() -> None:
+    gender = "http://hl7.org/fhir/administrative-gender"
+    assert LENIENT.search("Patient", [("gender", f"{gender}|female")]).criteria[0].values == (Token("", "female"),)
+    assert LENIENT.search("Patient", [("gender", "female")]).criteria[0].values == (Token(None, "female"),)
+    assert LENIENT.search("Patient", [("gender", "http://other|female")]).criteria[0].values == (
+        Token("http://other", "female"),)
 
 
 def test_sort_and_summary_values() -> None:

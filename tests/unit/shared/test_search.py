@@ -15,9 +15,9 @@ def test_patient_rows() -> None:
     })
     assert SearchRow("identifier", system="https://fhir.nhs.uk/Id/nhs-number", code="9990000018") in rows
     assert SearchRow("identifier", system="https://fhir.rr8.nhs.uk/Id/mrn", code="MRN123") in rows
-    assert SearchRow("family", text="o'brien") in rows
-    assert SearchRow("given", text="sian") in rows
-    assert SearchRow("address-postalcode", text="ls14ap") in rows
+    assert SearchRow("family", text="o'brien", code="O'Brién") in rows
+    assert SearchRow("given", text="sian", code="Siân") in rows
+    assert SearchRow("address-postalcode", text="ls14ap", code="LS1 4AP") in rows
     assert SearchRow("gender", code="female") in rows
     assert SearchRow("general-practitioner", ref_type="Organization", ref_id="Y12345") in rows
     birth = next(r for r in rows if r.param == "birthdate")
