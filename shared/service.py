@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,9 +168,12 @@ def create_service_app(
     on_start: Callable[[Runtime], None] | None = None,
     on_stop: Callable[[Runtime], None] | None = None,
     runtime: Runtime | None = None,
+    inner_middleware: Sequence[type] = (),
 ) -> FastAPI:
     """The FastAPI shell every service builds its routes on. `on_start` runs after the database and event bus
-    are open (start consumers there); `on_stop` runs first at shutdown (stop them there)."""
+    are open (start consumers there); `on_stop` runs first at shutdown (stop them there). `inner_middleware`
+    (plain ASGI classes, outermost first) run inside the error handling and the access log, so what they answer
+    is contained, logged and counted like any route's answer."""
     configure_logging(settings.service_name, settings.log_level)
     rt = runtime or open_runtime(settings)
 
@@ -196,6 +199,8 @@ def create_service_app(
                   redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.runtime = rt
     app.state.token_validator = rt.validator
+    for middleware in reversed(inner_middleware):  # each added one wraps the ones before
+        app.add_middleware(middleware)
     install_error_handlers(app)
     install_observability(app, settings.service_name, lambda: readiness(rt))
     return app

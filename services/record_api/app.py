@@ -10,6 +10,7 @@ from services.record_api.consent_client import DecisionService, HttpDecisionServ
 from services.record_api.consent_listener import ConsentChangeListener
 from services.record_api.decision_cache import DecisionCache
 from services.record_api.enforcement import Enforcer
+from services.record_api.negotiation import FhirHttp
 from services.record_api.population.service import Population
 from services.record_api.settings import RecordApiSettings
 from shared.db import make_read_session_factory
@@ -40,7 +41,8 @@ def create_app(settings: RecordApiSettings | None = None, decisions: DecisionSer
         if close:
             close()
 
-    app = create_service_app(settings, title="Shared care record: record API", on_start=on_start, on_stop=on_stop)
+    app = create_service_app(settings, title="Shared care record: record API", on_start=on_start, on_stop=on_stop,
+                             inner_middleware=[FhirHttp])
     app.state.enforcer = Enforcer(settings, app.state.runtime.sessions, decisions, cache)
     app.state.read_sessions = make_read_session_factory(app.state.runtime.engine)  # the /fhir routes' sessions
     population.install(app)  # before the generic /fhir/{resource_type} routes, so /fhir/$export is matched

@@ -36,7 +36,8 @@ def capability_statement(settings: RecordApiSettings, base_url: str) -> dict[str
                 f"Break-glass: send {BREAK_GLASS_HEADER}: <reason> (clinical roles only; always audited). "
                 f"Paging: _count (default {settings.default_page_size}, at most {settings.max_page_size}); follow "
                 "next/previous links (an opaque _cursor). Unknown parameters are ignored and reported unless "
-                "Prefer: handling=strict is sent, when they are refused with 400."),
+                "Prefer: handling=strict is sent, when they are refused with 400. JSON only: a request that "
+                "accepts no JSON (_format=xml, Accept: application/fhir+xml) gets 406. HEAD is answered as GET."),
             "security": {"service": [{"coding": [{
                 "system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "description": "Bearer JWT (CIS2-style clinician token) with SMART user/ scopes per type: "

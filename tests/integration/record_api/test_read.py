@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.record_api.helpers import ids, resources, says_items_withheld
+from tests.integration.record_api.helpers import audit_rows, ids, resources, says_items_withheld
 from tests.support import data
 
 pytestmark = pytest.mark.integration
@@ -167,6 +167,38 @@ def test_writes_are_not_accepted_here(api, scenario, callers) -> None:
         assert response.status_code == 405 and response.json()["resourceType"] == "OperationOutcome"
     created = api.post("/fhir/Condition", json={"resourceType": "Condition"}, headers=callers.acute())
     assert created.status_code == 405
+
+
+def test_head_is_answered_as_get_without_a_body_and_audited(api, scenario, record_store, callers) -> None:
+    url = f"/fhir/Condition/{scenario.ids['asthma']}"
+    got = api.get(url, headers=callers.acute())
+    before = len(audit_rows(record_store))
+    head = api.head(url, headers=callers.acute())
+    assert head.status_code == 200 and head.content == b""
+    assert (head.headers["etag"], head.headers["content-length"]) == (got.headers["etag"],
+                                                                      got.headers["content-length"])
+    assert len(audit_rows(record_store)) == before + 1  # looking at the headers is looking
+    assert api.head("/fhir/metadata").status_code == 200
+    assert api.head(f"/fhir/Condition?patient={scenario.person}", headers=callers.acute()).status_code == 200
+    assert api.head(url).status_code == 401
+    assert api.head(f"{url}/_history/9", headers=callers.acute()).status_code == 404
+
+
+@pytest.mark.parametrize("url", ["/fhir/metadata", "/fhir/Condition/{asthma}", "/fhir/Condition/{asthma}/_history/1",
+                                 "/fhir/Condition?patient={p}", "/fhir/Condition/_history?patient={p}",
+                                 "/fhir/Patient/{p}/$everything", "/fhir/AuditEvent?patient={p}"])
+def test_requests_accepting_only_xml_get_406_on_every_route(api, scenario, callers, url) -> None:
+    url = url.format(p=scenario.person, asthma=scenario.ids["asthma"])
+    caller = callers.privacy_officer() if "AuditEvent" in url else callers.acute()
+    joiner = "&" if "?" in url else "?"
+    for refused in (api.get(f"{url}{joiner}_format=xml", headers=caller),
+                    api.get(url, headers=caller | {"Accept": "application/fhir+xml"})):
+        assert refused.status_code == 406, refused.text
+        assert refused.json()["resourceType"] == "OperationOutcome"
+        assert refused.headers["content-type"].startswith("application/fhir+json")
+    for accepted in (api.get(url, headers=caller | {"Accept": "application/fhir+xml, application/fhir+json;q=0.5"}),
+                     api.get(f"{url}{joiner}_format=json", headers=caller | {"Accept": "application/fhir+xml"})):
+        assert accepted.status_code == 200, accepted.text
 
 
 def test_directory_resources_are_readable_without_a_patient(api, record_store, callers) -> None:
