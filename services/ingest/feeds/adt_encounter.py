@@ -87,9 +87,13 @@ def _pre_admit(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> N
 
 
 def _transfer(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
-    if new:
+    """A move between beds. A transfer of a visit not yet admitted (new, or planned at pre-admission) says the
+    patient was admitted, the A01 lost or still to come (a late one is replayed before it)."""
+    if new or encounter.get("status") == "planned":
         encounter["status"] = "in-progress"
-        encounter["period"] = {"start": event.admitted or event.at}
+        start = event.admitted or encounter.get("period", {}).get("start") or event.at
+        encounter["period"] = {"start": start}
+        _drop_planned(encounter)
     _move_to(encounter, event.location, event.at)
 
 

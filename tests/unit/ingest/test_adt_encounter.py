@@ -146,3 +146,11 @@ def test_a_discharge_straight_from_pre_admission_leaves_no_planned_bed() -> None
     planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
     discharged = _event(*DISCHARGE, ward="WARD01", discharged="20240305100000")(planned)
     assert discharged["status"] == "finished" and "planned" not in {s for _d, s, _p in _locations(discharged)}
+
+
+def test_a_transfer_of_a_pre_admitted_visit_says_it_was_admitted() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
+    moved = _event("A02", "20240302090000", ward="CCU")(planned)
+    assert moved["status"] == "in-progress"
+    assert [(d, s) for d, s, _p in _locations(moved)] == [("CCU", "active")]
+    assert moved["period"] == {"start": "2024-03-01T10:15:00+00:00"}  # the A02's PV1-44, the admission as it was
