@@ -39,7 +39,9 @@ class PersonRef(_Strict):
     birth_date: date | None = None
     sex: Literal["male", "female", "other", "unknown"] | None = None
     postcode: str | None = Field(None, description="UK postcode")
-    restricted: bool = Field(False, description="location must be hidden (S-flag / location hiding)")
+    # Absent says nothing about the S-flag, so the stored one stands: most events are about something else.
+    restricted: bool | None = Field(None, description="location must be hidden (S-flag / location hiding); "
+                                                      "absent or null leaves the flag as last sent")
 
     @field_validator("nhs_number")
     @classmethod

@@ -125,3 +125,26 @@ def test_the_event_schema_is_published(ingest) -> None:
     schema = response.json()
     path = messages.HERE.parents[2] / "services" / "ingest" / "socialcare.schema.json"
     assert schema == json.loads(path.read_text())
+
+
+def test_an_event_that_leaves_out_restricted_keeps_the_s_flag(ingest) -> None:
+    person = {"local_id": "MOS-7001", "nhs_number": data.NHS_NUMBERS[3], "nhs_number_verified": True,
+              "family_name": "Khan", "given_name": "Aisha", "birth_date": "1990-02-14", "postcode": "LS1 4AP"}
+    restricted = messages.event("safeguarding.concern_raised", messages.EVENT_BODIES["safeguarding.concern_raised"],
+                                event_id="e1", person=person | {"restricted": True})
+    silent = messages.event("carer.recorded", messages.EVENT_BODIES["carer.recorded"], event_id="e2",
+                            occurred_at="2024-05-02T10:00:00+01:00", person=person | {"given_name": "Aisha B"})
+    lifted = messages.event("carer.recorded", messages.EVENT_BODIES["carer.recorded"], event_id="e3",
+                            occurred_at="2024-05-03T10:00:00+01:00", person=person | {"restricted": False})
+    (patient,) = _post_and_read_patients(ingest, restricted)
+    assert "R" in patient.labels
+    (patient,) = _post_and_read_patients(ingest, silent)
+    assert patient.version_id == 2 and "R" in patient.labels
+    (patient,) = _post_and_read_patients(ingest, lifted)
+    assert "R" not in patient.labels
+
+
+def _post_and_read_patients(ingest, event):
+    response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 200, response.text
+    return ingest.rows("Patient")

@@ -107,3 +107,13 @@ def test_the_schema_covers_every_event_type_with_its_required_fields() -> None:
         definition = schema["$defs"][ref.rsplit("/", 1)[1]]
         assert {"event_id", "event_type", "occurred_at", "provider", "person"} <= set(definition["required"])
         assert event_type in json.dumps(definition["properties"]["event_type"])
+
+
+def test_an_event_without_restricted_says_nothing_about_the_s_flag() -> None:
+    person = {"local_id": "MOS-1", "nhs_number": "9990000042"}
+    mapped = socialcare_events.map_event(messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
+                                                        person=person))
+    assert mapped.items[0].restricted is None
+    lifted = socialcare_events.map_event(messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
+                                                        person=person | {"restricted": False}))
+    assert lifted.items[0].restricted is False
