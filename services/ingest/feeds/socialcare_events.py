@@ -4,13 +4,16 @@ ServiceRequest for hospital discharge support. Pure: one decoded JSON event in, 
 
 from __future__ import annotations
 
+import copy
 import re
-from datetime import UTC
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Merge
 from services.ingest.schemas import (
     EVENT_ADAPTER,
     AssessmentCompleted,
@@ -27,7 +30,10 @@ ASSESSMENT_SYSTEM = "urn:scr:socialcare:assessment"
 LOCAL_ID_SYSTEM = "urn:scr:local-patient-id:{}"
 SOCIAL_CARE = {"coding": [{"system": "http://snomed.info/sct", "code": "410606002",
                            "display": "Social service procedure"}], "text": "Social care"}
+PACKAGE_ENDED, CONCERN_CLOSED = "care_package.ended", "safeguarding.concern_closed"
 _PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-{}"
+_ENDED_STATUSES = ("finished", "completed")  # EpisodeOfCare, CarePlan
+T = TypeVar("T")
 
 
 def map_event(payload: Any) -> MappedMessage:
@@ -40,9 +46,8 @@ def map_event(payload: Any) -> MappedMessage:
     occurred = event.occurred_at.astimezone(UTC)
     message.items.append(Mapped(_patient(event), f"person:{event.person.local_id}", occurred,
                                 refs=(PATIENT_REF,), restricted=event.person.restricted, where="person"))
-    for resource, key in _map(event):
-        resource.setdefault("meta", {"profile": [_PROFILE.format(resource["resourceType"])]})
-        message.items.append(Mapped(resource, key, occurred, patient_ref=PATIENT_REF,
+    for change, key in _map(event):
+        message.items.append(Mapped(change(None), key, occurred, patient_ref=PATIENT_REF, merge=change,
                                     confidential=event.confidential, where=event.event_type))
     return message
 
@@ -85,20 +90,32 @@ def _patient(event: Any) -> dict[str, Any]:
     return patient
 
 
-def _map(event: Any) -> list[tuple[dict[str, Any], str]]:
+def _map(event: Any) -> list[tuple[Merge, str]]:
+    """Each resource the event gives, as a change to the stored one (None when new), with its source key."""
     if isinstance(event, AssessmentCompleted):
-        return [(_assessment(event), f"assessment:{event.assessment.id}")]
+        return [(_replacing(_assessment(event)), f"assessment:{event.assessment.id}")]
     if isinstance(event, CarePackageEvent):
         package = event.care_package
-        return [(_episode(event), f"care-package:{package.id}"), (_care_plan(event), f"care-plan:{package.id}")]
+        return [(_PackageChange(event, _episode), f"care-package:{package.id}"),
+                (_PackageChange(event, _care_plan), f"care-plan:{package.id}")]
     if isinstance(event, SafeguardingEvent):
-        return [(_flag(event), f"safeguarding:{event.concern.id}")]
+        return [(_ConcernChange(event), f"safeguarding:{event.concern.id}")]
     if isinstance(event, ContactRecorded):
-        return [(_related_person(event), f"contact:{event.contact.id}")]
+        return [(_replacing(_related_person(event)), f"contact:{event.contact.id}")]
     if isinstance(event, DischargeSupportRequested):
-        return [(_service_request(event), f"discharge-support:{event.request.id}")]
+        return [(_replacing(_service_request(event)), f"discharge-support:{event.request.id}")]
     raise AdapterError(Issue(f"event type {event.event_type!r} has no mapping", "event_type",
                              code="not-supported"))
+
+
+def _replacing(resource: dict[str, Any]) -> Merge:
+    """An event that sends the whole resource: it replaces the stored one."""
+    return lambda _current: _profiled(copy.deepcopy(resource))
+
+
+def _profiled(resource: dict[str, Any]) -> dict[str, Any]:
+    resource.setdefault("meta", {"profile": [_PROFILE.format(resource["resourceType"])]})
+    return resource
 
 
 def _subject() -> dict[str, str]:
@@ -127,14 +144,41 @@ def _assessment(event: AssessmentCompleted) -> dict[str, Any]:
     return observation
 
 
-def _episode(event: CarePackageEvent) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _PackageChange:
+    """A care-package event applied to the stored EpisodeOfCare or CarePlan (None when new). An ended package
+    stays ended: a later `changed` corrects its details, a package that starts again needs a new id."""
+
+    event: CarePackageEvent
+    build: Callable[[CarePackageEvent, bool, dict[str, str], dict[str, Any]], dict[str, Any]]
+
+    def __call__(self, current: dict[str, Any] | None) -> dict[str, Any]:
+        stored = current or {}
+        ended, period = _package_period(self.event, stored)
+        return _profiled(self.build(self.event, ended, period, stored))
+
+
+def _package_period(event: CarePackageEvent, stored: dict[str, Any]) -> tuple[bool, dict[str, str]]:
+    """Whether the package has ended, and its period. An end date still to come when the event happened is the
+    planned end (FHIR Period: an end in the future is when the period is expected to end): the package stays
+    active. It ends with `care_package.ended`, or once its end date has passed when an event happens."""
     package = event.care_package
-    ended = event.event_type == "care_package.ended" or package.end_date is not None
+    day = event.occurred_at.date()  # the provider's own calendar day
+    was_ended = stored.get("status") in _ENDED_STATUSES
+    end = _sent_or_stored(package, "end_date", package.end_date, _day(stored.get("period", {}).get("end")))
+    if event.event_type == PACKAGE_ENDED and not was_ended and package.end_date is None:
+        end = min(end, day) if end else day  # ended now, unless the planned end had already come
+    ended = was_ended or event.event_type == PACKAGE_ENDED or (end is not None and end < day)
+    if ended and end is None:
+        end = _day(stored.get("period", {}).get("end")) or day
     period = {"start": package.start_date.isoformat()}
-    if package.end_date:
-        period["end"] = package.end_date.isoformat()
-    elif event.event_type == "care_package.ended":
-        period["end"] = event.occurred_at.date().isoformat()
+    if end is not None:
+        period["end"] = max(end, package.start_date).isoformat()
+    return ended, period
+
+
+def _episode(event: CarePackageEvent, ended: bool, period: dict[str, str], _stored: dict[str, Any]) -> dict[str, Any]:
+    package = event.care_package
     return {
         "resourceType": "EpisodeOfCare", "status": "finished" if ended else "active", "patient": _subject(),
         "type": [SOCIAL_CARE, {"text": package.service}], "period": period,
@@ -144,19 +188,17 @@ def _episode(event: CarePackageEvent) -> dict[str, Any]:
     }
 
 
-def _care_plan(event: CarePackageEvent) -> dict[str, Any]:
+def _care_plan(event: CarePackageEvent, ended: bool, period: dict[str, str], stored: dict[str, Any]) -> dict[str, Any]:
     package = event.care_package
-    episode = _episode(event)
-    detail: dict[str, Any] = {"status": "completed" if episode["status"] == "finished" else "in-progress",
-                              "description": package.service}
+    detail: dict[str, Any] = {"status": "completed" if ended else "in-progress", "description": package.service}
     if package.frequency:
         detail["scheduledString"] = package.frequency
     if package.supplier:
         detail["performer"] = [{"display": package.supplier}]
     plan: dict[str, Any] = {
-        "resourceType": "CarePlan", "status": "completed" if episode["status"] == "finished" else "active",
+        "resourceType": "CarePlan", "status": "completed" if ended else "active",
         "intent": "plan", "subject": _subject(), "category": [SOCIAL_CARE],
-        "title": f"Care package: {package.service}", "period": episode["period"],
+        "title": f"Care package: {package.service}", "period": period,
         "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:care-package",
                         "value": package.id}],
         "activity": [{"detail": detail}],
@@ -168,12 +210,25 @@ def _care_plan(event: CarePackageEvent) -> dict[str, Any]:
     return plan
 
 
-def _flag(event: SafeguardingEvent) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _ConcernChange:
+    """A safeguarding event applied to the stored Flag (None when new). A closed concern stays closed: a re-sent
+    `concern_raised` updates its details, and a new concern has a new id."""
+
+    event: SafeguardingEvent
+
+    def __call__(self, current: dict[str, Any] | None) -> dict[str, Any]:
+        return _profiled(_flag(self.event, current or {}))
+
+
+def _flag(event: SafeguardingEvent, stored: dict[str, Any]) -> dict[str, Any]:
     concern = event.concern
-    closed = event.event_type == "safeguarding.concern_closed" or concern.closed_on is not None
+    was_closed = stored.get("status") == "inactive"
+    closed = was_closed or event.event_type == CONCERN_CLOSED or concern.closed_on is not None
     period = {"start": concern.raised_on.isoformat()}
     if closed:
-        period["end"] = (concern.closed_on or event.occurred_at.date()).isoformat()
+        end = concern.closed_on or _day(stored.get("period", {}).get("end")) or event.occurred_at.date()
+        period["end"] = max(end, concern.raised_on).isoformat()
     flag: dict[str, Any] = {
         "resourceType": "Flag", "status": "inactive" if closed else "active", "subject": _subject(),
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
@@ -186,6 +241,19 @@ def _flag(event: SafeguardingEvent) -> dict[str, Any]:
         "author": {"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}},
     }
     return flag
+
+
+def _sent_or_stored(model: BaseModel, name: str, sent: T | None, stored: T | None) -> T | None:
+    """What the event sends for one detail (an explicit null removes it); left out, the stored value stands."""
+    return sent if name in model.model_fields_set else stored
+
+
+def _day(value: Any) -> date | None:
+    """A stored FHIR date (YYYY-MM-DD), or None."""
+    try:
+        return date.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _related_person(event: ContactRecorded) -> dict[str, Any]:

@@ -148,3 +148,39 @@ def _post_and_read_patients(ingest, event):
     response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.SOCIAL_CARE_ODS))
     assert response.status_code == 200, response.text
     return ingest.rows("Patient")
+
+
+def _post(ingest, event) -> None:
+    response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 200, response.text
+
+
+def test_a_planned_end_date_does_not_close_the_package_it_starts(ingest) -> None:
+    body = {"care_package": {"id": "CP-REAB-1", "service": "Reablement", "start_date": "2030-05-01",
+                             "end_date": "2030-06-12"}}
+    _post(ingest, messages.event("care_package.started", body, occurred_at="2030-05-01T09:00:00+01:00"))
+    (episode,), (plan,) = ingest.rows("EpisodeOfCare"), ingest.rows("CarePlan")
+    assert (episode.body["status"], plan.body["status"]) == ("active", "active")
+    assert episode.body["period"] == {"start": "2030-05-01", "end": "2030-06-12"}
+
+
+def test_a_newer_change_does_not_reopen_an_ended_package(ingest) -> None:
+    for n, (event_type, day) in enumerate([("care_package.started", "05-01"), ("care_package.ended", "10-01"),
+                                           ("care_package.changed", "10-02")]):
+        _post(ingest, messages.event(event_type, messages.EVENT_BODIES[event_type], event_id=f"e{n}",
+                                     occurred_at=f"2024-{day}T10:00:00+01:00"))
+    (episode,), (plan,) = ingest.rows("EpisodeOfCare"), ingest.rows("CarePlan")
+    assert episode.body["status"] == "finished" and episode.body["period"]["end"] == "2024-09-30"
+    assert plan.body["status"] == "completed" and plan.body["activity"][0]["detail"]["scheduledString"] == \
+        "3 visits daily"
+
+
+def test_a_resent_concern_raised_does_not_reopen_a_closed_concern(ingest) -> None:
+    raised = messages.EVENT_BODIES["safeguarding.concern_raised"]
+    _post(ingest, messages.event("safeguarding.concern_raised", raised, event_id="s1"))
+    _post(ingest, messages.event("safeguarding.concern_closed", messages.EVENT_BODIES["safeguarding.concern_closed"],
+                                 event_id="s2", occurred_at="2024-07-01T10:00:00+01:00"))
+    _post(ingest, messages.event("safeguarding.concern_raised", raised, event_id="s3",
+                                 occurred_at="2024-07-02T10:00:00+01:00"))
+    (flag,) = ingest.rows("Flag")
+    assert flag.body["status"] == "inactive" and flag.body["period"]["end"] == "2024-07-01"

@@ -117,3 +117,66 @@ def test_an_event_without_restricted_says_nothing_about_the_s_flag() -> None:
     lifted = socialcare_events.map_event(messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
                                                         person=person | {"restricted": False}))
     assert lifted.items[0].restricted is False
+
+
+def _applied(*events: dict) -> dict[str, dict]:
+    """Each resource after the events, in the order given, as the writer applies them to what it stored."""
+    stored: dict[str, dict] = {}
+    for event in events:
+        for item in socialcare_events.map_event(event).items[1:]:
+            stored[item.source_key] = item.merge(stored.get(item.source_key))
+    for resource in stored.values():
+        assert validate_resource(resource) == [], resource
+    return stored
+
+
+def _concern(event_type: str, occurred_at: str = "2024-06-03T10:00:00+01:00", **fields) -> dict:
+    body = messages.EVENT_BODIES[event_type]
+    return messages.event(event_type, {"concern": body["concern"] | fields}, occurred_at=occurred_at)
+
+
+def _package(event_type: str, occurred_at: str, **fields) -> dict:
+    body = {"care_package": {"id": "CP-1", "service": "Reablement", "start_date": "2030-05-01"} | fields}
+    return messages.event(event_type, body, occurred_at=occurred_at)
+
+
+def test_an_end_date_still_to_come_is_the_planned_end_of_an_active_package() -> None:
+    stored = _applied(_package("care_package.started", "2030-05-01T09:00:00+01:00", end_date="2030-06-12"))
+    episode, plan = stored["care-package:CP-1"], stored["care-plan:CP-1"]
+    assert (episode["status"], plan["status"]) == ("active", "active")
+    assert episode["period"] == plan["period"] == {"start": "2030-05-01", "end": "2030-06-12"}
+    assert plan["activity"][0]["detail"]["status"] == "in-progress"
+
+
+def test_an_end_date_passed_when_the_event_happened_ends_the_package() -> None:
+    stored = _applied(_package("care_package.started", "2030-05-01T09:00:00+01:00", end_date="2030-06-12"),
+                      _package("care_package.changed", "2030-06-13T09:00:00+01:00", hours_per_week=3))
+    assert stored["care-package:CP-1"]["status"] == "finished"
+    assert stored["care-plan:CP-1"]["status"] == "completed"
+    assert stored["care-plan:CP-1"]["period"] == {"start": "2030-05-01", "end": "2030-06-12"}
+
+
+def test_an_ended_package_ends_on_the_day_it_ended_not_on_its_later_planned_end() -> None:
+    stored = _applied(_package("care_package.started", "2030-05-01T09:00:00+01:00", end_date="2030-06-12"),
+                      _package("care_package.ended", "2030-05-20T09:00:00+01:00"))
+    assert stored["care-package:CP-1"]["status"] == "finished"
+    assert stored["care-package:CP-1"]["period"] == {"start": "2030-05-01", "end": "2030-05-20"}
+
+
+def test_a_newer_change_to_an_ended_package_updates_its_details_and_keeps_it_ended() -> None:
+    stored = _applied(_package("care_package.started", "2030-05-01T09:00:00+01:00", supplier="Care Ltd"),
+                      _package("care_package.ended", "2030-10-01T09:00:00+01:00", end_reason="Moved"),
+                      _package("care_package.changed", "2030-10-02T09:00:00+01:00", frequency="daily"))
+    episode, plan = stored["care-package:CP-1"], stored["care-plan:CP-1"]
+    assert (episode["status"], plan["status"]) == ("finished", "completed")
+    assert episode["period"] == plan["period"] == {"start": "2030-05-01", "end": "2030-10-01"}
+    assert plan["activity"][0]["detail"]["scheduledString"] == "daily"
+
+
+def test_a_closed_concern_is_not_reopened_by_a_newer_resend_of_concern_raised() -> None:
+    stored = _applied(_concern("safeguarding.concern_raised"),
+                      _concern("safeguarding.concern_closed", "2024-07-01T10:00:00+01:00"),
+                      _concern("safeguarding.concern_raised", "2024-07-02T10:00:00+01:00", category="neglect"))
+    flag = stored["safeguarding:SG-12"]
+    assert flag["status"] == "inactive" and flag["period"] == {"start": "2024-06-03", "end": "2024-07-01"}
+    assert flag["code"]["text"] == "Safeguarding concern: neglect"
