@@ -17,6 +17,7 @@ from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Mer
 from services.ingest.schemas import (
     EVENT_ADAPTER,
     AssessmentCompleted,
+    CarePackage,
     CarePackageEvent,
     ContactRecorded,
     DischargeSupportRequested,
@@ -30,9 +31,11 @@ ASSESSMENT_SYSTEM = "urn:scr:socialcare:assessment"
 LOCAL_ID_SYSTEM = "urn:scr:local-patient-id:{}"
 SOCIAL_CARE = {"coding": [{"system": "http://snomed.info/sct", "code": "410606002",
                            "display": "Social service procedure"}], "text": "Social care"}
+OUTCOME_EXT = "urn:scr:fhir:StructureDefinition:safeguarding-outcome"
 PACKAGE_ENDED, CONCERN_CLOSED = "care_package.ended", "safeguarding.concern_closed"
 _PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-{}"
 _ENDED_STATUSES = ("finished", "completed")  # EpisodeOfCare, CarePlan
+_HOURS, _ENDED_BECAUSE, _CONCERN = " hours per week", "Ended: ", "Safeguarding concern: "  # how texts begin or end
 T = TypeVar("T")
 
 
@@ -146,8 +149,9 @@ def _assessment(event: AssessmentCompleted) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _PackageChange:
-    """A care-package event applied to the stored EpisodeOfCare or CarePlan (None when new). An ended package
-    stays ended: a later `changed` corrects its details, a package that starts again needs a new id."""
+    """A care-package event applied to the stored EpisodeOfCare or CarePlan (None when new). Events may send only
+    what changed (an `ended` names no supplier), so a detail left out keeps the stored one and null removes it.
+    An ended package stays ended: a later `changed` corrects its details, a new package needs a new id."""
 
     event: CarePackageEvent
     build: Callable[[CarePackageEvent, bool, dict[str, str], dict[str, Any]], dict[str, Any]]
@@ -190,11 +194,15 @@ def _episode(event: CarePackageEvent, ended: bool, period: dict[str, str], _stor
 
 def _care_plan(event: CarePackageEvent, ended: bool, period: dict[str, str], stored: dict[str, Any]) -> dict[str, Any]:
     package = event.care_package
+    stored_detail = (stored.get("activity") or [{}])[0].get("detail", {})
     detail: dict[str, Any] = {"status": "completed" if ended else "in-progress", "description": package.service}
-    if package.frequency:
-        detail["scheduledString"] = package.frequency
-    if package.supplier:
-        detail["performer"] = [{"display": package.supplier}]
+    frequency = _sent_or_stored(package, "frequency", package.frequency, stored_detail.get("scheduledString"))
+    if frequency:
+        detail["scheduledString"] = frequency
+    supplier = _sent_or_stored(package, "supplier", [{"display": package.supplier}] if package.supplier else None,
+                               stored_detail.get("performer"))
+    if supplier:
+        detail["performer"] = supplier
     plan: dict[str, Any] = {
         "resourceType": "CarePlan", "status": "completed" if ended else "active",
         "intent": "plan", "subject": _subject(), "category": [SOCIAL_CARE],
@@ -203,17 +211,28 @@ def _care_plan(event: CarePackageEvent, ended: bool, period: dict[str, str], sto
                         "value": package.id}],
         "activity": [{"detail": detail}],
     }
-    notes = [text for text in (f"{package.hours_per_week:g} hours per week" if package.hours_per_week is not None
-                               else None, f"Ended: {package.end_reason}" if package.end_reason else None) if text]
-    if notes:
+    if notes := _care_plan_notes(package, stored.get("note") or []):
         plan["note"] = [{"text": text} for text in notes]
     return plan
+
+
+def _care_plan_notes(package: CarePackage, stored: list[dict[str, Any]]) -> list[str]:
+    hours = _sent_or_stored(package, "hours_per_week", None if package.hours_per_week is None
+                            else f"{package.hours_per_week:g}{_HOURS}",
+                            _stored_note(stored, lambda text: text.endswith(_HOURS)))
+    reason = _sent_or_stored(package, "end_reason", f"{_ENDED_BECAUSE}{package.end_reason}" if package.end_reason
+                             else None, _stored_note(stored, lambda text: text.startswith(_ENDED_BECAUSE)))
+    return [text for text in (hours, reason) if text]
+
+
+def _stored_note(notes: list[dict[str, Any]], kind: Callable[[str], bool]) -> str | None:
+    return next((n["text"] for n in notes if isinstance(n.get("text"), str) and kind(n["text"])), None)
 
 
 @dataclass(frozen=True)
 class _ConcernChange:
     """A safeguarding event applied to the stored Flag (None when new). A closed concern stays closed: a re-sent
-    `concern_raised` updates its details, and a new concern has a new id."""
+    `concern_raised` updates its details, and a new concern has a new id. A detail left out keeps the stored one."""
 
     event: SafeguardingEvent
 
@@ -229,17 +248,24 @@ def _flag(event: SafeguardingEvent, stored: dict[str, Any]) -> dict[str, Any]:
     if closed:
         end = concern.closed_on or _day(stored.get("period", {}).get("end")) or event.occurred_at.date()
         period["end"] = max(end, concern.raised_on).isoformat()
+    category = _sent_or_stored(concern, "category", f"{_CONCERN}{concern.category}" if concern.category else None,
+                               stored.get("code", {}).get("text"))
     flag: dict[str, Any] = {
         "resourceType": "Flag", "status": "inactive" if closed else "active", "subject": _subject(),
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/flag-category",
                                   "code": "safety"}]}],
         "code": {"coding": [{"system": FLAG_SYSTEM, "code": "safeguarding-concern",
                              "display": "Safeguarding concern"}],
-                 "text": f"Safeguarding concern: {concern.category}" if concern.category else "Safeguarding concern"},
+                 "text": category or "Safeguarding concern"},
         "period": period,
         "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:safeguarding", "value": concern.id}],
         "author": {"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}},
     }
+    stored_outcome = next((e for e in stored.get("extension") or [] if e.get("url") == OUTCOME_EXT), None)
+    outcome = _sent_or_stored(concern, "outcome", {"url": OUTCOME_EXT, "valueString": concern.outcome}
+                              if concern.outcome else None, stored_outcome)
+    if outcome:
+        flag["extension"] = [outcome]  # R4 Flag has no element for how a concern ended
     return flag
 
 

@@ -184,3 +184,17 @@ def test_a_resent_concern_raised_does_not_reopen_a_closed_concern(ingest) -> Non
                                  occurred_at="2024-07-02T10:00:00+01:00"))
     (flag,) = ingest.rows("Flag")
     assert flag.body["status"] == "inactive" and flag.body["period"]["end"] == "2024-07-01"
+
+
+def test_ending_events_keep_what_they_leave_out_and_record_the_outcome(ingest) -> None:
+    for n, (event_type, day) in enumerate([("care_package.started", "05-01"), ("care_package.ended", "10-01"),
+                                           ("safeguarding.concern_raised", "06-03"),
+                                           ("safeguarding.concern_closed", "07-01")]):
+        _post(ingest, messages.event(event_type, messages.EVENT_BODIES[event_type], event_id=f"e{n}",
+                                     occurred_at=f"2024-{day}T10:00:00+01:00"))
+    (plan,), (flag,) = ingest.rows("CarePlan"), ingest.rows("Flag")
+    assert plan.body["activity"][0]["detail"]["performer"] == [{"display": "Bradford Care Ltd"}]
+    assert plan.body["activity"][0]["detail"]["scheduledString"] == "4 visits daily"
+    assert [n["text"] for n in plan.body["note"]] == ["14 hours per week", "Ended: Moved to residential care"]
+    assert flag.body["code"]["text"] == "Safeguarding concern: self-neglect"
+    assert "No further action" in json.dumps(flag.body)

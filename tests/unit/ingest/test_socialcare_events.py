@@ -173,6 +173,25 @@ def test_a_newer_change_to_an_ended_package_updates_its_details_and_keeps_it_end
     assert plan["activity"][0]["detail"]["scheduledString"] == "daily"
 
 
+def test_an_ended_event_keeps_the_details_it_leaves_out() -> None:
+    stored = _applied(messages.event("care_package.started", messages.EVENT_BODIES["care_package.started"]),
+                      messages.event("care_package.ended", messages.EVENT_BODIES["care_package.ended"],
+                                     occurred_at="2024-10-01T10:00:00+01:00"))
+    plan = stored["care-plan:CP-900"]
+    assert plan["activity"][0]["detail"] == {"status": "completed", "description": "Homecare",
+                                             "scheduledString": "4 visits daily",
+                                             "performer": [{"display": "Bradford Care Ltd"}]}
+    assert plan["note"] == [{"text": "14 hours per week"}, {"text": "Ended: Moved to residential care"}]
+
+
+def test_a_detail_sent_as_null_is_removed() -> None:
+    stored = _applied(_package("care_package.started", "2030-05-01T09:00:00+01:00", supplier="Care Ltd",
+                               hours_per_week=7),
+                      _package("care_package.changed", "2030-05-02T09:00:00+01:00", supplier=None))
+    plan = stored["care-plan:CP-1"]
+    assert "performer" not in plan["activity"][0]["detail"] and plan["note"] == [{"text": "7 hours per week"}]
+
+
 def test_a_closed_concern_is_not_reopened_by_a_newer_resend_of_concern_raised() -> None:
     stored = _applied(_concern("safeguarding.concern_raised"),
                       _concern("safeguarding.concern_closed", "2024-07-01T10:00:00+01:00"),
@@ -180,3 +199,11 @@ def test_a_closed_concern_is_not_reopened_by_a_newer_resend_of_concern_raised() 
     flag = stored["safeguarding:SG-12"]
     assert flag["status"] == "inactive" and flag["period"] == {"start": "2024-06-03", "end": "2024-07-01"}
     assert flag["code"]["text"] == "Safeguarding concern: neglect"
+
+
+def test_a_closed_concern_keeps_its_category_and_records_its_outcome() -> None:
+    stored = _applied(_concern("safeguarding.concern_raised"),
+                      _concern("safeguarding.concern_closed", "2024-07-01T10:00:00+01:00"))
+    flag = stored["safeguarding:SG-12"]
+    assert flag["code"]["text"] == "Safeguarding concern: self-neglect"
+    assert flag["extension"] == [{"url": socialcare_events.OUTCOME_EXT, "valueString": "No further action"}]
