@@ -7,7 +7,7 @@ import re
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
 
 from shared import nhs_number
 
@@ -19,6 +19,14 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def _not_before(end: date | None, info: ValidationInfo, start_field: str) -> date | None:
+    """A period's end must not come before its start (a start that failed its own check is reported there)."""
+    start = info.data.get(start_field)
+    if end is not None and isinstance(start, date) and end < start:
+        raise ValueError(f"{info.field_name} {end.isoformat()} is before {start_field} {start.isoformat()}")
+    return end
 
 
 class Provider(_Strict):
@@ -85,8 +93,14 @@ class CarePackage(_Strict):
     frequency: Text | None = Field(None, description="e.g. 4 visits daily")
     hours_per_week: float | None = Field(None, ge=0, le=168)
     start_date: date
-    end_date: date | None = None
+    end_date: date | None = Field(None, description="on or after start_date; a date still to come is the planned "
+                                                    "end, and the package stays active until then")
     end_reason: Text | None = None
+
+    @field_validator("end_date")
+    @classmethod
+    def _ends_after_it_starts(cls, value: date | None, info: ValidationInfo) -> date | None:
+        return _not_before(value, info, "start_date")
 
 
 class CarePackageEvent(_Event):
@@ -98,8 +112,13 @@ class Concern(_Strict):
     id: Id
     category: Text | None = Field(None, description="e.g. neglect, financial abuse, domestic abuse")
     raised_on: date
-    closed_on: date | None = None
-    outcome: Text | None = None
+    closed_on: date | None = Field(None, description="on or after raised_on")
+    outcome: Text | None = Field(None, description="e.g. no further action")
+
+    @field_validator("closed_on")
+    @classmethod
+    def _closed_after_it_was_raised(cls, value: date | None, info: ValidationInfo) -> date | None:
+        return _not_before(value, info, "raised_on")
 
 
 class SafeguardingEvent(_Event):

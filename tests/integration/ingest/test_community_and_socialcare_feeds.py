@@ -198,3 +198,17 @@ def test_ending_events_keep_what_they_leave_out_and_record_the_outcome(ingest) -
     assert [n["text"] for n in plan.body["note"]] == ["14 hours per week", "Ended: Moved to residential care"]
     assert flag.body["code"]["text"] == "Safeguarding concern: self-neglect"
     assert "No further action" in json.dumps(flag.body)
+
+
+@pytest.mark.parametrize("event_type, body, field", [
+    ("care_package.ended", {"care_package": {"id": "CP-2", "service": "Homecare", "start_date": "2024-05-01",
+                                             "end_date": "2024-04-01"}}, "care_package.end_date"),
+    ("safeguarding.concern_closed", {"concern": {"id": "SG-9", "raised_on": "2024-06-03", "closed_on": "2024-05-01"}},
+     "concern.closed_on"),
+])
+def test_a_period_that_ends_before_it_starts_is_refused_naming_the_field(ingest, event_type, body, field) -> None:
+    response = ingest.client.post("/ingest/socialcare", json=messages.event(event_type, body),
+                                  headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 400
+    assert [i["expression"] for i in response.json()["issue"]] == [[f"event.{field}"]]
+    assert ingest.count(Resource) == 0

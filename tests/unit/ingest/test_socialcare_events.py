@@ -79,6 +79,11 @@ def test_the_person_carries_a_verified_nhs_number_and_the_s_flag_when_sent() -> 
     ({"occurred_at": "2024-05-01T10:00:00"}, "occurred_at"),
     ({"provider": {"ods_code": "not an ods", "system": "Mosaic"}}, "provider.ods_code"),
     ({"surprise": True}, "surprise"),
+    ({"event_type": "care_package.ended", "care_package": {"id": "CP1", "service": "Homecare",
+                                                           "start_date": "2024-05-01", "end_date": "2024-04-01"}},
+     "care_package.end_date"),
+    ({"event_type": "safeguarding.concern_closed", "concern": {"id": "SG1", "raised_on": "2024-06-03",
+                                                               "closed_on": "2024-05-01"}}, "concern.closed_on"),
 ])
 def test_bad_events_name_the_field_at_fault(change, expression: str) -> None:
     event = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"]) | change
