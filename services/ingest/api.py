@@ -225,8 +225,17 @@ def _split_events(body: bytes) -> list[bytes]:
     if isinstance(value, list) and value:
         if len(value) > MAX_MESSAGES_PER_REQUEST:
             raise TooLarge(f"{len(value)} events in one request; at most {MAX_MESSAGES_PER_REQUEST} are accepted")
-        return [json.dumps(item, ensure_ascii=False).encode() for item in value]
+        return [_event_bytes(item) for item in value]
     return [body]
+
+
+def _event_bytes(event: Any) -> bytes:
+    """One event of an array as UTF-8 JSON. A string with an unpaired surrogate (`"\\ud800"`) has no UTF-8 form: that
+    event is archived with its non-ASCII characters escaped, then refused alone by the adapter, the rest kept."""
+    try:
+        return json.dumps(event, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(event).encode()
 
 
 @router.get("/socialcare/schema")

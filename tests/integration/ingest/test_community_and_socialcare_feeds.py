@@ -212,3 +212,16 @@ def test_a_period_that_ends_before_it_starts_is_refused_naming_the_field(ingest,
     assert response.status_code == 400
     assert [i["expression"] for i in response.json()["issue"]] == [[f"event.{field}"]]
     assert ingest.count(Resource) == 0
+
+
+def test_an_event_with_an_unpaired_surrogate_is_refused_alone_and_the_rest_of_the_array_kept(ingest) -> None:
+    good = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"], event_id="e1")
+    bad = messages.event("carer.recorded", messages.EVENT_BODIES["carer.recorded"], event_id="e2")
+    body = json.dumps([good, bad]).replace('"Nasreen"', '"Nas\\ud800reen"')
+    response = ingest.client.post("/ingest/socialcare", content=body.encode(), headers=ingest.feed(
+        data.SOCIAL_CARE_ODS, **{"Content-Type": "application/json"}))
+    assert response.status_code == 207, response.text
+    errors = [i for i in response.json()["issue"] if i["severity"] == "error"]
+    assert [(i["expression"], i["diagnostics"]) for i in errors] == [
+        (["event[1]"], "the JSON contains an unpaired UTF-16 surrogate")]
+    assert len(ingest.rows("RelatedPerson")) == 1
