@@ -4,21 +4,59 @@ kept in services/ingest/socialcare.schema.json), and the admin endpoints' reques
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 
 from shared import nhs_number
 
 SCHEMA_ID = "https://scr.example-ics.nhs.uk/schemas/socialcare-event.json"
-_POSTCODE = re.compile(r"^[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}$", re.IGNORECASE)
+# Each check below is also a `pattern` in the published schema (written for both Python and ECMA-262 regexes, so
+# [0-9] rather than \d, which Python lets match other scripts' digits): a schema-valid event is an accepted one.
+_NHS_NUMBER = r"^[0-9]{10}$"
+_POSTCODE = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]?\s*[0-9][A-Za-z]{2}$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # RFC 3339 full-date, as JSON Schema's format "date"
+_DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+
+
+def _text_matching(pattern: str, what: str) -> Callable[[Any], Any]:
+    """A check that the JSON value is a string of the given form: pydantic's own date and datetime parsing also
+    takes numbers (Unix times) and datetimes for dates, which the schema does not."""
+    form = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or not form.match(value):
+            raise ValueError(f"must be {what}")
+        return value
+    return check
+
+
 Text = Annotated[str, Field(min_length=1, max_length=200)]
+NhsNumber = Annotated[str, Field(json_schema_extra={"pattern": _NHS_NUMBER})]  # checked by PersonRef's validators
+Postcode = Annotated[str, Field(json_schema_extra={"pattern": _POSTCODE})]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
+# Strictness off for these two only: in strict mode pydantic takes nothing but date objects from Python values.
+Day = Annotated[date, Field(strict=False, json_schema_extra={"pattern": _DATE}),
+                BeforeValidator(_text_matching(_DATE, "a date, YYYY-MM-DD"))]
+Instant = Annotated[AwareDatetime, Field(strict=False, json_schema_extra={"pattern": _DATE_TIME}),
+                    BeforeValidator(_text_matching(_DATE_TIME, "a date-time with seconds and a UTC offset, "
+                                                               "e.g. 2024-05-01T10:00:00+01:00"))]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # strict: no "14" for a number, "yes" or 1 for a boolean, as the schema says; surrounding spaces are ignored.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 def _not_before(end: date | None, info: ValidationInfo, start_field: str) -> date | None:
@@ -40,13 +78,14 @@ class PersonRef(_Strict):
     """Who the event is about, as the provider knows them."""
 
     local_id: Id = Field(description="the provider's own person id")
-    nhs_number: str | None = Field(None, description="10-digit NHS number, Modulus 11 valid")
+    nhs_number: NhsNumber | None = Field(None, description="10 digits, no spaces; the tenth a valid Modulus 11 "
+                                                           "check digit (NHS Data Dictionary), not all ten the same")
     nhs_number_verified: bool = Field(False, description="true when traced and verified against PDS")
     family_name: Text | None = None
     given_name: Text | None = None
-    birth_date: date | None = None
+    birth_date: Day | None = None
     sex: Literal["male", "female", "other", "unknown"] | None = None
-    postcode: str | None = Field(None, description="UK postcode")
+    postcode: Postcode | None = Field(None, description="UK postcode")
     # Absent says nothing about the S-flag, so the stored one stands: most events are about something else.
     restricted: bool | None = Field(None, description="location must be hidden (S-flag / location hiding); "
                                                       "absent or null leaves the flag as last sent")
@@ -54,21 +93,25 @@ class PersonRef(_Strict):
     @field_validator("nhs_number")
     @classmethod
     def _valid_nhs_number(cls, value: str | None) -> str | None:
-        if value is not None and (problem := nhs_number.problem(value)):
+        if value is None:
+            return None
+        if problem := nhs_number.problem(value):
             raise ValueError(problem)
-        return nhs_number.normalise(value) if value else None
+        if not re.match(_NHS_NUMBER, value):
+            raise ValueError("NHS number must be 10 digits without spaces or dashes")
+        return value
 
     @field_validator("postcode")
     @classmethod
     def _uk_postcode(cls, value: str | None) -> str | None:
-        if value is not None and not _POSTCODE.match(value):
+        if value is not None and not re.match(_POSTCODE, value):
             raise ValueError("not a UK postcode")
         return value.upper() if value else None
 
 
 class _Event(_Strict):
     event_id: Id = Field(description="unique per provider; a re-sent event carries the same id")
-    occurred_at: AwareDatetime = Field(description="when it happened at the provider (with a UTC offset)")
+    occurred_at: Instant = Field(description="when it happened at the provider (with a UTC offset)")
     provider: Provider
     person: PersonRef
     confidential: bool = Field(False, description="the provider marks this item confidential")
@@ -77,7 +120,7 @@ class _Event(_Strict):
 class Assessment(_Strict):
     id: Id
     name: Text = Field(description="e.g. Care Act needs assessment")
-    completed_on: date
+    completed_on: Day
     outcome: Text | None = Field(None, description="e.g. eligible needs identified")
 
 
@@ -92,8 +135,8 @@ class CarePackage(_Strict):
     supplier: Text | None = None
     frequency: Text | None = Field(None, description="e.g. 4 visits daily")
     hours_per_week: float | None = Field(None, ge=0, le=168)
-    start_date: date
-    end_date: date | None = Field(None, description="on or after start_date; a date still to come is the planned "
+    start_date: Day
+    end_date: Day | None = Field(None, description="on or after start_date; a date still to come is the planned "
                                                     "end, and the package stays active until then")
     end_reason: Text | None = None
 
@@ -111,8 +154,8 @@ class CarePackageEvent(_Event):
 class Concern(_Strict):
     id: Id
     category: Text | None = Field(None, description="e.g. neglect, financial abuse, domestic abuse")
-    raised_on: date
-    closed_on: date | None = Field(None, description="on or after raised_on")
+    raised_on: Day
+    closed_on: Day | None = Field(None, description="on or after raised_on")
     outcome: Text | None = Field(None, description="e.g. no further action")
 
     @field_validator("closed_on")
@@ -143,7 +186,7 @@ class ContactRecorded(_Event):
 class DischargeSupport(_Strict):
     id: Id
     hospital_ods: str | None = Field(None, pattern=r"^[A-Z0-9]{3,9}$")
-    expected_discharge_date: date | None = None
+    expected_discharge_date: Day | None = None
     pathway: Literal["0", "1", "2", "3"] | None = Field(None, description="discharge to assess pathway")
     support: list[Text] = Field(default_factory=list, max_length=20)
 
@@ -169,7 +212,7 @@ def socialcare_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "Social-care event (topic socialcare.events)",
             "description": "One event from a social-care provider; key = the provider's person key "
-                           "(the NHS number when known)."} | schema
+                           "(the NHS number when known). Spaces around a string are ignored."} | schema
 
 
 class ReviewDecision(_Strict):

@@ -1,8 +1,12 @@
 """The social-care event adapter and its published JSON Schema."""
 
+import copy
+import functools
 import json
+import operator
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from services.ingest.feeds import socialcare_events
@@ -62,7 +66,7 @@ def test_a_safeguarding_concern_is_a_safety_flag_that_closes() -> None:
 
 
 def test_the_person_carries_a_verified_nhs_number_and_the_s_flag_when_sent() -> None:
-    person = {"local_id": "MOS-1", "nhs_number": "999 000 0042", "nhs_number_verified": True, "restricted": True}
+    person = {"local_id": "MOS-1", "nhs_number": "9990000042", "nhs_number_verified": True, "restricted": True}
     mapped = socialcare_events.map_event(messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
                                                         person=person))
     patient = mapped.items[0]
@@ -212,3 +216,35 @@ def test_a_closed_concern_keeps_its_category_and_records_its_outcome() -> None:
     flag = stored["safeguarding:SG-12"]
     assert flag["code"]["text"] == "Safeguarding concern: self-neglect"
     assert flag["extension"] == [{"url": socialcare_events.OUTCOME_EXT, "valueString": "No further action"}]
+
+
+
+@pytest.mark.parametrize("where, value", [
+    ("care_package.hours_per_week", "14"),
+    ("person.restricted", "yes"),
+    ("confidential", 1),
+    ("occurred_at", 1714554000),
+    ("occurred_at", "2024-05-01T10:00+01:00"),
+    ("care_package.start_date", "2024-05-01T00:00:00"),
+    ("person.nhs_number", ""),
+    ("person.nhs_number", "999 000 0034"),
+    ("person.nhs_number", "9990000035"),
+    ("person.postcode", "N/A"),
+])
+def test_what_the_published_schema_refuses_the_service_refuses_and_the_reverse(where: str, value) -> None:
+    """Each value breaks the schema's types or patterns (the check digit its description), and is refused."""
+    event = copy.deepcopy(messages.event("care_package.started", messages.EVENT_BODIES["care_package.started"]))
+    *path, name = where.split(".")
+    functools.reduce(operator.getitem, path, event)[name] = value
+    with pytest.raises(AdapterError) as caught:
+        socialcare_events.map_event(event)
+    assert where in [i.expression for i in caught.value.issues]
+    if where != "person.nhs_number" or value != "9990000035":
+        assert not _schema_validator().is_valid(event)
+    assert _schema_validator().is_valid(messages.event("care_package.started",
+                                                       messages.EVENT_BODIES["care_package.started"]))
+
+
+def _schema_validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(socialcare_schema(),
+                                           format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
