@@ -194,11 +194,15 @@ class Pipeline:
             store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
             return Outcome(raw.id, "processed", channel=raw.channel, duplicate_of=original)
         mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
+        message_key = _unused_message_id(session, raw, mapped)
         # Never processed before (an attempt that failed counted itself): no earlier Provenance of it to update.
         first_attempt = raw.status == "received" and raw.attempts == 0
         changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
         self._publish_in(session, changes)
-        store.finish_raw(session, raw.id, "processed", detail=raw.detail | _summary(changes, mapped.rejected))
+        detail = raw.detail | _summary(changes, mapped.rejected)
+        if mapped.message_id:
+            detail[_DIGEST] = mapped.message_id.digest
+        store.finish_raw(session, raw.id, "processed", detail=detail, message_key=message_key)
         return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel,
                        reviews_opened=store.reviews_opened(session))
 
@@ -317,6 +321,22 @@ def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: Adapter
     store.finish_raw(session, raw_id, "rejected", error=describe(refusal.issues)[:2000])
     return Outcome(raw_id, "rejected", issues=refusal.issues, hl7_location=refusal.hl7_location,
                    hl7_code=refusal.hl7_code, channel=channel)
+
+
+_DIGEST = "message_digest"  # in a processed message's detail: what its sender's id for it stood for
+
+
+def _unused_message_id(session: Session, raw: RawMessage, mapped: MappedMessage) -> str | None:
+    """The archive's key for the sender's own id of the message (None when it has none). Refused when the sender
+    gave that id to a different message already processed; the same message again is a harmless re-send."""
+    if mapped.message_id is None:
+        return None
+    key = f"{raw.channel}:{mapped.source_org}:{mapped.message_id.value}"
+    earlier = store.processed_with_key(session, key, raw.id)
+    if earlier is not None and earlier[1].get(_DIGEST) != mapped.message_id.digest:
+        raise AdapterError(Issue(f"event_id already used for a different event (raw message {earlier[0]})",
+                                 "event_id", code="duplicate"))
+    return key
 
 
 def _summary(changes: list[Change], rejected: list[Rejected]) -> dict[str, Any]:

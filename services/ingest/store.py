@@ -95,15 +95,18 @@ def get_raws(session: Session, raw_ids: list[str], *, lock: bool = False) -> lis
 _RAW_TABLE = RawMessage.__table__
 _FINISH_RAW = {with_detail: update(_RAW_TABLE).where(_RAW_TABLE.c.id == bindparam("raw_id")).values(
     status=bindparam("status"), error=bindparam("error"), processed_at=bindparam("processed_at"),
-    attempts=_RAW_TABLE.c.attempts + 1, **({"detail": bindparam("detail")} if with_detail else {}))
+    message_key=bindparam("message_key"), attempts=_RAW_TABLE.c.attempts + 1,
+    **({"detail": bindparam("detail")} if with_detail else {}))
     for with_detail in (False, True)}
 
 
 def finish_raw(session: Session, raw_id: str, status: str, *, error: str | None = None,
-               detail: dict[str, Any] | None = None) -> None:
-    """Record a message's outcome. A Core update of the table: the ORM's would evaluate its WHERE against every
-    object in the session, and a batch holds hundreds (objects loaded before keep their old status)."""
-    values = {"raw_id": raw_id, "status": status, "error": error, "processed_at": datetime.now(UTC)}
+               detail: dict[str, Any] | None = None, message_key: str | None = None) -> None:
+    """Record a message's outcome (and, processed, the sender's own id for it). A Core update of the table: the
+    ORM's would evaluate its WHERE against every object in the session, and a batch holds hundreds (objects loaded
+    before keep their old status)."""
+    values = {"raw_id": raw_id, "status": status, "error": error, "processed_at": datetime.now(UTC),
+              "message_key": message_key}
     session.execute(_FINISH_RAW[detail is not None], values | ({"detail": detail} if detail is not None else {}))
 
 
@@ -138,6 +141,18 @@ def processed_duplicate(session: Session, raw: RawMessage, channels: tuple[str, 
 _PROCESSED_DUPLICATE = select(RawMessage.id).where(
     RawMessage.content_hash == bindparam("hash"), RawMessage.status == "processed",
     RawMessage.channel.in_(bindparam("channels", expanding=True)), RawMessage.id != bindparam("id")).limit(1)
+
+
+def processed_with_key(session: Session, message_key: str, raw_id: str) -> tuple[str, dict[str, Any]] | None:
+    """Another processed message the sender gave the same id (`message_key`), if any: its id and detail."""
+    rows = session.execute(_WITH_KEY, {"key": message_key, "id": raw_id})
+    return next(((row.id, row.detail) for row in rows if row.status == "processed"), None)
+
+
+# Only the key in the WHERE clause: with the status there too, SQLite (no statistics) reads every processed
+# message by ix_raw_status rather than the few with this key by ix_raw_message_key.
+_WITH_KEY = select(RawMessage.id, RawMessage.status, RawMessage.detail).where(
+    RawMessage.message_key == bindparam("key"), RawMessage.id != bindparam("id"))
 
 
 def count_raw(session: Session, status: str) -> int:

@@ -57,6 +57,15 @@ class MergeRequest:
     where: str
 
 
+@dataclass(frozen=True)
+class SenderMessageId:
+    """The sender's own id for a message (a social-care `event_id`), unique per sender, and a digest of what the
+    message says: the same id again with the same digest is a re-send, with another digest a different message."""
+
+    value: str
+    digest: str
+
+
 @dataclass
 class MappedMessage:
     """Everything one inbound message maps to."""
@@ -69,6 +78,7 @@ class MappedMessage:
     atomic: bool = True
     # Per-entry problems in feeds that keep the good parts of a message (batch Bundles, CSV rows).
     rejected: list[Rejected] = field(default_factory=list)
+    message_id: SenderMessageId | None = None
 
     @property
     def patients(self) -> list[Mapped]:

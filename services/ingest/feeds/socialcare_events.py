@@ -5,6 +5,7 @@ ServiceRequest for hospital discharge support. Pure: one decoded JSON event in, 
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Merge
+from services.ingest.feeds.model import AdapterError, Mapped, MappedMessage, Merge, SenderMessageId
 from services.ingest.schemas import (
     EVENT_ADAPTER,
     AssessmentCompleted,
@@ -45,7 +46,8 @@ def map_event(payload: Any) -> MappedMessage:
         event = EVENT_ADAPTER.validate_python(payload)
     except ValidationError as exc:
         raise AdapterError([_issue(e) for e in exc.errors(include_url=False)[:20]]) from None
-    message = MappedMessage(source_system=event.provider.system, source_org=event.provider.ods_code)
+    message = MappedMessage(source_system=event.provider.system, source_org=event.provider.ods_code,
+                            message_id=SenderMessageId(event.event_id, _digest(event)))
     occurred = event.occurred_at.astimezone(UTC)
     message.items.append(Mapped(_patient(event), f"person:{event.person.local_id}", occurred,
                                 refs=(PATIENT_REF,), restricted=event.person.restricted, where="person"))
@@ -53,6 +55,12 @@ def map_event(payload: Any) -> MappedMessage:
         message.items.append(Mapped(change(None), key, occurred, patient_ref=PATIENT_REF, merge=change,
                                     confidential=event.confidential, where=event.event_type))
     return message
+
+
+def _digest(event: Any) -> str:
+    """What the event says, whatever its bytes: spacing, key order and route (Kafka or HTTP) aside. Fields left out
+    stay out, since they mean something other than null."""
+    return hashlib.sha256(EVENT_ADAPTER.dump_json(event, exclude_unset=True)).hexdigest()
 
 
 def _issue(error: dict[str, Any]) -> Issue:

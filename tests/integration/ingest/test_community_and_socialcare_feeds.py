@@ -225,3 +225,35 @@ def test_an_event_with_an_unpaired_surrogate_is_refused_alone_and_the_rest_of_th
     assert [(i["expression"], i["diagnostics"]) for i in errors] == [
         (["event[1]"], "the JSON contains an unpaired UTF-16 surrogate")]
     assert len(ingest.rows("RelatedPerson")) == 1
+
+
+def test_an_event_id_reused_for_a_different_event_is_refused_and_an_identical_resend_is_harmless(ingest) -> None:
+    first = messages.event("care_package.started", messages.EVENT_BODIES["care_package.started"], event_id="evt-42")
+    _post(ingest, first)
+    resent = json.dumps(dict(reversed(list(first.items()))), indent=1)  # the same event in other bytes
+    response = ingest.client.post("/ingest/socialcare", content=resent.encode(), headers=ingest.feed(
+        data.SOCIAL_CARE_ODS, **{"Content-Type": "application/json"}))
+    assert response.status_code == 200, response.text
+    changed = first | {"care_package": first["care_package"] | {"hours_per_week": 28}}
+    other = messages.event("safeguarding.concern_raised", messages.EVENT_BODIES["safeguarding.concern_raised"],
+                           event_id="evt-42")
+    for event in (changed, other):
+        response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.SOCIAL_CARE_ODS))
+        assert response.status_code == 400, response.text
+        (issue,) = response.json()["issue"]
+        assert issue["expression"] == ["event.event_id"]
+        assert issue["diagnostics"].startswith("event_id already used for a different event")
+    assert [r.version_id for r in ingest.rows("CarePlan")] == [1] and ingest.rows("Flag") == []
+    assert ingest.count(RawMessage, RawMessage.status == "rejected") == 2
+
+
+def test_an_event_id_is_unique_per_provider_and_within_one_array(ingest) -> None:
+    first = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"], event_id="evt-7")
+    again = first | {"contact": first["contact"] | {"phone": "01274 999999"}}
+    response = ingest.client.post("/ingest/socialcare", json=[first, again], headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 207
+    assert [i["expression"] for i in response.json()["issue"] if i["severity"] == "error"] == [["event[1].event_id"]]
+    elsewhere = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"], event_id="evt-7",
+                               ods=data.GP_ODS)
+    assert ingest.client.post("/ingest/socialcare", json=elsewhere,
+                              headers=ingest.feed(data.GP_ODS)).status_code == 200

@@ -247,3 +247,17 @@ def test_an_event_whose_processing_keeps_failing_is_dead_lettered_and_stays_retr
             assert client.post(f"/ingest/raw/{letter['raw_message_id']}/retry", headers=admin).status_code == 200
     assert _count(sessions, "RelatedPerson") == 2
     engine.dispose()
+
+
+def test_an_event_id_reused_for_a_different_event_is_dead_lettered(pg_url, tokens) -> None:
+    settings, engine, sessions, log = _embedded_consumer_app(pg_url, tokens)
+    first = _event(5)
+    log.publish(settings.socialcare_topic, "MOS-1", first)
+    log.publish(settings.socialcare_topic, "MOS-1", first)  # a re-send: harmless
+    log.publish(settings.socialcare_topic, "MOS-1", first | {"contact": {"id": "CON-6", "relationship": "son"}})
+    with TestClient(create_app(settings)):
+        (letter,) = _wait_for(lambda: _log(sessions, settings.socialcare_dlq_topic), what="the dead letter")
+    assert letter["reason"] == "invalid-event" and letter["original"]["contact"]["id"] == "CON-6"
+    assert letter["detail"].startswith("event_id: event_id already used for a different event")
+    assert _count(sessions, "RelatedPerson") == 1
+    engine.dispose()
