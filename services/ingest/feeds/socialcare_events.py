@@ -1,6 +1,7 @@
 """Social-care events (schemas.SocialCareEvent) to UK Core FHIR: EpisodeOfCare and CarePlan for care
 packages, Observation for assessments, Flag for safeguarding concerns, RelatedPerson for carers and contacts,
-ServiceRequest for hospital discharge support. Pure: one decoded JSON event in, mapped resources out."""
+ServiceRequest for hospital discharge support. Pure: one decoded JSON event in, mapped resources out, those of care
+packages and concerns as changes to the stored resource (events may send only what changed)."""
 
 from __future__ import annotations
 
