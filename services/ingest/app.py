@@ -10,7 +10,7 @@ from services.ingest.api import router
 from services.ingest.consumer import SocialCareConsumer
 from services.ingest.feeds.hl7v2_message import build_ack
 from services.ingest.hl7_ack import ack_for, reject
-from services.ingest.mllp import MllpServer
+from services.ingest.mllp import MllpServer, Timeouts
 from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
 from shared import outbox
@@ -62,8 +62,9 @@ def _start_mllp(pipeline: Pipeline, settings: IngestSettings) -> MllpServer | No
         return reject(head.decode("latin-1"), f"the message is over {settings.max_hl7_bytes} bytes").encode()
 
     try:
-        return MllpServer(settings.mllp_host, settings.mllp_port, on_message, too_large,
-                          settings.max_hl7_bytes).start()
+        timeouts = Timeouts(settings.mllp_idle_timeout_seconds, settings.mllp_frame_timeout_seconds)
+        return MllpServer(settings.mllp_host, settings.mllp_port, on_message, too_large, settings.max_hl7_bytes,
+                          timeouts).start()
     except OSError as exc:
         # HTTP ingest still works; the operator sees why MLLP does not.
         log.error("mllp listener not started", port=settings.mllp_port, error=exc.strerror or type(exc).__name__)

@@ -11,3 +11,5 @@ RAW_FAILED = Gauge("scr_ingest_raw_failed", "Raw messages whose processing faile
 REVIEWS_OPEN = Gauge("scr_ingest_match_reviews_open", "Possible matches waiting for review")
 MATCH_BLOCKS_CUT = Counter("scr_ingest_match_blocks_cut_total",
                            "New source Patients matched on part of their birth-date block (a placeholder date)")
+MLLP_FRAMES_DROPPED = Counter("scr_ingest_mllp_frames_dropped_total",
+                              "MLLP frames left unfinished and dropped unanswered, by reason", ["reason"])

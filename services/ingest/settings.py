@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from pydantic import Field
+
 from shared.events import SOCIALCARE_DLQ, SOCIALCARE_EVENTS
 from shared.settings import ServiceSettings
 
@@ -16,6 +18,11 @@ class IngestSettings(ServiceSettings):
     mllp_enabled: bool = True
     mllp_host: str = "127.0.0.1"
     mllp_port: int = 2575
+    # A connection is closed after this long without a byte between messages (the sender reconnects to send
+    # again), and when a frame it started is not finished this long after its start block: a sender that goes
+    # quiet would otherwise hold a thread and a socket for ever.
+    mllp_idle_timeout_seconds: float = Field(300.0, gt=0)
+    mllp_frame_timeout_seconds: float = Field(30.0, gt=0)
 
     # The socialcare.events consumer (Kafka in real mode, the embedded event log otherwise); the switch has the
     # same name as the consent service's, so SCR_CONSUMERS_ENABLED=false stops background consumers in either.

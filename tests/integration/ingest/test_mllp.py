@@ -1,10 +1,14 @@
 """HL7 v2 over MLLP on a real TCP socket: several messages on one connection, one ACK each, AR for garbage
-and for oversized frames, and the listener closed when the service stops."""
+and for oversized frames, a frame the sender abandons, connections that go quiet, and the listener closed when
+the service stops."""
 
 import socket
+import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 
 from services.ingest.app import create_app
 from services.ingest.feeds.hl7v2_message import parse
@@ -30,9 +34,9 @@ def _read_acks(sock: socket.socket, count: int) -> list[str]:
     return acks
 
 
-@pytest.fixture
-def mllp(pg_url, tokens):
-    app = create_app(ingest_settings(tokens, pg_url, max_hl7_bytes=20_000))
+@contextmanager
+def _listening(pg_url, tokens, **overrides):
+    app = create_app(ingest_settings(tokens, pg_url, **({"max_hl7_bytes": 20_000} | overrides)))
     engine = create_db_engine(pg_url)
     with TestClient(app) as client:
         port = app.state.runtime.extras["mllp"].port
@@ -40,6 +44,31 @@ def mllp(pg_url, tokens):
     engine.dispose()
     with pytest.raises(OSError):  # stopped with the service: nothing listens any more
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.fixture
+def mllp(pg_url, tokens):
+    with _listening(pg_url, tokens) as listening:
+        yield listening
+
+
+@pytest.fixture
+def impatient_mllp(pg_url, tokens):
+    """A listener that waits 1 s for the rest of a frame and 3 s for the next message."""
+    with _listening(pg_url, tokens, mllp_frame_timeout_seconds=1, mllp_idle_timeout_seconds=3) as listening:
+        yield listening
+
+
+def _dropped(reason: str) -> float:
+    return REGISTRY.get_sample_value("scr_ingest_mllp_frames_dropped_total", {"reason": reason}) or 0.0
+
+
+def _closed_after(sock: socket.socket, limit: float) -> float:
+    """Seconds until the listener closes `sock` (it sends nothing first); fails after `limit`."""
+    sock.settimeout(limit)
+    began = time.monotonic()
+    assert sock.recv(1024) == b"", "the listener answered instead of closing the connection"
+    return time.monotonic() - began
 
 
 def test_several_messages_on_one_connection_get_one_ack_each(mllp) -> None:
@@ -103,3 +132,55 @@ def test_a_batch_in_one_frame_is_archived_refused_and_pointed_to_http(mllp) -> N
     assert ack.first("MSA").get(1) == "AR" and "POST /ingest/hl7v2" in ack.first("MSA").get(3)
     assert ingest.count(RawMessage, RawMessage.channel == "mllp", RawMessage.status == "rejected") == 1
     assert ingest.rows("Patient") == []
+
+
+def test_a_frame_the_sender_abandons_is_dropped_and_the_frame_it_sends_again_is_accepted(mllp) -> None:
+    port, ingest = mllp
+    full = messages.adt("A28", control="AGAIN", mrn="MRN3", family="WHITE", given="Snow")
+    abandoned_before = _dropped("abandoned")
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(START + full.encode()[:full.index("WHITE") + 3])  # cut off in the middle of PID-5
+        time.sleep(0.3)
+        sock.sendall(frame(full.encode()))  # a new start block: the sender begins again
+        sock.sendall(frame(messages.adt("A28", control="NEXT", mrn="MRN4").encode()))
+        acks = [parse(a) for a in _read_acks(sock, 2)]
+    assert [(a.first("MSA").get(1), a.first("MSA").get(2)) for a in acks] == [("AA", "AGAIN"), ("AA", "NEXT")]
+    assert ingest.count(RawMessage, RawMessage.channel == "mllp") == 2  # nothing of the abandoned frame archived
+    (white,) = [p for p in ingest.rows("Patient") if p.body["name"][0]["family"] == "WHITE"]
+    assert white.body["name"][0]["given"] == ["Snow"]
+    assert _dropped("abandoned") == abandoned_before + 1
+
+
+def test_an_oversized_frame_whose_end_block_is_split_across_sends_does_not_swallow_the_next(mllp) -> None:
+    port, ingest = mllp
+    huge = frame((messages.adt("A28", control="BIG") + "NTE|1||" + "x" * 30_000 + "\r").encode())
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(huge[:-1])  # ... <FS>
+        time.sleep(0.5)
+        sock.sendall(huge[-1:] + frame(messages.adt("A28", control="AFTER").encode()))  # <CR>, then the next
+        first, second = (parse(a) for a in _read_acks(sock, 2))
+    assert (first.first("MSA").get(1), first.first("MSA").get(2)) == ("AR", "BIG")
+    assert (second.first("MSA").get(1), second.first("MSA").get(2)) == ("AA", "AFTER")
+    assert ingest.count(Resource, Resource.resource_type == "Patient") == 1
+
+
+def test_a_connection_that_stops_in_the_middle_of_a_frame_is_closed(impatient_mllp) -> None:
+    port, ingest = impatient_mllp
+    timed_out_before = _dropped("timed-out")
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(START + b"MSH|")
+        waited = _closed_after(sock, limit=10)
+    assert 0.9 <= waited < 3  # the frame timeout (1 s), not the idle timeout (3 s)
+    assert _dropped("timed-out") == timed_out_before + 1
+    assert ingest.count(RawMessage) == 0
+
+
+def test_a_connection_silent_between_messages_is_closed_after_the_idle_timeout(impatient_mllp) -> None:
+    port, _ = impatient_mllp
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(frame(messages.adt("A28", control="ONE").encode()))
+        (ack,) = [parse(a) for a in _read_acks(sock, 1)]
+        waited = _closed_after(sock, limit=10)
+    assert ack.first("MSA").get(1) == "AA"
+    assert 2 <= waited < 6
+
