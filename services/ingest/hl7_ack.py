@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from services.ingest.feeds.hl7v2_charset import MSH_18
 from services.ingest.feeds.hl7v2_message import build_ack
 from services.ingest.service import Outcome
 
 # Structural faults and unsupported messages are application rejects (AR); content faults are errors (AE).
 _REJECT_CODES = frozenset({"100", "200", "201", "203"})
+# So is a character set that cannot be read (MSH-18): like an unsupported version, nothing else can be trusted.
+_REJECT_FIELDS = frozenset({MSH_18})
 
 
 def ack_for(outcome: Outcome, text: str) -> tuple[str, str]:
@@ -15,7 +18,7 @@ def ack_for(outcome: Outcome, text: str) -> tuple[str, str]:
         note = "duplicate of a message already processed" if outcome.duplicate_of else ""
         return "AA", build_ack(text, "AA", note)
     if outcome.status == "rejected":
-        code = "AR" if outcome.hl7_code in _REJECT_CODES else "AE"
+        code = "AR" if outcome.hl7_code in _REJECT_CODES or outcome.hl7_location in _REJECT_FIELDS else "AE"
         return code, build_ack(text, code, outcome.error_text, outcome.hl7_location, outcome.hl7_code)
     return "AE", build_ack(text, "AE", f"processing failed; archived as {outcome.raw_id} for retry", None, "207")
 

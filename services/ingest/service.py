@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest import metrics, person_index, store
-from services.ingest.feeds import community_csv, gp_fhir, hl7v2, socialcare_events
+from services.ingest.feeds import community_csv, gp_fhir, hl7v2, hl7v2_charset, socialcare_events
 from services.ingest.feeds.model import AdapterError, MappedMessage, Rejected
 from services.ingest.labelling import load_code_lists
 from services.ingest.person_index import Thresholds
@@ -249,7 +249,7 @@ class Pipeline:
         if channel == "fhir":
             mapped = gp_fhir.map_bundle(_json(content), max_entries=self.settings.max_bundle_entries)
         elif channel in HL7_CHANNELS:
-            mapped = hl7v2.map_adt(_text(content))
+            mapped = hl7v2.map_adt(hl7v2_charset.decode(content))
             _same_sender(mapped.source_org, sender_org, "MSH-4", ("MSH", 4, 0))
         elif channel == "community":
             mapped = community_csv.map_csv(content, org=sender_org or "", max_rows=self.settings.max_csv_rows)
@@ -359,14 +359,6 @@ def _json(content: bytes) -> Any:
     except RecursionError:
         raise AdapterError(Issue("the body nests too deeply", code="structure")) from None
     return value
-
-
-def _text(content: bytes) -> str:
-    """HL7 v2 from English PAS systems is often ISO-8859-1 rather than UTF-8."""
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError:
-        return content.decode("latin-1")
 
 
 def _same_sender(claimed: str | None, authenticated: str | None, where: str,

@@ -2,6 +2,7 @@
 acknowledgment batch with one ACK per message, and an envelope that does not add up refused whole."""
 
 import pytest
+from sqlalchemy import select
 
 from services.ingest.feeds.hl7v2_message import parse
 from shared.schema import RawMessage
@@ -94,3 +95,16 @@ def test_a_batch_over_the_message_limit_is_refused_whole(ingest) -> None:
     response = ingest.post_hl7(_batch(*[tiny] * (MAX_MESSAGES_PER_REQUEST + 1)))
     assert response.status_code == 413 and parse(response.text).first("MSA").get(1) == "AR"
     assert ingest.count(RawMessage) == 0
+
+
+def test_each_message_of_a_batch_is_read_in_the_character_set_its_own_msh18_declares(ingest) -> None:
+    latin = messages.with_field(messages.adt("A28", control="C1", mrn="MRN1", given="RENÉ\u00a0LOUIS"), "MSH", 17,
+                                "8859/1")
+    utf8 = messages.with_field(messages.adt("A28", control="C2", mrn="MRN2", given="Zoë"), "MSH", 17, "UNICODE UTF-8")
+    content = BATCH_HEADER.encode() + latin.encode("latin-1") + utf8.encode("utf-8") + b"BTS|2\r"
+    response = ingest.client.post("/ingest/hl7v2", content=content, headers=ingest.feed("RR8"))
+    assert response.status_code == 200 and _acks(response) == [("AA", "C1"), ("AA", "C2")], response.text
+    assert sorted(p.body["name"][0]["given"][0] for p in ingest.rows("Patient")) == ["RENÉ\u00a0LOUIS", "Zoë"]
+    with ingest.sessions() as session:
+        archived = {raw.content for raw in session.scalars(select(RawMessage))}
+    assert archived == {latin.encode("latin-1"), utf8.encode("utf-8")}

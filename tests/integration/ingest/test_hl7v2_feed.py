@@ -169,6 +169,7 @@ def test_an_updated_patient_makes_a_new_version_of_the_source_patient_only(inges
     (messages.adt("A01", dob="19801301"), "AE", ("PID", "7")),
     (messages.adt("A01").replace("ADT^A01^ADT_A01", "ORU^R01^ORU_R01"), "AR", ("MSH", "9")),
     ("this is not an HL7 message", "AR", ("MSH", "0")),
+    (messages.with_field(messages.adt("A01"), "MSH", 17, "EBCDIC"), "AR", ("MSH", "18")),
 ])
 def test_bad_messages_get_ae_or_ar_naming_the_field_and_store_nothing(ingest, message: str, code: str,
                                                                       field) -> None:
@@ -178,6 +179,16 @@ def test_bad_messages_get_ae_or_ar_naming_the_field_and_store_nothing(ingest, me
     assert (err.get(2, 1), err.get(2, 3)) == field
     assert ingest.count(Resource) == 0
     assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).status == "rejected"
+
+
+def test_a_latin1_message_is_read_as_its_msh18_declares_and_archived_byte_for_byte(ingest) -> None:
+    message = messages.with_field(messages.adt("A28", given="RENÉ\u00a0LOUIS"), "MSH", 17, "8859/1")
+    content = message.encode("latin-1")  # É and the no-break space are C9 A0: valid UTF-8 for another letter
+    response = ingest.client.post("/ingest/hl7v2", content=content, headers=ingest.feed(data.ACUTE_ODS))
+    assert response.status_code == 200 and _ack(response)[0].get(1) == "AA"
+    (patient,) = ingest.rows("Patient")
+    assert patient.body["name"][0]["given"] == ["RENÉ\u00a0LOUIS"]
+    assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).content == content
 
 
 def test_msh4_must_be_the_organisation_the_token_was_issued_to(ingest) -> None:

@@ -1,6 +1,6 @@
 """HL7 v2 over MLLP on a real TCP socket: several messages on one connection, one ACK each, AR for garbage
-and for oversized frames, a frame the sender abandons, connections that go quiet, and the listener closed when
-the service stops."""
+and for oversized frames, a frame the sender abandons, connections that go quiet, MSH-18 character sets, and
+the listener closed when the service stops."""
 
 import socket
 import time
@@ -184,3 +184,29 @@ def test_a_connection_silent_between_messages_is_closed_after_the_idle_timeout(i
     assert ack.first("MSA").get(1) == "AA"
     assert 2 <= waited < 6
 
+
+def test_a_latin1_message_is_read_as_its_msh18_declares_and_archived_byte_for_byte(mllp) -> None:
+    port, ingest = mllp
+    message = messages.with_field(messages.adt("A28", control="CS1", given="RENÉ\u00a0LOUIS"), "MSH", 17, "8859/1")
+    content = message.encode("latin-1")  # É and the no-break space are C9 A0: valid UTF-8 for another letter
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(frame(content))
+        (ack,) = [parse(a) for a in _read_acks(sock, 1)]
+    assert ack.first("MSA").get(1) == "AA"
+    (patient,) = ingest.rows("Patient")
+    assert patient.body["name"][0]["given"] == ["RENÉ\u00a0LOUIS"]
+    assert ingest.get(RawMessage, RawMessage.channel == "mllp").content == content
+
+
+def test_a_character_set_not_read_here_is_refused_naming_msh18(mllp) -> None:
+    port, ingest = mllp
+    content = messages.with_field(messages.adt("A28", control="CS2"), "MSH", 17, "EBCDIC").encode()
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(frame(content))
+        (ack,) = [parse(a) for a in _read_acks(sock, 1)]
+    assert (ack.first("MSA").get(1), ack.first("MSA").get(2)) == ("AR", "CS2")
+    assert "MSH-18" in ack.first("MSA").get(3) and "EBCDIC" in ack.first("MSA").get(3)
+    assert (ack.first("ERR").get(2, 1), ack.first("ERR").get(2, 3)) == ("MSH", "18")
+    raw = ingest.get(RawMessage, RawMessage.channel == "mllp")
+    assert (raw.status, raw.content) == ("rejected", content)
+    assert ingest.rows("Patient") == []
