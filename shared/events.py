@@ -7,6 +7,7 @@ Consumers commit explicitly, after the work an event caused is committed: delive
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -188,6 +189,9 @@ class _MemoryConsumer(EventConsumer):
 # ---------------------------------------------------------------- database event log (embedded default)
 
 
+_RAW_BYTES = "scr.event_log.raw_bytes_base64"  # the one key of a row holding bytes that were not a JSON object
+
+
 class DatabaseEventLog(EventBus):
     """Kafka's role in the embedded default: an append-only table with per-group committed positions."""
 
@@ -206,7 +210,9 @@ class DatabaseEventLog(EventBus):
         except (UnicodeDecodeError, json.JSONDecodeError):
             payload = None
         if not isinstance(payload, dict):
-            payload = {"_raw": raw.decode("utf-8", "replace")}
+            # The table holds JSON objects: other bytes are kept exactly, and consumers get them back as they
+            # would from Kafka (payload None, the bytes in `raw`), not as an event that happens to be an object.
+            payload = {_RAW_BYTES: base64.b64encode(raw).decode("ascii")}
         self.publish(topic, key, payload)
 
     @staticmethod
@@ -230,6 +236,13 @@ class DatabaseEventLog(EventBus):
     def check(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(select(func.count()).select_from(EventOffset).limit(1))
+
+
+def _stored_bytes(payload: dict[str, Any]) -> bytes:
+    """An event log row as the bytes that were published."""
+    if list(payload) == [_RAW_BYTES]:
+        return base64.b64decode(payload[_RAW_BYTES])
+    return encode(payload)
 
 
 class _DatabaseConsumer(EventConsumer):
@@ -260,7 +273,7 @@ class _DatabaseConsumer(EventConsumer):
                     .order_by(EventLogEntry.id).limit(max_records - len(batch))
                 ).all()
                 for row_id, key, payload in rows:
-                    batch.append(decode(topic, key, encode(payload), 0, row_id))
+                    batch.append(decode(topic, key, _stored_bytes(payload), 0, row_id))
                     self.position[topic] = row_id
                 if len(batch) >= max_records:
                     break

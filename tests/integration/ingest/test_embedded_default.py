@@ -8,10 +8,13 @@ from sqlalchemy import delete, func, select
 
 from services.ingest import maintenance
 from services.ingest.app import create_app
+from services.ingest.consumer import SocialCareConsumer
 from services.ingest.labelling import load_code_lists
+from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
 from shared.db import create_db_engine, make_session_factory
-from shared.schema import Resource, SearchParam
+from shared.events import DatabaseEventLog
+from shared.schema import EventLogEntry, RawMessage, Resource, SearchParam
 from tests.fixtures.ingest import messages
 from tests.integration.ingest.conftest import Ingest, ingest_settings
 from tests.support import data
@@ -63,4 +66,21 @@ def test_reindex_and_relabel_run_on_sqlite(sqlite_url, tokens) -> None:
     report = maintenance.relabel(sessions, lists, batch=3)
     assert report.relabelled >= 1 and report.added["ETH"] >= 1 and report.resources == stored
     assert "ETH" in ingest.get(Resource, Resource.id == condition.id).labels
+    engine.dispose()
+
+
+def test_an_event_that_is_not_json_is_dead_lettered_as_such_and_archived_byte_for_byte(sqlite_url, tokens) -> None:
+    engine = create_db_engine(sqlite_url)
+    settings = ingest_settings(tokens, sqlite_url, mllp_enabled=False)
+    event_log, sessions = DatabaseEventLog(engine), make_session_factory(engine)
+    not_json = b"{this is not json \xff"
+    event_log.publish_raw(settings.socialcare_topic, "9990000034", not_json)
+    consumer = SocialCareConsumer(event_log, Pipeline(sessions, event_log, settings), settings)
+    assert consumer.poll_once(consumer.open()) == 1
+    with sessions() as session:
+        (letter,) = session.scalars(select(EventLogEntry.payload)
+                                    .where(EventLogEntry.topic == settings.socialcare_dlq_topic))
+        (raw,) = session.scalars(select(RawMessage).where(RawMessage.channel == "socialcare"))
+        assert (letter["reason"], raw.content, raw.status) == ("not-json", not_json, "rejected")
+        assert letter["raw_message_id"] == raw.id and "not valid JSON" in letter["detail"]
     engine.dispose()

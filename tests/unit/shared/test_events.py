@@ -38,10 +38,17 @@ def test_groups_are_independent_and_from_latest_skips_history(bus: EventBus) -> 
     assert [e.payload for e in late.poll(timeout=2)] == [{"n": 2}]
 
 
-def test_raw_bytes_that_are_not_json_are_surfaced_not_raised(bus: EventBus) -> None:
-    bus.publish_raw("socialcare.events", "k", b"\xff\xfenot json")
+@pytest.mark.parametrize(("raw", "why"), [(b"\xff\xfenot json", "not valid JSON"),
+                                          (b'[{"event_id": "in-an-array"}]', "must be a JSON object")])
+def test_bytes_that_are_not_a_json_object_arrive_as_they_were_published(bus: EventBus, raw: bytes,
+                                                                         why: str) -> None:
+    bus.publish_raw("socialcare.events", "k", raw)
     (event,) = bus.consumer("ingest", ["socialcare.events"]).poll(timeout=2)
-    if isinstance(bus, MemoryEventBus):
-        assert event.payload is None and event.decode_error
-    else:  # the database log stores JSON, so the bytes arrive wrapped with their text
-        assert "_raw" in event.payload
+    assert (event.payload, event.raw, event.key) == (None, raw, "k")
+    assert why in event.decode_error
+
+
+def test_published_raw_json_objects_arrive_as_objects(bus: EventBus) -> None:
+    bus.publish_raw("socialcare.events", "k", b'{"n": 1}')
+    (event,) = bus.consumer("ingest", ["socialcare.events"]).poll(timeout=2)
+    assert event.payload == {"n": 1} and event.decode_error is None
