@@ -22,6 +22,10 @@ CHARSETS = {
     "KS X 1001": "euc_kr",
     "BIG-5": "big5",
 }
+# Names senders use outside the table for the same sets: refusing every message of a live feed over the spelling
+# of a character set we can read would lose more than it protects.
+ALIASES = {"UTF-8": "UNICODE UTF-8", "UTF8": "UNICODE UTF-8", "ISO-8859-1": "8859/1", "ISO8859-1": "8859/1",
+           "ISO_8859-1": "8859/1", "LATIN1": "8859/1", "ISO-8859-15": "8859/15", "US-ASCII": "ASCII"}
 MSH_18 = ("MSH", 18, 0)
 _SEGMENT_END = re.compile(rb"[\r\n]")
 
@@ -31,8 +35,11 @@ def decode(content: bytes) -> str:
     bytes are not UTF-8 (English PAS systems often send Latin-1 without saying so). AdapterError (an AR naming
     MSH-18) for a character set not read here, or bytes that are not in the character set declared."""
     declared = declared_charset(content)
-    if declared is None:
+    if declared is None or declared == '""':  # the HL7 null: no character set declared
         return _undeclared(content)
+    declared = ALIASES.get(declared.upper(), declared)
+    if declared.upper() == "ASCII" and not content.isascii():
+        return _undeclared(content)  # "ASCII" with accented names is common, and always a Latin set or UTF-8
     codec = CHARSETS.get(declared.upper())
     if codec is None:
         raise _refusal(f"MSH-18 character set {declared!r} is not one this service reads (HL7 table 0211: "

@@ -37,7 +37,7 @@ def test_without_msh18_utf8_is_tried_then_latin1(content: bytes) -> None:
     assert "Zoë" in hl7v2_charset.decode(content)
 
 
-@pytest.mark.parametrize("charset", ["EBCDIC", "UNICODE UTF-16", "ISO IR87", "UTF8"])
+@pytest.mark.parametrize("charset", ["EBCDIC", "UNICODE UTF-16", "ISO IR87", "UTF-16"])
 def test_a_character_set_not_read_here_is_refused_naming_msh18(charset: str) -> None:
     with pytest.raises(AdapterError) as refused:
         hl7v2_charset.decode(_declaring(charset, given="Zoe").encode())
@@ -45,8 +45,25 @@ def test_a_character_set_not_read_here_is_refused_naming_msh18(charset: str) -> 
     assert refused.value.issues[0].expression == "MSH-18" and charset in refused.value.issues[0].diagnostics
 
 
-@pytest.mark.parametrize(("charset", "content"), [("ASCII", "Zoë".encode("latin-1")),
-                                                  ("UNICODE UTF-8", "Zoë".encode("latin-1"))])
+@pytest.mark.parametrize(("charset", "codec"), [("UTF-8", "utf-8"), ("utf8", "utf-8"), ("ISO-8859-1", "latin-1"),
+                                                ("Latin1", "latin-1")])
+def test_common_names_outside_the_table_are_read_as_the_set_they_name(charset: str, codec: str) -> None:
+    text = _declaring(charset)
+    assert hl7v2_charset.decode(text.encode(codec)) == text
+
+
+@pytest.mark.parametrize("content", ["Zoë".encode("latin-1"), "Zoë".encode()])
+def test_ascii_declared_over_accented_names_is_read_as_if_undeclared(content: bytes) -> None:
+    raw = _declaring("ASCII", given="GIVEN").encode().replace(b"GIVEN", content)
+    assert "Zoë" in hl7v2_charset.decode(raw)
+
+
+def test_the_hl7_null_in_msh18_declares_nothing() -> None:
+    assert "Zoë" in hl7v2_charset.decode(_declaring('""', given="Zoë").encode("latin-1"))
+
+
+@pytest.mark.parametrize(("charset", "content"), [("UNICODE UTF-8", "Zoë".encode("latin-1")),
+                                                  ("UTF-8", "Zoë".encode("latin-1"))])
 def test_bytes_not_in_the_declared_character_set_are_refused(charset: str, content: bytes) -> None:
     raw = _declaring(charset, given="GIVEN").encode().replace(b"GIVEN", content)
     with pytest.raises(AdapterError) as refused:
