@@ -46,11 +46,14 @@ class Scope:
 
     @classmethod
     def parse(cls, text: str) -> Scope | None:
-        if "/" not in text or "." not in text:
+        """The scope, or None for text that grants nothing here: not a SMART resource scope, or a SMART v2
+        granular scope (`user/Observation.rs?category=...|laboratory`). A granular scope grants only what
+        matches its query, and no read path filters by that query, so honouring its base would widen it to
+        every resource of the type: it is ignored, and a token holding only such scopes is refused."""
+        if "/" not in text or "." not in text or "?" in text:
             return None
         context, rest = text.split("/", 1)
         resource_type, access = rest.split(".", 1)
-        access = access.split("?", 1)[0]  # SMART v2 granular query suffixes narrow; we honour the base
         if context not in ("patient", "user", "system") or not resource_type:
             return None
         interactions = _V1_ACCESS.get(access)

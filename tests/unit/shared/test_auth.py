@@ -40,6 +40,25 @@ def test_malformed_scopes_are_ignored(text: str) -> None:
     assert Scope.parse(text) is None
 
 
+@pytest.mark.parametrize("text", [
+    "user/Observation.rs?category=http://terminology.hl7.org/CodeSystem/observation-category|laboratory",
+    "user/Patient.rs?identifier=https://fhir.nhs.uk/Id/nhs-number|9990000018",
+    "system/*.rs?_security=N",
+    "patient/Condition.r?",
+])
+def test_granular_scopes_grant_nothing(text: str) -> None:
+    # Honouring the base of a granular scope would widen it to every resource of the type.
+    assert Scope.parse(text) is None
+
+
+def test_a_token_with_only_granular_scopes_is_refused(tokens: TokenFactory, validator: TokenValidator) -> None:
+    granular = "user/Observation.rs?category=laboratory user/Patient.rs?identifier=x|1"
+    with pytest.raises(Forbidden, match="no recognised SMART scope"):
+        validator.validate(tokens.clinician(scope=granular))
+    mixed = validator.validate(tokens.clinician(scope=f"{granular} user/Condition.rs"))
+    assert mixed.can("Condition", "s") and not mixed.can("Observation", "s") and not mixed.can("Patient", "r")
+
+
 def test_scope_list_parsing_accepts_space_separated_or_list() -> None:
     assert len(parse_scopes("user/*.read openid system/*.write")) == 2
     assert len(parse_scopes(["user/*.read"])) == 1
