@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
+from shared import nhs_number
 from shared.errors import Forbidden, Unauthenticated
 from shared.roles import job_role
 
@@ -30,6 +32,16 @@ Kind = Literal["clinician", "citizen", "system"]
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]  # never "none", never HMAC
 _INTERACTIONS = frozenset("cruds")
 _V1_ACCESS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": _INTERACTIONS}
+# The text claims a Principal is built from, with the most characters each may hold. A claim of another JSON type
+# (a list, a number, an object) is refused, never coerced: what reads them downstream treats them as text.
+_TEXT_CLAIMS = {"sub": 255, "ods_code": 16, "role_code": 64, "nhs_number": 16, "identity_proofing_level": 8}
+# `scope` (RFC 9068: space-separated text) or `scp` (a list at some identity providers, text at others).
+_SCOPE_CLAIMS = ("scope", "scp")
+_MAX_SCOPE_TEXT = 8192
+_MAX_SCOPE_ITEMS = 100
+_MAX_SCOPE_LENGTH = 255
+_RELATIONSHIP_TEXT = {"basis": 64, "reason": 1000}
+_NHS_NUMBER_DIGITS = re.compile(r"[0-9]{10}")
 
 
 class ConfigurationError(RuntimeError):
@@ -69,7 +81,7 @@ class Scope:
 
 def parse_scopes(value: Any) -> tuple[Scope, ...]:
     items = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
-    return tuple(s for s in (Scope.parse(str(i)) for i in items) if s is not None)
+    return tuple(s for s in (Scope.parse(i) for i in items if isinstance(i, str)) if s is not None)
 
 
 @dataclass(frozen=True)
@@ -90,11 +102,13 @@ class Principal:
 
 
 def principal_from_claims(claims: dict[str, Any]) -> Principal:
-    """Classify validated claims as a clinician, citizen or system caller."""
-    subject = str(claims.get("sub") or "")
+    """Classify validated claims as a clinician, citizen or system caller; claims of the wrong type or size make
+    the token invalid (Unauthenticated, naming the claim)."""
+    check_claim_types(claims)
+    subject = claims["sub"]
     scopes = parse_scopes(claims.get("scope") or claims.get("scp"))
     if claims.get("nhs_number"):
-        return Principal("citizen", subject, scopes, nhs_number=str(claims["nhs_number"]),
+        return Principal("citizen", subject, scopes, nhs_number=claims["nhs_number"],
                          identity_proofing_level=claims.get("identity_proofing_level"), claims=claims)
     contexts = {s.context for s in scopes}
     role = job_role(claims.get("role_code"))
@@ -106,6 +120,53 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     if "system" in contexts:
         return Principal("system", subject, scopes, ods_code=ods, claims=claims)
     raise Forbidden("token carries no recognised SMART scope")
+
+
+def check_claim_types(claims: dict[str, Any]) -> None:
+    """Raise Unauthenticated unless every claim the services read has the JSON type and size they expect. A
+    correctly signed token may still carry `role_code: ["R8000"]`; it must be refused here, not fail deep inside
+    a request (a 500, or a 503 from an audit row that cannot be written)."""
+    for name, limit in _TEXT_CLAIMS.items():
+        _check_text(name, claims.get(name), limit)
+    if not claims.get("sub"):
+        raise Unauthenticated("token claim 'sub' must not be empty")
+    # Spaces and dashes as people write it ("999 000 0018") are allowed; whether the check digit is right is the
+    # citizen API's question (403), not the token's shape.
+    if claims.get("nhs_number") and not _NHS_NUMBER_DIGITS.fullmatch(nhs_number.normalise(claims["nhs_number"])):
+        raise Unauthenticated("token claim 'nhs_number' must be an NHS number: a string of 10 digits")
+    for name in _SCOPE_CLAIMS:
+        _check_scopes(name, claims.get(name))
+    _check_relationship(claims.get("legitimate_relationship"))
+
+
+def _check_text(name: str, value: Any, limit: int) -> None:
+    """Absent (or null) passes; anything else must be printable text of at most `limit` characters."""
+    if value is None:
+        return
+    if not isinstance(value, str) or len(value) > limit or not value.isprintable():
+        raise Unauthenticated(f"token claim {name!r} must be a string of at most {limit} printable characters")
+
+
+def _check_scopes(name: str, value: Any) -> None:
+    """Space-separated text, or a list of scopes, each text."""
+    if value is None or isinstance(value, str):
+        _check_text(name, value, _MAX_SCOPE_TEXT)
+        return
+    if not isinstance(value, list) or len(value) > _MAX_SCOPE_ITEMS or not all(isinstance(i, str) for i in value):
+        raise Unauthenticated(f"token claim {name!r} must be space-separated scopes or a list of at most "
+                              f"{_MAX_SCOPE_ITEMS} scopes")
+    for item in value:
+        _check_text(name, item, _MAX_SCOPE_LENGTH)
+
+
+def _check_relationship(value: Any) -> None:
+    """`legitimate_relationship` (CONTRACTS.md): an object whose `basis` and `reason` are text."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise Unauthenticated("token claim 'legitimate_relationship' must be an object")
+    for member, limit in _RELATIONSHIP_TEXT.items():
+        _check_text(f"legitimate_relationship.{member}", value.get(member), limit)
 
 
 class JwksSource:

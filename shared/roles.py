@@ -31,8 +31,9 @@ GENERAL_PRACTITIONER: frozenset[str] = frozenset({"R0260", "R0270", "R6200", "R6
 
 
 def job_role(role_code: str | None) -> str | None:
-    """The R-code from a CIS2 role code: 'S8000:G8000:R8000' -> 'R8000'; a bare 'R8000' passes through."""
-    if not role_code:
+    """The R-code from a CIS2 role code: 'S8000:G8000:R8000' -> 'R8000'; a bare 'R8000' passes through; anything
+    but text (tokens are checked before this, but a role also arrives in decision requests) has no role."""
+    if not role_code or not isinstance(role_code, str):
         return None
     return role_code.rsplit(":", 1)[-1].strip().upper() or None
 

@@ -82,6 +82,37 @@ def test_a_token_without_any_smart_scope_gets_403_on_every_protected_endpoint(se
         assert response.json()["issue"][0]["code"] == "forbidden"
 
 
+# Correctly signed tokens whose claims have the wrong JSON type: each once answered 500, or 503 with an audit-write
+# failure (raising ScrAuditWriteFailures), because code downstream took the claim for text.
+WRONG_TYPES = [
+    ("role_code", {"scope": "user/*.read", "ods_code": "RR8", "role_code": ["R8000"]}),
+    ("role_code", {"scope": "user/*.read", "ods_code": "RR8", "role_code": 8000}),
+    ("ods_code", {"scope": "user/*.read", "ods_code": ["RR8", "Y12345"], "role_code": "R8000"}),
+    ("ods_code", {"scope": "user/*.read", "ods_code": {"a": 1}, "role_code": "R8000"}),
+    ("ods_code", {"scope": "system/*.write system/*.read", "ods_code": ["Y12345"]}),
+    ("nhs_number", {"nhs_number": 9990000018, "identity_proofing_level": "P9"}),
+    ("nhs_number", {"nhs_number": "999O000018", "identity_proofing_level": "P9"}),
+    ("identity_proofing_level", {"nhs_number": "9990000018", "identity_proofing_level": ["P9"]}),
+    ("scope", {"scope": {"user/*.read": True}, "ods_code": "RR8", "role_code": "R8000"}),
+    ("scp", {"scp": ["user/*.read", 7], "ods_code": "RR8", "role_code": "R8000"}),
+    ("legitimate_relationship", {"scope": "user/*.read", "ods_code": "RR8", "role_code": "R8000",
+                                 "legitimate_relationship": "self_claimed"}),
+    ("role_code", {"scope": "user/*.read", "ods_code": "RR8", "role_code": "R8000" * 100}),
+]
+
+
+@pytest.mark.parametrize(("claim", "claims"), WRONG_TYPES)
+def test_claims_of_the_wrong_type_get_401_naming_the_claim_on_every_protected_endpoint(
+        service, claim: str, claims: dict, tokens: TokenFactory) -> None:
+    _name, client, routes = service
+    token = tokens.token({"sub": "555000000001"} | claims)
+    for method, path in routes:
+        response = client.request(method, path, headers={"Authorization": f"Bearer {token}",
+                                                         "Prefer": "respond-async"})
+        assert response.status_code == 401, (method, path, claim, response.text)
+        assert f"'{claim}'" in response.json()["issue"][0]["diagnostics"], response.text
+
+
 def test_public_endpoints_need_no_token(service) -> None:
     _name, client, _routes = service
     for path in ("/healthz", "/metrics"):

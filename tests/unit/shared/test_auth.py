@@ -93,6 +93,36 @@ def test_user_token_without_role_or_ods_is_forbidden(tokens: TokenFactory, valid
         validator.validate(tokens.no_scope())
 
 
+@pytest.mark.parametrize(("claim", "value"), [
+    ("role_code", ["R8000"]), ("role_code", 8000), ("role_code", "R8000\n"), ("ods_code", ["RR8"]),
+    ("ods_code", {"a": 1}), ("ods_code", "R" * 17), ("nhs_number", 9990000018), ("nhs_number", "99900000181"),
+    ("nhs_number", "999O000018"),
+    ("nhs_number", ["9990000018"]), ("identity_proofing_level", 9), ("scope", 1), ("scope", ["user/*.read", None]),
+    ("scp", "x" * 8193), ("scp", ["user/*.read"] * 101), ("legitimate_relationship", []),
+    ("legitimate_relationship", {"basis": "self_claimed", "reason": ["x"]}), ("sub", "s" * 256),
+])
+def test_claims_of_the_wrong_type_or_size_make_the_token_invalid(claim: str, value: object, tokens: TokenFactory,
+                                                                 validator: TokenValidator) -> None:
+    claims = {"sub": "555000000001", "scope": "user/*.read", "ods_code": "RR8", "role_code": "R8000"}
+    with pytest.raises(Unauthenticated, match=f"'{claim.split('.')[0]}"):
+        validator.validate(tokens.token(claims | {claim: value}))
+
+
+def test_claims_of_the_right_type_pass(tokens: TokenFactory, validator: TokenValidator) -> None:
+    principal = validator.validate(tokens.clinician(scp=["user/Observation.rs"], scope=None,
+                                                    legitimate_relationship={"basis": "self_claimed", "reason": "r"}))
+    assert principal.can("Observation", "s") and principal.role == "R8000"
+    assert validator.validate(tokens.citizen("9990000018", level="P5")).identity_proofing_level == "P5"
+    assert validator.validate(tokens.citizen("999 000 0018")).nhs_number == "999 000 0018"  # as people write it
+
+
+def test_job_role_of_anything_but_text_is_none() -> None:
+    from shared.roles import job_role
+
+    assert job_role(["R8000"]) is None and job_role(8000) is None  # type: ignore[arg-type]
+    assert job_role("S8000:G8000:r8000") == "R8000"
+
+
 def test_missing_jwks_file_is_a_clear_configuration_error(tmp_path) -> None:
     from shared.auth import ConfigurationError
 
