@@ -48,6 +48,14 @@ class ConfigurationError(RuntimeError):
     """A setting the service cannot start without is missing or wrong."""
 
 
+class MissingCredentials(Unauthenticated):
+    """No bearer token at all: RFC 6750 §3.1 says the challenge then carries no error code."""
+
+
+class InsufficientScope(Forbidden):
+    """A valid token whose scopes do not cover the request (RFC 6750 `insufficient_scope`)."""
+
+
 @dataclass(frozen=True)
 class Scope:
     """One SMART scope: `user/Observation.rs`, `system/*.write`, `patient/*.read`."""
@@ -119,7 +127,7 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
         return Principal("clinician", subject, scopes, ods_code=ods, role=role, claims=claims)
     if "system" in contexts:
         return Principal("system", subject, scopes, ods_code=ods, claims=claims)
-    raise Forbidden("token carries no recognised SMART scope")
+    raise InsufficientScope("token carries no recognised SMART scope")
 
 
 def check_claim_types(claims: dict[str, Any]) -> None:
@@ -244,7 +252,7 @@ def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("a bearer token is required")
+        raise MissingCredentials("a bearer token is required")
     return token.strip()
 
 
@@ -265,7 +273,7 @@ def require(*kinds: Kind, scope: tuple[str, str] | None = None,
         if kinds and principal.kind not in kinds:
             raise Forbidden(f"this endpoint is not available to {principal.kind} tokens")
         if scope and principal.kind != "citizen" and not principal.can(*scope):
-            raise Forbidden(f"token lacks a scope allowing {scope[1]!r} on {scope[0]}")
+            raise InsufficientScope(f"token lacks a scope allowing {scope[1]!r} on {scope[0]}")
         if check and (reason := check(principal)):
             raise Forbidden(reason)
         return principal

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.auth import ConfigurationError, JwksSource, TokenValidator
+from shared.auth import ConfigurationError, InsufficientScope, JwksSource, MissingCredentials, TokenValidator
 from shared.db import check_database, create_db_engine, make_session_factory
 from shared.errors import ScrError
 from shared.events import EventBus, create_event_bus
@@ -31,6 +31,7 @@ from shared.settings import ServiceSettings
 
 log = structlog.get_logger("scr.service")
 
+REALM = "scr"
 _HTTP_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 406: "not-supported",
                      409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly", 415: "not-supported",
                      422: "processing", 429: "throttled"}
@@ -57,7 +58,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ScrError)
     async def scr_error(_request: Request, exc: ScrError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if exc.status == 401 else None
+        challenge = bearer_challenge(exc)
+        headers = {"WWW-Authenticate": challenge} if challenge else None
         if exc.issues:
             return JSONResponse({"resourceType": "OperationOutcome", "issue": exc.issues},
                                 status_code=exc.status, media_type=FHIR_JSON, headers=headers)
@@ -80,6 +82,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return _unexpected(request, exc)
 
     app.add_middleware(ContainUnexpected)
+
+
+def bearer_challenge(exc: ScrError) -> str | None:
+    """The RFC 6750 §3 WWW-Authenticate value for an error, if it needs one. No error code when no token was sent
+    (§3.1); no error_description, since the reasons can quote the token's own header text."""
+    if isinstance(exc, MissingCredentials):
+        return f'Bearer realm="{REALM}"'
+    if exc.status == 401:
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+    if isinstance(exc, InsufficientScope):
+        return f'Bearer realm="{REALM}", error="insufficient_scope"'
+    return None
 
 
 class ContainUnexpected:

@@ -71,7 +71,9 @@ def test_unauthenticated_callers_get_401_on_every_protected_endpoint(service, ca
         response = client.request(method, path, headers=_header(tokens, caller))
         assert response.status_code == 401, (method, path, caller, response.text)
         assert response.json()["resourceType"] == "OperationOutcome"
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        # RFC 6750 §3.1: a request without credentials is challenged without an error code.
+        expected = 'Bearer realm="scr"' if caller == "none" else 'Bearer realm="scr", error="invalid_token"'
+        assert response.headers["www-authenticate"] == expected, (method, path, caller)
 
 
 def test_a_token_without_any_smart_scope_gets_403_on_every_protected_endpoint(service, tokens) -> None:
@@ -80,6 +82,7 @@ def test_a_token_without_any_smart_scope_gets_403_on_every_protected_endpoint(se
         response = client.request(method, path, headers={"Authorization": f"Bearer {tokens.no_scope()}"})
         assert response.status_code == 403, (method, path, response.text)
         assert response.json()["issue"][0]["code"] == "forbidden"
+        assert response.headers["www-authenticate"] == 'Bearer realm="scr", error="insufficient_scope"', (method, path)
 
 
 # Correctly signed tokens whose claims have the wrong JSON type: each once answered 500, or 503 with an audit-write

@@ -66,11 +66,16 @@ def test_every_caller_gets_the_documented_answer_on_every_endpoint(platform: Pla
                 body = response.json()
                 if body.get("resourceType") != "OperationOutcome":
                     wrong.append(f"{method} {template} as {caller}: refusal is not an OperationOutcome")
-                if response.status_code == 401 and not response.headers.get("www-authenticate", "").startswith(
-                        "Bearer"):
-                    wrong.append(f"{method} {template} as {caller}: 401 without WWW-Authenticate: Bearer")
+                challenge = response.headers.get("www-authenticate")
+                if response.status_code == 401 and challenge != _challenge(caller):
+                    wrong.append(f"{method} {template} as {caller}: 401 with WWW-Authenticate {challenge!r}")
     assert checked == len(RULES[service]) * len(CALLERS)
     assert not wrong, "\n".join(wrong)
+
+
+def _challenge(caller: str) -> str:
+    """RFC 6750 §3.1: no error code when no token was sent; invalid_token when one was and failed."""
+    return 'Bearer realm="scr"' if caller == "none" else 'Bearer realm="scr", error="invalid_token"'
 
 
 def test_a_citizen_cannot_point_the_citizen_api_at_another_person(platform: Platform) -> None:

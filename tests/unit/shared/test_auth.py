@@ -178,4 +178,13 @@ def test_dependencies_answer_401_and_403_with_operation_outcomes(tokens: TokenFa
         assert body["resourceType"] == "OperationOutcome"
         assert body["issue"][0]["code"] in ("login", "forbidden")
         assert response.headers["content-type"].startswith("application/fhir+json")
-    assert cases[0][0].headers["www-authenticate"].startswith("Bearer")
+    challenges = [response.headers.get("www-authenticate") for response, _status in cases]
+    assert challenges == [
+        'Bearer realm="scr"',  # no credentials (RFC 6750 §3.1: no error code)
+        'Bearer realm="scr"',  # credentials of another scheme: none this service understands
+        'Bearer realm="scr", error="invalid_token"',
+        None,  # a feed token on a clinicians' route: the kind of caller, not a scope, is wrong
+        'Bearer realm="scr", error="insufficient_scope"',
+        None,
+        'Bearer realm="scr", error="insufficient_scope"',
+    ]
