@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import re
 import threading
 import time
@@ -30,6 +31,13 @@ from shared.roles import job_role
 
 Kind = Literal["clinician", "citizen", "system"]
 ALLOWED_ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]  # never "none", never HMAC
+# The `typ` header of an access token: absent, plain JWT, or RFC 9068's at+jwt (the `application/` prefix may be
+# left out, RFC 7515 §4.1.9, and the value is compared case-insensitively). Anything else (a security event
+# token's `secevent+jwt`, a logout token's `logout+jwt`) is another kind of JWT from the same issuer, never a
+# bearer token.
+ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt"})
+DEFAULT_MAX_LIFETIME_SECONDS = 3600
+_LATEST_INSTANT = 2**40  # seconds since 1970: the year 36812, beyond any real token, within a float's precision
 _INTERACTIONS = frozenset("cruds")
 _V1_ACCESS = {"read": frozenset("rs"), "write": frozenset("cud"), "*": _INTERACTIONS}
 # The text claims a Principal is built from, with the most characters each may hold. A claim of another JSON type
@@ -220,13 +228,16 @@ class JwksSource:
 class TokenValidator:
     """Turns a bearer token into a Principal, or raises Unauthenticated with the reason."""
 
-    def __init__(self, jwks: JwksSource, issuer: str, audience: str, leeway: int = 30) -> None:
+    def __init__(self, jwks: JwksSource, issuer: str, audience: str, leeway: int = 30,
+                 max_lifetime: int = DEFAULT_MAX_LIFETIME_SECONDS) -> None:
         self.jwks = jwks
+        self._leeway, self._max_lifetime = leeway, max_lifetime
         self._registry = JWTClaimsRegistry(
             leeway=leeway,
             iss={"essential": True, "value": issuer},
             aud={"essential": True, "value": audience},
             exp={"essential": True},
+            iat={"essential": True},
             sub={"essential": True},
         )
 
@@ -237,6 +248,8 @@ class TokenValidator:
             raise Unauthenticated(f"malformed bearer token: {type(exc).__name__}") from None
         if header.get("alg") not in ALLOWED_ALGORITHMS:
             raise Unauthenticated(f"token algorithm {header.get('alg')!r} is not accepted")
+        if not _is_access_token_type(header.get("typ")):
+            raise Unauthenticated("token type (typ) is not an access token: absent, JWT or at+jwt are accepted")
         try:
             decoded = jwt.decode(token, self.jwks.keys(header.get("kid")), algorithms=ALLOWED_ALGORITHMS)
         except (JoseError, ValueError) as exc:
@@ -245,7 +258,32 @@ class TokenValidator:
             self._registry.validate(decoded.claims)
         except JoseError as exc:
             raise Unauthenticated(f"token rejected: {exc.description or type(exc).__name__}") from None
+        self._check_lifetime(decoded.claims)
         return principal_from_claims(decoded.claims)
+
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
+        """A token lives at most max_lifetime seconds, from when it was issued (exp - iat) and from now (exp - now,
+        so a wrong iat cannot stretch it): a leaked token stays useful for an hour, not for a century, and a key
+        can be retired that long after rotation."""
+        exp, iat = claims["exp"], claims["iat"]
+        longest = self._max_lifetime
+        if not (_is_instant(exp) and _is_instant(iat) and exp - iat <= longest):
+            raise Unauthenticated(f"token lifetime (exp - iat) is over the {longest} seconds accepted")
+        if exp - time.time() > longest + self._leeway:
+            raise Unauthenticated(f"token expires more than {longest} seconds from now")
+
+
+def _is_instant(value: Any) -> bool:
+    """A NumericDate arithmetic can be done on: not NaN or infinite (Python's JSON reader accepts both), and not an
+    integer too large to become a float (JSON integers have no limit)."""
+    finite = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+    return finite and 0 <= value < _LATEST_INSTANT
+
+
+def _is_access_token_type(typ: Any) -> bool:
+    if typ is None:
+        return True
+    return isinstance(typ, str) and typ.lower().removeprefix("application/") in ACCESS_TOKEN_TYPES
 
 
 def bearer_token(request: Request) -> str:

@@ -171,7 +171,7 @@ def limit_request_bodies(app: FastAPI, limit: int) -> None:
 def open_runtime(settings: ServiceSettings) -> Runtime:
     engine = create_db_engine(settings.database_url, settings.database_pool_size, settings.database_prepared_statements)
     validator = TokenValidator(JwksSource(settings.jwks), settings.jwt_issuer, settings.jwt_audience,
-                               settings.jwt_leeway_seconds)
+                               settings.jwt_leeway_seconds, settings.max_token_lifetime_seconds)
     return Runtime(settings, engine, make_session_factory(engine), validator)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,10 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "https://auth.dev.scr.local"
     jwt_audience: str = "scr"
     jwt_leeway_seconds: int = 30
+    # The longest a token may live (exp - iat, and exp - now): CIS2, NHS login and client-credentials access tokens
+    # last an hour or less, so a longer one is a mistake or a forgery worth refusing. Also how long to keep a
+    # retired signing key in the JWKS (docs/OPERATIONS.md). The dev environments raise it for their 24-hour tokens.
+    max_token_lifetime_seconds: int = Field(default=3600, ge=60)
 
     # Interactive API docs (/docs, /openapi.json) carry no patient data but are not in DESIGN.md's list of
     # token-free endpoints; unset means on in the embedded default and off in real mode.

@@ -11,6 +11,11 @@ import argparse
 from shared.settings import DEV_DIR, ServiceSettings
 from tools.devkeys import PROFILES, ensure_export_key, ensure_signing_key, mint
 
+# The longest dev token: `make run` and docker-compose set SCR_MAX_TOKEN_LIFETIME_SECONDS to this, because the
+# record API's token for the decision API is written once and nothing renews it there. Production keeps the
+# one-hour default and renews that token in its Secret.
+DEV_MAX_TOKEN_LIFETIME_SECONDS = 24 * 3600
+
 
 def write_service_token(hours: int = 24) -> str:
     """The token the record API presents to the consent service in the embedded default and compose."""
@@ -27,7 +32,9 @@ def write_service_token(hours: int = 24) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("profile", nargs="?", choices=sorted(PROFILES), help="print only this token")
-    parser.add_argument("--hours", type=int, default=8, help="token lifetime")
+    parser.add_argument("--hours", type=int, default=8,
+                        help="token lifetime; the services refuse tokens living longer than "
+                             "SCR_MAX_TOKEN_LIFETIME_SECONDS (24 hours in `make run` and compose, 1 hour by default)")
     args = parser.parse_args()
     settings = ServiceSettings()
     key, _ = ensure_signing_key(DEV_DIR)

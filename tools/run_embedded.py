@@ -12,7 +12,7 @@ from services.ingest.settings import IngestSettings
 from shared.db import migrate
 from shared.settings import DEV_DIR, ServiceSettings
 from tools.devkeys import ensure_export_key, ensure_signing_key
-from tools.devtokens import write_service_token
+from tools.devtokens import DEV_MAX_TOKEN_LIFETIME_SECONDS, write_service_token
 from tools.processes import ServiceProcess, start_all, stop_all
 
 PORTS = {"record_api": 8001, "ingest": 8002, "consent": 8003}
@@ -35,6 +35,8 @@ def main() -> None:
         env["SCR_JWKS"] = str(jwks)
     if "SCR_EXPORT_PSEUDONYM_KEY_FILE" not in os.environ and "SCR_EXPORT_PSEUDONYM_KEY" not in os.environ:
         env["SCR_EXPORT_PSEUDONYM_KEY_FILE"] = str(ensure_export_key(DEV_DIR))
+    if "SCR_MAX_TOKEN_LIFETIME_SECONDS" not in os.environ:  # the dev tokens live up to a day (tools/devtokens.py)
+        env["SCR_MAX_TOKEN_LIFETIME_SECONDS"] = str(DEV_MAX_TOKEN_LIFETIME_SECONDS)
     write_service_token()
     print(f"store: {settings.database_url}", flush=True)
     migrate(settings.database_url)

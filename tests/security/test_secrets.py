@@ -16,7 +16,9 @@ from services.record_api.settings import RecordApiSettings
 from shared.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET_NAME = re.compile(r"password|secret|token(?!_file)|(?<!jwks_)key(?!_file|_lists|s)|credential", re.I)
+# Names that look like they hold a secret; a token's file or lifetime, a key's file, the JWKS (public keys) do not.
+SECRET_NAME = re.compile(r"password|secret|token(?!_file|_lifetime)|(?<!jwks_)key(?!_file|_lists|s)|credential",
+                         re.I)
 
 
 @pytest.mark.parametrize("settings", [ServiceSettings, IngestSettings, ConsentSettings, RecordApiSettings])

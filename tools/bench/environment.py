@@ -27,6 +27,9 @@ ISSUER = "https://auth.bench.scr.local"
 AUDIENCE = "scr-bench"
 PARTITIONS = 4  # socialcare.events: room for several ingest workers in one consumer group
 ACUTE_ODS = "RR8"
+# A bench run can take hours and mints its tokens once; the services are told to accept tokens that long
+# (SCR_MAX_TOKEN_LIFETIME_SECONDS; production keeps its one-hour default).
+TOKEN_LIFETIME_SECONDS = 6 * 3600
 
 
 class Tokens:
@@ -38,7 +41,7 @@ class Tokens:
         self.jwks_path.write_text(json.dumps({"keys": [self.key.as_dict(private=False)]}))
 
     def mint(self, claims: dict[str, Any]) -> str:
-        return mint(self.key, claims, issuer=ISSUER, audience=AUDIENCE, lifetime=6 * 3600)
+        return mint(self.key, claims, issuer=ISSUER, audience=AUDIENCE, lifetime=TOKEN_LIFETIME_SECONDS)
 
     def feed(self, ods: str) -> str:
         return self.mint({"sub": f"feed-{ods}", "scope": "system/*.write", "ods_code": ods})
@@ -79,7 +82,8 @@ class Environment:
         return {"SCR_DATABASE_URL": self.database_url, "SCR_JWKS": str(self.tokens.jwks_path),
                 "SCR_JWT_ISSUER": ISSUER, "SCR_JWT_AUDIENCE": AUDIENCE,
                 "SCR_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap, "SCR_LOG_LEVEL": "WARNING",
-                "SCR_CONSENT_TOKEN_FILE": str(token_file)} | extra
+                "SCR_CONSENT_TOKEN_FILE": str(token_file),
+                "SCR_MAX_TOKEN_LIFETIME_SECONDS": str(TOKEN_LIFETIME_SECONDS)} | extra
 
     def start_services(self) -> None:
         """consent, then the record API (which asks consent), then ingest; each ready before the next."""

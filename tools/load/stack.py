@@ -23,6 +23,9 @@ from tools.processes import SERVICES, ServiceProcess
 
 ISSUER = "https://auth.load.scr.local"
 AUDIENCE = "scr-load"
+# Tokens last two hours, so a load run keeps its tokens; the services are told to accept that
+# (SCR_MAX_TOKEN_LIFETIME_SECONDS; production keeps its one-hour default).
+TOKEN_LIFETIME_SECONDS = 7200
 
 
 class Signer:
@@ -36,7 +39,7 @@ class Signer:
         self.jwks_path = directory / "jwks.json"
         self.jwks_path.write_text(json.dumps({"keys": [self.key.as_dict(private=False)]}))
 
-    def token(self, claims: dict[str, Any], lifetime: int = 7200) -> str:
+    def token(self, claims: dict[str, Any], lifetime: int = TOKEN_LIFETIME_SECONDS) -> str:
         return mint(self.key, claims, issuer=self.issuer, audience=self.audience, lifetime=lifetime)
 
     def clinician(self, *, ods: str = "RR8", role: str = "S8000:G8000:R8000", sub: str = "555000000001",
@@ -111,7 +114,7 @@ class Stack:
             "SCR_JWKS": str(self.signer_jwks), "SCR_JWT_ISSUER": self.issuer, "SCR_JWT_AUDIENCE": self.audience,
             "SCR_CONSENT_URL": f"http://127.0.0.1:{self.ports['consent']}",
             "SCR_CONSENT_TOKEN_FILE": str(token_file), "SCR_MLLP_PORT": str(self.ports["mllp"]),
-            "SCR_CONSUMER_POLL_SECONDS": "0.5",
+            "SCR_CONSUMER_POLL_SECONDS": "0.5", "SCR_MAX_TOKEN_LIFETIME_SECONDS": str(TOKEN_LIFETIME_SECONDS),
         } | self.extra_env
 
     def env_for_cli(self) -> dict[str, str]:

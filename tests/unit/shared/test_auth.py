@@ -1,8 +1,12 @@
 import json
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
+from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from shared.auth import JwksSource, Principal, Scope, TokenValidator, parse_scopes, require
@@ -121,6 +125,54 @@ def test_job_role_of_anything_but_text_is_none() -> None:
 
     assert job_role(["R8000"]) is None and job_role(8000) is None  # type: ignore[arg-type]
     assert job_role("S8000:G8000:r8000") == "R8000"
+
+
+def _signed(tokens: TokenFactory, header: dict[str, Any] | None = None, **claims: Any) -> str:
+    """A token signed with the trusted key, with exactly these claims (None drops one) and header members."""
+    now = int(time.time())
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "feed-Y12345", "scope": "system/*.write", "ods_code": "Y12345",
+            "iat": now, "exp": now + 600} | claims
+    return jwt.encode({"alg": "RS256", "kid": tokens.key.kid} | (header or {}),
+                      {k: v for k, v in body.items() if v is not None}, tokens.key)
+
+
+@pytest.mark.parametrize(("claims", "reason"), [
+    (lambda now: {"iat": None, "exp": now + 100 * 365 * 86400}, "iat"),  # a century, no iat
+    (lambda now: {"iat": None}, "iat"),  # iat is required even for a short token
+    (lambda now: {"exp": 10**20}, "lifetime"),
+    (lambda now: {"exp": 10**400}, "lifetime"),  # beyond a float: refused, not an OverflowError
+    (lambda now: {"exp": float("nan")}, "NumericDate"),
+    (lambda now: {"iat": float("nan")}, "NumericDate"),
+    (lambda now: {"exp": float("inf")}, "NumericDate"),
+    (lambda now: {"iat": now, "exp": now + 3601}, "lifetime"),
+    (lambda now: {"iat": now - 7200, "exp": now + 60}, "lifetime"),
+])
+def test_tokens_living_longer_than_the_maximum_are_refused(claims: Callable[[int], dict], reason: str,
+                                                           tokens: TokenFactory, validator: TokenValidator) -> None:
+    with pytest.raises(Unauthenticated, match=reason):
+        validator.validate(_signed(tokens, **claims(int(time.time()))))
+
+
+def test_the_longest_accepted_lifetime_is_the_setting(tokens: TokenFactory) -> None:
+    now = int(time.time())
+    default = TokenValidator(JwksSource(str(tokens.jwks_path)), ISSUER, AUDIENCE)
+    assert default.validate(_signed(tokens, exp=now + 3600)).kind == "system"
+    longer = TokenValidator(JwksSource(str(tokens.jwks_path)), ISSUER, AUDIENCE, max_lifetime=8 * 3600)
+    assert longer.validate(_signed(tokens, exp=now + 8 * 3600)).kind == "system"
+    with pytest.raises(Unauthenticated, match="28800 seconds"):
+        longer.validate(_signed(tokens, exp=now + 8 * 3600 + 1))
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "AT+JWT", "application/at+jwt"])
+def test_access_token_types_are_accepted(typ: str | None, tokens: TokenFactory, validator: TokenValidator) -> None:
+    header = {"typ": typ} if typ else {}
+    assert validator.validate(_signed(tokens, header)).kind == "system"
+
+
+@pytest.mark.parametrize("typ", ["secevent+jwt", "logout+jwt", "JOSE", "", "application/jwt+x"])
+def test_other_token_types_are_refused(typ: object, tokens: TokenFactory, validator: TokenValidator) -> None:
+    with pytest.raises(Unauthenticated, match="typ"):
+        validator.validate(_signed(tokens, {"typ": typ}))
 
 
 def test_missing_jwks_file_is_a_clear_configuration_error(tmp_path) -> None:
