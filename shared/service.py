@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +33,7 @@ from shared.settings import ServiceSettings
 log = structlog.get_logger("scr.service")
 
 REALM = "scr"
+NO_STORE = {"Cache-Control": "no-store"}
 _HTTP_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 406: "not-supported",
                      409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly", 415: "not-supported",
                      422: "processing", 429: "throttled"}
@@ -146,7 +148,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             too_large = fhir_error(413, Issue(f"the body is {int(declared)} bytes; at most {self.limit} are accepted",
-                                              code="too-costly"))
+                                              code="too-costly"), NO_STORE)  # answered outside NoStore
             await too_large(scope, receive, send)
             return
         seen = 0
@@ -161,6 +163,32 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted, send)
+
+
+class NoStore:
+    """ASGI middleware giving every response `Cache-Control: no-store` unless its route chose a policy itself (the
+    citizen page's static files: `no-cache`). Records, searches, audit trails, consents and raw messages must not be
+    kept by a browser, proxy or gateway cache; one place means no new route can forget. The few public answers
+    (`/fhir/metadata`, `/healthz`) are cheap to make again, so they get no exception to get wrong. Conditional reads
+    still work: `no-store` stops shared and private caches keeping a copy, not a client that keeps its own copy
+    sending If-None-Match. Plain ASGI for the reason given on AccessLogAndMetrics."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cache_policy(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if "cache-control" not in headers:
+                    headers["Cache-Control"] = NO_STORE["Cache-Control"]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cache_policy)
 
 
 def limit_request_bodies(app: FastAPI, limit: int) -> None:
@@ -217,6 +245,7 @@ def create_service_app(
         app.add_middleware(middleware)
     install_error_handlers(app)
     install_observability(app, settings.service_name, lambda: readiness(rt))
+    app.add_middleware(NoStore)  # outside the error handling, so refusals and contained errors are covered too
     return app
 
 

@@ -44,6 +44,11 @@ def test_every_route_of_every_service_has_a_documented_rule(platform: Platform, 
     assert not stale, f"rules for routes {service} no longer serves: {sorted(stale)}"
 
 
+# The citizen page's static files choose their own policy (no-cache: public, revalidated); every other answer,
+# refusals included, is no-store (shared/service.py NoStore).
+CITIZEN_PAGE = {"/", "/static/{name}"}
+
+
 @pytest.mark.parametrize("service", sorted(RULES))
 def test_every_caller_gets_the_documented_answer_on_every_endpoint(platform: Platform, service: str) -> None:
     client = platform.client(service)
@@ -62,6 +67,9 @@ def test_every_caller_gets_the_documented_answer_on_every_endpoint(platform: Pla
                 wrong.append(f"{method} {template} as {caller}: {response.status_code}, expected {sorted(expected)[:4]}"
                              f" ({response.text[:160]})")
                 continue
+            cache = response.headers.get("cache-control")
+            if cache != ("no-cache" if template in CITIZEN_PAGE else "no-store"):
+                wrong.append(f"{method} {template} as {caller}: {response.status_code} with Cache-Control {cache!r}")
             if response.status_code in (401, 403):
                 body = response.json()
                 if body.get("resourceType") != "OperationOutcome":
