@@ -22,8 +22,14 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 ALWAYS_KEPT = ("resourceType", "id", "meta")
 
 
+def public_base(request: Request) -> str:
+    """Where clients reach this service: SCR_PUBLIC_BASE_URL when set (production), else the request's own base URL,
+    which echoes whatever Host header the caller sent (good enough on one machine, not behind a gateway)."""
+    return request.app.state.runtime.settings.public_base_url or str(request.base_url).rstrip("/")
+
+
 def fhir_base(request: Request) -> str:
-    return f"{str(request.base_url).rstrip('/')}/fhir"
+    return f"{public_base(request)}/fhir"
 
 
 def page_url(request: Request, cursor: str | None = None) -> str:
@@ -32,7 +38,7 @@ def page_url(request: Request, cursor: str | None = None) -> str:
     if cursor:
         items.append(("_cursor", cursor))
     query = urlencode(items)
-    return f"{str(request.base_url).rstrip('/')}{request.url.path}" + (f"?{query}" if query else "")
+    return f"{public_base(request)}{request.url.path}" + (f"?{query}" if query else "")
 
 
 class StoredJson:

@@ -150,7 +150,7 @@ def test_mllp_has_its_own_service_selecting_the_ingest_pods(
 # Settings the chart sets itself because they describe the deployment (every shared one, and these per service);
 # the services' tuning settings keep their code defaults and are set through services.<name>.extraConfig.
 DEPLOYMENT_SETTINGS = {
-    "recordApi": {"SCR_CONSENT_URL", "SCR_CONSENT_TOKEN_FILE"},
+    "recordApi": {"SCR_CONSENT_URL", "SCR_CONSENT_TOKEN_FILE", "SCR_PUBLIC_BASE_URL"},
     "ingest": {"SCR_MLLP_HOST", "SCR_MLLP_PORT"},
     "consent": {"SCR_BREAK_GLASS_OVERRIDES_OBJECTION"},
 }
@@ -284,6 +284,16 @@ def test_the_consent_token_is_a_mounted_secret_file_that_follows_rotation(defaul
         assert "consent-token" not in mounts
 
 
+def test_the_public_base_url_and_token_lifetime_are_set_from_values(default: list[Manifest],
+                                                                   production: list[Manifest]) -> None:
+    assert environment(production, "recordApi")["SCR_PUBLIC_BASE_URL"] == "https://scr-api.ics.example.nhs.uk"
+    for key in ("ingest", "consent"):  # only the record API builds absolute URLs
+        assert "SCR_PUBLIC_BASE_URL" not in environment(production, key)
+    assert "SCR_PUBLIC_BASE_URL" not in environment(default, "recordApi")  # unset: the request's own base
+    for key in COMPONENTS:
+        assert environment(default, key)["SCR_MAX_TOKEN_LIFETIME_SECONDS"] == "3600"
+
+
 def test_jwks_from_a_configmap_is_mounted_as_a_whole_directory(default: list[Manifest]) -> None:
     for key in COMPONENTS:
         workload = deployment(default, key)
@@ -346,6 +356,8 @@ def test_config_changes_roll_the_pods() -> None:
      "system-only endpoint"),
     ({"services": {"ingest": {"autoscaling": {"minReplicas": 8, "maxReplicas": 4}}}}, "minReplicas is above"),
     ({"database": {"existingSecret": {"name": ""}}}, "database/existingSecret/name"),
+    ({"services": {"recordApi": {"publicBaseUrl": "scr.example.nhs.uk"}}}, "does not match pattern"),
+    ({"services": {"recordApi": {"publicBaseUrl": "https://scr.example.nhs.uk/?x=1"}}}, "does not match pattern"),
 ])
 def test_the_chart_refuses_unsafe_or_inconsistent_values(values: dict[str, Any], message: str) -> None:
     assert message in render_error(values)

@@ -348,3 +348,15 @@ def test_every_export_step_is_audited_without_naming_anyone(api, world, tokens) 
     assert all(row.person_id is None and row.nhs_number is None for row in rows)
     assert all(row.actor_user == "ics-planning" and row.actor_ods == RECIPIENT_ODS for row in rows)
     assert all(row.purpose == "HOPERAT" for row in rows)
+
+
+def test_status_and_file_urls_use_the_public_base_url_whatever_the_host_header(make_api, world, tokens) -> None:
+    public = "https://scr.example.nhs.uk/record"
+    api, token = make_api(public_base_url=public), recipient_token(tokens)
+    kicked = api.get("/fhir/$export?_type=Patient", headers=kick_off_headers(token) | {"Host": "evil.example"})
+    assert kicked.status_code == 202, kicked.text
+    status_url = kicked.headers["Content-Location"]
+    assert status_url.startswith(f"{public}/fhir/$export-status/") and "evil" not in kicked.text
+    done = wait_for(api, status_url.removeprefix(public), bearer(token, Host="evil.example"))
+    assert done.status_code == 200, done.text
+    assert [o["url"].startswith(f"{public}/fhir/$export-file/") for o in done.json()["output"]] == [True]
