@@ -212,9 +212,20 @@ def export_group(request: Request, group_id: str, principal: Principal = Depends
 # ---------------------------------------------------------------- status, files, cancel
 
 
+# Job ids are issued as str(uuid.uuid4()) (store.create_job): anything else names no job. Checked whole, never cut
+# to length, so `<id>' OR '1'='1` is not taken for `<id>` (nor written into an audit row as if it were).
+JOB_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _job_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound("no such export job for this client")
+    return job_id
+
+
 def _job(request: Request, principal: Principal, job_id: str) -> ExportJob:
     with _population(request).sessions() as session:
-        job = store.job_for(session, job_id[:36], principal.subject, principal.ods_code)
+        job = store.job_for(session, _job_id(job_id), principal.subject, principal.ods_code)
     if job is None or job.status == CANCELLED:
         raise NotFound("no such export job for this client")
     return job
@@ -255,13 +266,13 @@ def _expires(request: Request, job: ExportJob) -> dict[str, str]:
 def export_cancel(request: Request, job_id: str, principal: Principal = Depends(export_caller)) -> Response:
     population = _population(request)
     with population.sessions.begin() as session:
-        job = store.job_for(session, job_id[:36], principal.subject, principal.ods_code)
+        job = store.job_for(session, _job_id(job_id), principal.subject, principal.ods_code)
         if job is None or job.status == CANCELLED:
             raise NotFound("no such export job for this client")
         store.cancel(session, job)
         write_audit(session, AuditRecord(service="record_api", action="export", outcome="success",
                                          principal=principal, purpose=job.purpose,
-                                         description=f"bulk export {job_id} cancelled or deleted"))
+                                         description=f"bulk export {job.id} cancelled or deleted"))
     return Response(status_code=202)
 
 

@@ -360,3 +360,23 @@ def test_status_and_file_urls_use_the_public_base_url_whatever_the_host_header(m
     done = wait_for(api, status_url.removeprefix(public), bearer(token, Host="evil.example"))
     assert done.status_code == 200, done.text
     assert [o["url"].startswith(f"{public}/fhir/$export-file/") for o in done.json()["output"]] == [True]
+
+
+def test_a_job_id_with_anything_after_it_names_no_job(api, world, tokens) -> None:
+    token = recipient_token(tokens)
+    kicked = api.get("/fhir/$export?_type=Patient", headers=kick_off_headers(token))
+    status_url = kicked.headers["Content-Location"]
+    assert wait_for(api, status_url, bearer(token)).status_code == 200
+    for junk in ("' OR '1'='1", "x", "%20", "0"):
+        assert api.get(status_url + junk, headers=bearer(token)).status_code == 404, junk
+    job_id = status_url.rsplit("/", 1)[1]
+    for other in (job_id.upper(), job_id.replace("-", ""), "%", "_" * 36):
+        assert api.get(status_url.replace(job_id, other), headers=bearer(token)).status_code == 404, other
+    refused = api.delete(status_url + "' OR '1'='1", headers=bearer(token))
+    assert refused.status_code == 404
+    assert api.get(status_url, headers=bearer(token)).status_code == 200  # the junk cancelled nothing
+    with api.app.state.population.sessions() as session:
+        descriptions = [row.body.get("outcomeDesc", "") for row in session.scalars(
+            select(AuditEventRow).where(AuditEventRow.action == "export"))]
+    assert not any("OR '1'" in d for d in descriptions)
+    assert api.delete(status_url, headers=bearer(token)).status_code == 202
