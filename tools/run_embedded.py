@@ -26,9 +26,15 @@ def _ports() -> dict[str, int]:
     return dict(zip(PORTS, (int(port) for port in chosen.split(",")), strict=True))
 
 
-def main() -> None:
-    settings = ServiceSettings()  # SCR_ variables already in the environment win over these defaults
-    DEV_DIR.mkdir(parents=True, exist_ok=True)
+def service_links(ports: dict[str, int]) -> dict[str, str]:
+    """How the services reach each other on the chosen ports: the record API asks consent for every decision. A
+    variable already set wins (a consent service run elsewhere)."""
+    links = {"SCR_CONSENT_URL": f"http://127.0.0.1:{ports['consent']}"}
+    return {name: url for name, url in links.items() if name not in os.environ}
+
+
+def _dev_environment() -> dict[str, str]:
+    """The dev signing key's JWKS, the export key and the dev tokens' lifetime, unless already set."""
     env: dict[str, str] = {}
     if "SCR_JWKS" not in os.environ:
         _, jwks = ensure_signing_key(DEV_DIR)
@@ -37,10 +43,18 @@ def main() -> None:
         env["SCR_EXPORT_PSEUDONYM_KEY_FILE"] = str(ensure_export_key(DEV_DIR))
     if "SCR_MAX_TOKEN_LIFETIME_SECONDS" not in os.environ:  # the dev tokens live up to a day (tools/devtokens.py)
         env["SCR_MAX_TOKEN_LIFETIME_SECONDS"] = str(DEV_MAX_TOKEN_LIFETIME_SECONDS)
+    return env
+
+
+def main() -> None:
+    settings = ServiceSettings()  # SCR_ variables already in the environment win over these defaults
+    DEV_DIR.mkdir(parents=True, exist_ok=True)
+    ports = _ports()
+    env = _dev_environment() | service_links(ports)
     write_service_token()
     print(f"store: {settings.database_url}", flush=True)
     migrate(settings.database_url)
-    services = start_all(_ports(), env, DEV_DIR)
+    services = start_all(ports, env, DEV_DIR)
     try:
         _load_demo_data(services)
         _print_banner(services)

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.settings import DEV_DIR, ServiceSettings
+from tools.devkeys import PROFILES, ensure_signing_key, mint
 from tools.peers.ports import free_port
 from tools.processes import REPO_ROOT
 
@@ -47,6 +49,12 @@ def _start(tmp_path: Path, ports: list[int], mllp: int) -> tuple[subprocess.Pope
     return run, lines, ready
 
 
+def _clinician_token() -> str:
+    settings = ServiceSettings()
+    key, _ = ensure_signing_key(DEV_DIR)  # the dev key `make run` trusts
+    return mint(key, PROFILES["clinician"], issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+
+
 def test_make_run_serves_the_demo_and_stops_every_service_even_when_signalled_twice(tmp_path: Path) -> None:
     ports, mllp = [free_port() for _ in range(3)], free_port()
     run, lines, ready = _start(tmp_path, ports, mllp)
@@ -55,6 +63,10 @@ def test_make_run_serves_the_demo_and_stops_every_service_even_when_signalled_tw
         output = "".join(lines)
         assert "demo data loaded" in output and f"MLLP on 127.0.0.1:{mllp}" in output
         assert httpx.get(f"http://127.0.0.1:{ports[0]}/fhir/metadata").status_code == 200
+        # A clinical read needs the consent service, which is on the chosen port too (not 8003): 200, not 503.
+        search = httpx.get(f"http://127.0.0.1:{ports[0]}/fhir/Patient", params={"family": "demo"},
+                           headers={"Authorization": f"Bearer {_clinician_token()}"}, timeout=30)
+        assert search.status_code == 200, search.text
         assert all(_listening(port) for port in [*ports, mllp])
         run.send_signal(signal.SIGINT)  # Ctrl-C ...
         time.sleep(0.5)
