@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEV_DIR = REPO_ROOT / "var" / "dev"
+
+
+def _public_base_url(value: str | None) -> str | None:
+    """An http(s) URL with a host and nothing after the path, kept without its trailing slash; empty is unset."""
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("must be an http(s) URL with a host and no query or fragment, e.g. https://scr.example.nhs.uk")
+    return value.rstrip("/")
+
+
+# The URL clients reach a service at through the gateway (SCR_PUBLIC_BASE_URL), for absolute URLs in answers; unset,
+# they are built from the request's Host header, which any caller chooses.
+PublicBaseUrl = Annotated[str | None, AfterValidator(_public_base_url)]
 
 
 class ServiceSettings(BaseSettings):

@@ -39,7 +39,7 @@ from services.record_api.store import (
 )
 from shared import roles
 from shared.audit import AuditRecord, write_audits
-from shared.auth import Principal, authenticate
+from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, ServiceUnavailable
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, ODS_ORG_SYSTEM, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
@@ -232,7 +232,7 @@ def guard(interaction: str, resource_type: str | None = None) -> Callable[[Reque
         if rtype not in served_types() and rtype != "AuditEvent":
             raise NotFound(f"resource type {rtype[:64]!r} is not served here", expression=[rtype[:64]])
         if not caller.may(rtype):
-            current.deny(None, f"the token's SMART scopes do not allow {interaction} on {rtype}")
+            current.deny(None, f"the token's SMART scopes do not allow {interaction} on {rtype}", scope=True)
         if interaction == "audit-search" and principal.role not in roles.PRIVACY_OFFICER:
             current.deny(None, "searching the audit trail needs the privacy officer role (R5100)")
         current.caller = Caller(principal, interaction, rtype, current.break_glass(request))
@@ -338,14 +338,16 @@ class Guard:
         self.deny(person, reason, hint=hint, metric=metric)
         return None
 
-    def deny(self, person: Person | None, reason: str, *, hint: bool = False, metric: str | None = None) -> None:
-        """Audit the refusal, then refuse with 403 (with the break-the-glass hint when it would help)."""
+    def deny(self, person: Person | None, reason: str, *, hint: bool = False, metric: str | None = None,
+             scope: bool = False) -> None:
+        """Audit the refusal, then refuse with 403 (with the break-the-glass hint when it would help; `scope`: the
+        token's scopes are what is missing, RFC 6750 `insufficient_scope`)."""
         self.denied.append(_Denied(person, reason, metric=metric))
         self._audit()
         issues = [Issue(reason, code="forbidden").as_fhir()]
         if hint and roles.is_clinical(self.caller.principal.role):
             issues.append(_break_glass_hint())
-        raise Forbidden(reason, issues=issues)
+        raise (InsufficientScope if scope else Forbidden)(reason, issues=issues)
 
     def withhold_item(self, grant: Grant, reason: str) -> None:
         """Refuse a single item (a read of something withheld) without saying what it is; when an objection

@@ -1,11 +1,10 @@
 """Record API settings (SCR_ environment variables)."""
 
-from urllib.parse import urlsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr
 
 from services.record_api.population.deprivation import SYNTHETIC_TABLE as SYNTHETIC_IMD_TABLE
-from shared.settings import DEV_DIR, ServiceSettings
+from shared.settings import DEV_DIR, PublicBaseUrl, ServiceSettings
 
 
 class RecordApiSettings(ServiceSettings):
@@ -14,7 +13,7 @@ class RecordApiSettings(ServiceSettings):
     # The URL clients reach the record API at (https://scr.example.nhs.uk, or with a path prefix), used for every
     # absolute URL in an answer: Bundle links and fullUrl, Content-Location, the export manifest. Set it in
     # production: unset, those URLs are built from the request's Host header, which any caller chooses.
-    public_base_url: str | None = None
+    public_base_url: PublicBaseUrl = None
     consent_url: str = "http://127.0.0.1:8003"
     # The record API's own bearer token for the consent decision API, read from a file the platform rotates
     # (a Kubernetes projected token, or the dev token `make run` writes).
@@ -47,15 +46,3 @@ class RecordApiSettings(ServiceSettings):
     export_stale_seconds: float = 300.0  # a running job whose worker stopped beating is re-queued after this
     export_retention_hours: float = 24.0  # finished jobs and their files are deleted after this
     consent_page_size: int = 5000  # people per page when fetching the secondary-use exclusions
-
-    @field_validator("public_base_url")
-    @classmethod
-    def _public_base_url(cls, value: str | None) -> str | None:
-        """An http(s) URL with a host and nothing after the path, kept without its trailing slash; empty is unset."""
-        if not value:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-            raise ValueError("must be an http(s) URL with a host and no query or fragment, e.g. "
-                             "https://scr.example.nhs.uk")
-        return value.rstrip("/")

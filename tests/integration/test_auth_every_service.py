@@ -85,6 +85,21 @@ def test_a_token_without_any_smart_scope_gets_403_on_every_protected_endpoint(se
         assert response.headers["www-authenticate"] == 'Bearer realm="scr", error="insufficient_scope"', (method, path)
 
 
+def test_a_scope_that_covers_other_types_is_challenged_as_insufficient_scope(service, tokens) -> None:
+    """Scopes that exist but do not reach this route (a clinician who may read only Observations reading Patients; a
+    system client who may read only Observations exporting Patients) are RFC 6750 `insufficient_scope` as well."""
+    name, client, _routes = service
+    if name != "record_api":
+        return
+    narrow = {"clinician": tokens.clinician(scope="user/Observation.rs"),
+              "system": tokens.system(scope="system/Observation.rs")}
+    for path, token, extra in (("/fhir/Patient?family=x", narrow["clinician"], {}),
+                               ("/fhir/$export?_type=Patient", narrow["system"], {"Prefer": "respond-async"})):
+        response = client.get(path, headers={"Authorization": f"Bearer {token}"} | extra)
+        assert response.status_code == 403, (path, response.text)
+        assert response.headers["www-authenticate"] == 'Bearer realm="scr", error="insufficient_scope"', path
+
+
 # Correctly signed tokens whose claims have the wrong JSON type: each once answered 500, or 503 with an audit-write
 # failure (raising ScrAuditWriteFailures), because code downstream took the claim for text.
 WRONG_TYPES = [

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from services.record_api.bundles import fhir_base
+from services.record_api.bundles import fhir_base, public_base
 from services.record_api.population import delivery, page, store
 from services.record_api.population.aggregates import COUNTED_TYPES, MEASURES, parse_dimensions
 from services.record_api.population.models import ACTIVE, CANCELLED, FAILED, ExportJob
 from services.record_api.resource_types import searchable_types
 from shared.audit import AuditRecord, write_audit
-from shared.auth import Principal, authenticate
+from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, InvalidInput, NotFound, ScrError
 from shared.fhir import FHIR_JSON, Issue, operation_outcome
 from shared.service import fhir_error
@@ -144,15 +144,20 @@ def _types(principal: Principal, wanted: list[str] | None, level: str) -> list[s
     if wanted is None:
         allowed = [t for t in exportable if principal.can(t, "r", contexts=("system",))]
         if not allowed:
-            raise Forbidden("the token's system scopes allow reading none of the exportable types")
+            raise InsufficientScope("the token's system scopes allow reading none of the exportable types")
         return allowed
     unknown = [t for t in wanted if t not in exportable]
     if unknown:
         raise InvalidInput(f"_type: {unknown[0][:64]!r} cannot be exported at {level} level", expression=["_type"])
     refused = [t for t in wanted if not principal.can(t, "r", contexts=("system",))]
     if refused:
-        raise Forbidden(f"the token's system scopes do not allow reading {refused[0]}")
+        raise InsufficientScope(f"the token's system scopes do not allow reading {refused[0]}")
     return list(dict.fromkeys(wanted))
+
+
+def _requested_url(request: Request) -> str:
+    """The kick-off URL for the manifest's `request`, on the public base (not the caller's Host header)."""
+    return f"{public_base(request)}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
 
 
 def _kick_off(request: Request, principal: Principal, level: str, group_id: str | None) -> Response:
@@ -164,7 +169,7 @@ def _kick_off(request: Request, principal: Principal, level: str, group_id: str 
         raise
     population = _population(request)
     job_request = store.JobRequest(level, group_id, types, params.since, params.purpose, principal.subject,
-                                   principal.ods_code, str(request.url))
+                                   principal.ods_code, _requested_url(request))
     try:
         job = _queue(population, principal, job_request, group_id)
     except ScrError as exc:  # e.g. no pseudonymisation key: refused, nothing queued, and audited
@@ -293,7 +298,7 @@ def export_file(request: Request, job_id: str, file_name: str,
         # The recipient's token may have lost a scope since kick-off: each download is judged by the token it carries.
         _audit(request, principal, "denied", f"bulk export {job.id} file {file_name} refused: no system read "
                                              f"scope on {match.group(1)}", job.purpose)
-        raise Forbidden(f"the token's system scopes do not allow reading {match.group(1)}")
+        raise InsufficientScope(f"the token's system scopes do not allow reading {match.group(1)}")
     try:
         current = population.current_exclusions(job.purpose, job.recipient_ods)
     except ScrError as exc:
@@ -314,8 +319,8 @@ def _aggregates_caller(request: Request, principal: Principal) -> None:
     if missing:
         _audit(request, principal, "denied", "population aggregates refused: no system read scope on "
                                              f"{', '.join(missing)}")
-        raise Forbidden(f"aggregates count {', '.join(('Patient', *COUNTED_TYPES))}: the token's system scopes "
-                        f"must allow reading each (missing {', '.join(missing)})")
+        raise InsufficientScope(f"aggregates count {', '.join(('Patient', *COUNTED_TYPES))}: the token's system "
+                                f"scopes must allow reading each (missing {', '.join(missing)})")
 
 
 def _reference_date(request: Request) -> date:

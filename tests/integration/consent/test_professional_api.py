@@ -56,6 +56,23 @@ def test_a_gp_records_dissent_and_every_other_organisation_sees_only_its_own_ite
     assert me["direct_care"] == "object"  # the citizen sees the objection recorded for them
 
 
+def test_absolute_urls_use_the_public_base_url_not_the_host_header(make_client, pg_url, tokens, db) -> None:
+    public = "https://scr.example.nhs.uk/consent"
+    client = make_client(pg_url, public_base_url=f"{public}/")
+    add_person(db, "person-a", A)
+    hostile = {"Host": "evil.example"}
+    created = client.post("/fhir/Consent", json=professional_body("deny", code="416409005"),
+                          headers=_gp(tokens) | hostile)
+    assert created.status_code == 201
+    assert created.headers["location"].startswith(f"{public}/fhir/Consent/")
+    found = client.get(f"/fhir/Consent?patient:identifier=https://fhir.nhs.uk/Id/nhs-number|{A}",
+                       headers=_gp(tokens) | hostile)
+    assert found.status_code == 200, found.text
+    bundle = found.json()
+    assert bundle["entry"] and all(e["fullUrl"].startswith(f"{public}/fhir/Consent/") for e in bundle["entry"])
+    assert bundle["link"][0]["url"].startswith(f"{public}/fhir/Consent?") and "evil" not in found.text
+
+
 @pytest.mark.parametrize(("role", "status"), [("R8000", 201), ("R8009", 201), ("R5105", 201), ("R8014", 403),
                                               ("R5100", 403)])
 def test_who_may_record_dissent_on_a_patients_behalf(client, tokens, role, status) -> None:

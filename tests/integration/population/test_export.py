@@ -360,6 +360,7 @@ def test_status_and_file_urls_use_the_public_base_url_whatever_the_host_header(m
     done = wait_for(api, status_url.removeprefix(public), bearer(token, Host="evil.example"))
     assert done.status_code == 200, done.text
     assert [o["url"].startswith(f"{public}/fhir/$export-file/") for o in done.json()["output"]] == [True]
+    assert done.json()["request"] == f"{public}/fhir/$export?_type=Patient" and "evil" not in done.text
 
 
 def test_a_job_id_with_anything_after_it_names_no_job(api, world, tokens) -> None:
