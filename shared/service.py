@@ -98,10 +98,9 @@ def bearer_challenge(exc: ScrError) -> str | None:
     return None
 
 
-class ContainUnexpected:
-    """ASGI middleware answering any exception that escapes the app itself, rather than the Exception handler
-    above, which re-raises to the server: uvicorn would then log the whole traceback, and a database error's text
-    quotes the SQL parameters (patient data). Plain ASGI for the reason given on AccessLogAndMetrics."""
+class HttpMiddleware:
+    """Plain ASGI middleware (the reason is given on AccessLogAndMetrics) acting on HTTP requests only: lifespan
+    and any other scope pass straight through to the app. Subclasses implement `handle`."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -110,6 +109,18 @@ class ContainUnexpected:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class ContainUnexpected(HttpMiddleware):
+    """ASGI middleware answering any exception that escapes the app itself, rather than the Exception handler
+    above, which re-raises to the server: uvicorn would then log the whole traceback, and a database error's text
+    quotes the SQL parameters (patient data)."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def send_noting_start(message: Message) -> None:
@@ -134,17 +145,15 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return fhir_error(500, Issue("internal error; the request was not completed", code="exception"))
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """ASGI middleware refusing a request body over `limit` bytes with 413 and an OperationOutcome, whether the
     size is declared (Content-Length) or only found while reading (chunked), before the app holds it in memory."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+        super().__init__(app)
+        self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.limit:
             too_large = fhir_error(413, Issue(f"the body is {int(declared)} bytes; at most {self.limit} are accepted",
@@ -165,21 +174,15 @@ class BodyLimit:
         await self.app(scope, counted, send)
 
 
-class NoStore:
+class NoStore(HttpMiddleware):
     """ASGI middleware giving every response `Cache-Control: no-store` unless its route chose a policy itself (the
     citizen page's static files: `no-cache`). Records, searches, audit trails, consents and raw messages must not be
     kept by a browser, proxy or gateway cache; one place means no new route can forget. The few public answers
     (`/fhir/metadata`, `/healthz`) are cheap to make again, so they get no exception to get wrong. Conditional reads
     still work: `no-store` stops shared and private caches keeping a copy, not a client that keeps its own copy
-    sending If-None-Match. Plain ASGI for the reason given on AccessLogAndMetrics."""
+    sending If-None-Match."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
 
         async def send_with_cache_policy(message: Message) -> None:
             if message["type"] == "http.response.start":

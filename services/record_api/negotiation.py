@@ -6,25 +6,19 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from shared.fhir import Issue
-from shared.service import fhir_error
+from shared.service import HttpMiddleware, fhir_error
 
 FHIR_PATHS = "/fhir"
 
 
-class FhirHttp:
-    """Plain ASGI middleware (see shared.service.ContainUnexpected), placed inside the access log and the error
+class FhirHttp(HttpMiddleware):
+    """Placed inside the access log and the error
     handling so its answers are logged, counted and contained like any other."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] == "HEAD":  # the same answer, headers (Content-Length, ETag) and audit row as a GET
             scope, send = {**scope, "method": "GET"}, _without_body(send)
         if scope["path"].startswith(FHIR_PATHS) and not accepts_json(scope):
