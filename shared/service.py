@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -98,9 +99,9 @@ def bearer_challenge(exc: ScrError) -> str | None:
     return None
 
 
-class HttpMiddleware:
+class HttpMiddleware(ABC):
     """Plain ASGI middleware (the reason is given on AccessLogAndMetrics) acting on HTTP requests only: lifespan
-    and any other scope pass straight through to the app. Subclasses implement `handle`."""
+    and any other scope pass straight through to the app, and each subclass's `handle` sees just the requests."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -111,8 +112,9 @@ class HttpMiddleware:
             return
         await self.handle(scope, receive, send)
 
+    @abstractmethod
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+        """Answer, or pass on to `self.app`, one HTTP request."""
 
 
 class ContainUnexpected(HttpMiddleware):
