@@ -99,6 +99,19 @@ def bearer_challenge(exc: ScrError) -> str | None:
     return None
 
 
+def public_base(request: Request) -> str:
+    """Where clients reach this service: SCR_PUBLIC_BASE_URL when the service has it set (production), else the
+    request's own base URL, which echoes whatever Host header the caller sent (fine on one machine only)."""
+    configured = getattr(request.app.state.runtime.settings, "public_base_url", None)
+    return configured or str(request.base_url).rstrip("/")
+
+
+def public_url(request: Request, query: str | None = None) -> str:
+    """This request's URL on the public base, with `query` in place of its own when given ("" for none)."""
+    query = request.url.query if query is None else query
+    return f"{public_base(request)}{request.url.path}" + (f"?{query}" if query else "")
+
+
 class HttpMiddleware(ABC):
     """Plain ASGI middleware (the reason is given on AccessLogAndMetrics) acting on HTTP requests only: lifespan
     and any other scope pass straight through to the app, and each subclass's `handle` sees just the requests."""

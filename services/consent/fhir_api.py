@@ -13,6 +13,7 @@ from shared import nhs_number
 from shared.auth import Principal, require
 from shared.errors import InvalidInput
 from shared.fhir import FHIR_JSON, NHS_NUMBER_SYSTEM, canonical_system
+from shared.service import public_base, public_url
 
 router = APIRouter(prefix="/fhir/Consent", tags=["fhir"])
 SEARCH_PARAMS = ("patient:identifier", "patient.identifier")
@@ -20,15 +21,6 @@ SEARCH_PARAMS = ("patient:identifier", "patient.identifier")
 
 def _service(request: Request) -> ConsentService:
     return request.app.state.consent_service
-
-
-def _base(request: Request) -> str:
-    """SCR_PUBLIC_BASE_URL when set, else the request's base (which echoes the caller's Host header)."""
-    return request.app.state.runtime.settings.public_base_url or str(request.base_url).rstrip("/")
-
-
-def _this_url(request: Request) -> str:
-    return f"{_base(request)}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
 
 
 def _fhir(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -40,7 +32,7 @@ def create_consent(request: Request, resource: Any = Body(...),
                    principal: Principal = Depends(require("clinician", scope=("Consent", "c")))) -> JSONResponse:
     stored = _service(request).record_professional(principal, resource)
     version = stored["meta"]["versionId"]
-    return _fhir(stored, 201, {"Location": f"{_base(request)}/fhir/Consent/{stored['id']}/_history/{version}",
+    return _fhir(stored, 201, {"Location": f"{public_base(request)}/fhir/Consent/{stored['id']}/_history/{version}",
                                "ETag": f'W/"{version}"'})
 
 
@@ -57,8 +49,8 @@ def search_consents(request: Request,
     number = _nhs_number_param(request)
     resources = _service(request).search_professional(principal, number)
     return _fhir({"resourceType": "Bundle", "type": "searchset", "total": len(resources),
-                  "link": [{"relation": "self", "url": _this_url(request)}],
-                  "entry": [{"fullUrl": f"{_base(request)}/fhir/Consent/{r['id']}", "resource": r,
+                  "link": [{"relation": "self", "url": public_url(request)}],
+                  "entry": [{"fullUrl": f"{public_base(request)}/fhir/Consent/{r['id']}", "resource": r,
                              "search": {"mode": "match"}} for r in resources]})
 
 

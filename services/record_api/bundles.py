@@ -15,17 +15,12 @@ import orjson
 from fastapi import Request
 
 from shared.fhir import LIST_WARNING_SYSTEM
+from shared.service import public_base, public_url
 
 # FHIR's own message codes for OperationOutcome.issue.details (MSG_PARAM_UNKNOWN: 'Parameter "%s" not understood').
 OPERATION_OUTCOME_SYSTEM = "http://terminology.hl7.org/CodeSystem/operation-outcome"
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 ALWAYS_KEPT = ("resourceType", "id", "meta")
-
-
-def public_base(request: Request) -> str:
-    """Where clients reach this service: SCR_PUBLIC_BASE_URL when set (production), else the request's own base URL,
-    which echoes whatever Host header the caller sent (good enough on one machine, not behind a gateway)."""
-    return request.app.state.runtime.settings.public_base_url or str(request.base_url).rstrip("/")
 
 
 def fhir_base(request: Request) -> str:
@@ -37,8 +32,7 @@ def page_url(request: Request, cursor: str | None = None) -> str:
     items = [(k, v) for k, v in request.query_params.multi_items() if k != "_cursor"]
     if cursor:
         items.append(("_cursor", cursor))
-    query = urlencode(items)
-    return f"{public_base(request)}{request.url.path}" + (f"?{query}" if query else "")
+    return public_url(request, urlencode(items))
 
 
 class StoredJson:

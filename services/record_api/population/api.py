@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from services.record_api.bundles import fhir_base, public_base
+from services.record_api.bundles import fhir_base
 from services.record_api.population import delivery, page, store
 from services.record_api.population.aggregates import COUNTED_TYPES, MEASURES, parse_dimensions
 from services.record_api.population.models import ACTIVE, CANCELLED, FAILED, ExportJob
@@ -27,7 +27,7 @@ from shared.audit import AuditRecord, write_audit
 from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, InvalidInput, NotFound, ScrError
 from shared.fhir import FHIR_JSON, Issue, operation_outcome
-from shared.service import fhir_error
+from shared.service import fhir_error, public_url
 
 if TYPE_CHECKING:
     from services.record_api.population.service import Population
@@ -155,11 +155,6 @@ def _types(principal: Principal, wanted: list[str] | None, level: str) -> list[s
     return list(dict.fromkeys(wanted))
 
 
-def _requested_url(request: Request) -> str:
-    """The kick-off URL for the manifest's `request`, on the public base (not the caller's Host header)."""
-    return f"{public_base(request)}{request.url.path}" + (f"?{request.url.query}" if request.url.query else "")
-
-
 def _kick_off(request: Request, principal: Principal, level: str, group_id: str | None) -> Response:
     params = _export_params(request)
     try:
@@ -169,7 +164,7 @@ def _kick_off(request: Request, principal: Principal, level: str, group_id: str 
         raise
     population = _population(request)
     job_request = store.JobRequest(level, group_id, types, params.since, params.purpose, principal.subject,
-                                   principal.ods_code, _requested_url(request))
+                                   principal.ods_code, public_url(request))
     try:
         job = _queue(population, principal, job_request, group_id)
     except ScrError as exc:  # e.g. no pseudonymisation key: refused, nothing queued, and audited
