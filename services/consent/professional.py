@@ -9,7 +9,14 @@ from datetime import datetime
 from typing import Any
 
 from services.consent import codes
-from services.consent.facts import actor_ods_codes, first_code, is_about_sharing, parse_datetime, range_end
+from services.consent.facts import (
+    actor_ods_codes,
+    first_code,
+    is_about_sharing,
+    ods_code,
+    parse_datetime,
+    range_end,
+)
 from services.consent.preferences import ODS_CODE
 from shared import nhs_number as nhs
 from shared.errors import InvalidInput, UnprocessableResource
@@ -41,10 +48,24 @@ def check(resource: Any) -> CheckedConsent:
         structure = [Issue("this endpoint records Consent resources", "resourceType", code="not-supported")]
     if structure:
         raise InvalidInput(structure[0].diagnostics, issues=[i.as_fhir() for i in structure])
+    resource = _normalised(resource)
     issues = _rule_issues(resource)
     if issues:
         raise UnprocessableResource(issues[0].diagnostics, issues=[i.as_fhir() for i in issues])
     return CheckedConsent(kind_of(resource["provision"]), patient_nhs_number(resource) or "", resource)
+
+
+def _normalised(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource with its nested actors' ODS codes written as they are compared (`facts.ods_code`: stripped,
+    capitals), the same normalising a citizen's denied organisations get: "rh8 " is checked and stored as RH8."""
+    body = copy.deepcopy(resource)
+    for item in (body.get("provision") or {}).get("provision") or []:
+        for actor in (item or {}).get("actor") or []:
+            identifier = ((actor or {}).get("reference") or {}).get("identifier") or {}
+            if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and isinstance(identifier.get("value"),
+                                                                                            str):
+                identifier["value"] = ods_code(identifier["value"])
+    return body
 
 
 def kind_of(provision: dict[str, Any]) -> str:
@@ -150,7 +171,7 @@ def _nested_issues(item: dict[str, Any], where: str) -> list[Issue]:
         identifier = ((actor or {}).get("reference") or {}).get("identifier") or {}
         if canonical_system(identifier.get("system")) != ODS_ORG_SYSTEM or not ODS_CODE.fullmatch(
                 str(identifier.get("value", ""))):
-            issues.append(Issue("actor must name an organisation by ODS code (3 to 8 capital letters and digits)",
+            issues.append(Issue("actor must name an organisation by ODS code (3 to 8 letters and digits)",
                                 f"{where}.actor[{i}].reference.identifier", code="value"))
     for i, purpose in enumerate(item.get("purpose") or []):
         if purpose.get("system") != ACT_REASON_SYSTEM or purpose.get("code") not in codes.SECONDARY_USE:

@@ -19,7 +19,7 @@ from tests.integration.consent.conftest import (
     version_count,
 )
 from tests.support import data
-from tests.unit.consent.builders import professional_body, review_body
+from tests.unit.consent.builders import denied_organisation_nested, professional_body, review_body
 
 pytestmark = pytest.mark.integration
 A = data.NHS_NUMBERS[0]
@@ -215,3 +215,16 @@ def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newe
     then_consent["dateTime"] = dated_today["dateTime"]
     assert _record(client, tokens, then_consent).status_code == 201
     assert _decide(client, tokens)["rule"] == "share"  # the later-recorded of two same-day records, every time
+
+
+# ---------------------------------------------------------------- ODS codes are normalised as a citizen's are
+
+
+def test_organisation_codes_in_nested_provisions_are_saved_in_capitals(client, tokens, db) -> None:
+    body = professional_body("deny", nested=[denied_organisation_nested(" rh8 ")])
+    stored = _record(client, tokens, body)
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["provision"]["provision"][0]["actor"][0]["reference"]["identifier"]["value"] == "RH8"
+    assert _decide(client, tokens, ods="RH8")["rule"] == "denied-organisation"
+    assert _record(client, tokens, professional_body("deny", nested=[denied_organisation_nested("r-8")])
+                   ).status_code == 422

@@ -59,7 +59,9 @@ def _with(path: list, value) -> dict:
     (_with(["provision", "provision"], [{"type": "deny", "securityLabel": [
         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "XYZ"}]}]),
      UnprocessableResource, "Consent.provision.provision[0].securityLabel[0]"),
-    (_with(["provision", "provision"], [denied_organisation_nested("rr8")]), UnprocessableResource,
+    (_with(["provision", "provision"], [denied_organisation_nested("r-8")]), UnprocessableResource,
+     "Consent.provision.provision[0].actor[0].reference.identifier"),
+    (_with(["provision", "provision"], [denied_organisation_nested(" ")]), UnprocessableResource,
      "Consent.provision.provision[0].actor[0].reference.identifier"),
     (_with(["provision", "provision"], [{"type": "deny", "purpose": [
         {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}]}]),
@@ -72,6 +74,15 @@ def test_refusals_name_the_element(body, error, expression: str | None) -> None:
         check(body)
     if expression:
         assert expression in [e for i in caught.value.issues for e in i.get("expression", [])], caught.value.issues
+
+
+@pytest.mark.parametrize("typed", ["rr8", " RR8", "RR8 ", "Rr8", "\trr8\n"])
+def test_organisation_codes_are_normalised_as_a_citizens_are(typed: str) -> None:
+    body = professional_body(nested=[denied_organisation_nested(typed)])
+    checked = check(body)
+    identifier = checked.resource["provision"]["provision"][0]["actor"][0]["reference"]["identifier"]
+    assert identifier["value"] == "RR8"
+    assert body["provision"]["provision"][0]["actor"][0]["reference"]["identifier"]["value"] == typed  # not mutated
 
 
 def test_a_review_must_match_its_type_and_carry_no_nested_provisions() -> None:
