@@ -72,14 +72,26 @@ def add_person(session: Session, person_id: str, nhs_number: str) -> None:
 def register_with_practice(session: Session, person_id: str, nhs_number: str, practice: str) -> None:
     """The person and a source Patient record naming `practice` as their registered GP (as ingest stores one)."""
     add_person(session, person_id, nhs_number)
+    add_source_patient(session, person_id, f"pat-{person_id}", practice, source_org=practice,
+                       source_system="GP")
+
+
+def add_source_patient(session: Session, person_id: str, record_id: str, practice: str | None, *, source_org: str,
+                       source_system: str = "PAS", updated: datetime | None = None, active: bool = True,
+                       gp: dict[str, Any] | None = None) -> None:
+    """A source Patient record linked to the person, sent by `source_org` at `updated` (the sender's time), naming
+    `practice` as the registered GP by ODS code (or `gp` as given)."""
     now = datetime.now(UTC)
-    body = {"resourceType": "Patient", "id": f"pat-{person_id}",
-            "generalPractitioner": [{"type": "Organization", "identifier": {"system": ODS_ORG_SYSTEM,
-                                                                             "value": practice}}]}
-    session.add(Resource(resource_type="Patient", id=f"pat-{person_id}", version_id=1, person_id=person_id,
-                         source_patient_id=f"pat-{person_id}", source_system="GP", source_org=practice,
-                         source_key=f"patient:{person_id}", content_hash="0" * 64, labels=[], last_updated=now,
-                         body=body))
+    body: dict[str, Any] = {"resourceType": "Patient", "id": record_id}
+    if gp or practice:
+        body["generalPractitioner"] = [gp or {"type": "Organization",
+                                              "identifier": {"system": ODS_ORG_SYSTEM, "value": practice}}]
+    if not active:
+        body["active"] = False
+    session.add(Resource(resource_type="Patient", id=record_id, version_id=1, person_id=person_id,
+                         source_patient_id=record_id, source_system=source_system, source_org=source_org,
+                         source_key=f"patient:{record_id}", source_updated=updated, content_hash="0" * 64,
+                         labels=[], last_updated=now, body=body))
     session.commit()
 
 

@@ -13,6 +13,7 @@ from shared.schema import AuditEventRow
 from tests.integration.consent.conftest import (
     DOC,
     add_person,
+    add_source_patient,
     bearer,
     decide_body,
     register_with_practice,
@@ -215,6 +216,47 @@ def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newe
     then_consent["dateTime"] = dated_today["dateTime"]
     assert _record(client, tokens, then_consent).status_code == 201
     assert _decide(client, tokens)["rule"] == "share"  # the later-recorded of two same-day records, every time
+
+
+# ---------------------------------------------------------------- the registered practice is the newest one named
+
+
+def _hospital_record_then_gp_record(db, *, hospital_practice: str, gp_practice: str | None, **gp_record) -> None:
+    add_person(db, "person-a", A)
+    add_source_patient(db, "person-a", "pas-1", hospital_practice, source_org="RR8",
+                       updated=datetime(2019, 4, 1, tzinfo=UTC))
+    add_source_patient(db, "person-a", "gp-1", gp_practice, source_org=gp_practice or "Y11111",
+                       updated=datetime(2025, 9, 1, tzinfo=UTC), **gp_record)
+
+
+def _objection_and_review(client, tokens, ods: str) -> int:
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    return _record(client, tokens, review_body(codes.DECLINED), ods=ods).status_code
+
+
+def test_a_practice_the_person_has_left_may_not_review_their_objection(client, tokens, db) -> None:
+    _hospital_record_then_gp_record(db, hospital_practice="A81001", gp_practice=data.GP_ODS)
+    assert _objection_and_review(client, tokens, "A81001") == 403
+    assert _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS).status_code == 201
+
+
+def test_a_newer_record_naming_no_practice_leaves_the_last_one_named(client, tokens, db) -> None:
+    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice=None)
+    assert _objection_and_review(client, tokens, data.GP_ODS) == 201
+
+
+def test_an_inactive_record_names_no_practice(client, tokens, db) -> None:
+    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice="A81001", active=False)
+    assert _objection_and_review(client, tokens, data.GP_ODS) == 201
+
+
+def test_a_newest_practice_that_cannot_be_identified_is_not_replaced_by_an_older_one(client, tokens, db) -> None:
+    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice=None,
+                                    gp={"reference": "Organization/not-stored"})
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    refused = _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS)
+    assert refused.status_code == 403
+    assert "no registered practice is known" in refused.json()["issue"][0]["diagnostics"]
 
 
 # ---------------------------------------------------------------- ODS codes are normalised as a citizen's are
