@@ -8,7 +8,7 @@ table-driven tests meaningful and lets the decision be benchmarked in-process.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -132,6 +132,32 @@ def standing_of(consents: Iterable[ConsentFacts], now: datetime) -> Standing:
         if consent.secondary_use_opt_out and opt_out is None:
             opt_out = (consent, consent.secondary_use_opt_out)
     return Standing(fold_stance(in_force), withheld, denied, opt_out, {c.id: c for c in in_force})
+
+
+def ends_objection(consents: Sequence[ConsentFacts], candidate: ConsentFacts, now: datetime) -> bool:
+    """Would recording `candidate` end an objection, now or at any later moment? True when, at some moment from
+    now on, an objection (requested, upheld or declined) stands without it and none stands with it. Judged by the
+    effect, not the shape: a consent code with either provision type, a permit carrying nested restrictions, a
+    period that starts later (it is placed at when we recorded it, so it would outrank an objection made before
+    then), or a date placed between an objection and its review all count; one older than every objection does
+    not (the newer objection still wins)."""
+    with_candidate = [*consents, candidate]
+    for moment in _changes_from(with_candidate, now):
+        if stance_at(consents, moment).objection is not None and stance_at(with_candidate, moment).objection is None:
+            return True
+    return False
+
+
+def stance_at(consents: Iterable[ConsentFacts], moment: datetime) -> Stance:
+    """The direct-care stance the consents in force at `moment` give."""
+    return fold_stance(sorted((c for c in consents if c.in_force(moment)), key=ConsentFacts.order_key))
+
+
+def _changes_from(consents: Sequence[ConsentFacts], now: datetime) -> list[datetime]:
+    """Now and every later moment a consent starts or ends: between two of them the consents in force, and so the
+    stance, stay the same."""
+    later = {moment for c in consents for moment in (c.starts_at, c.ends_at) if moment is not None and moment > now}
+    return [now, *sorted(later)]
 
 
 def fold_stance(in_force: list[ConsentFacts]) -> Stance:

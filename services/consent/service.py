@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.consent import preferences, professional, rules, store
 from services.consent.decisions import DecisionPoint, facts_of, load_facts
 from services.consent.errors import PreconditionRequired
-from services.consent.facts import ConsentFacts, ods_code, utc
+from services.consent.facts import ConsentFacts, facts_from, ods_code, utc
 from services.consent.metrics import AUDIT_FAILURES, CHANGES
 from shared import outbox, roles
 from shared.audit import AuditRecord, write_audit
@@ -111,37 +111,43 @@ class ConsentService:
     # ------------------------------------------------------------ professionals
 
     def record_professional(self, principal: Principal, resource: Any) -> dict[str, Any]:
-        """Record a consent, dissent or objection review on a patient's behalf; returns the stored resource."""
+        """Record a consent, dissent or objection review on a patient's behalf; returns the stored resource. A
+        refusal (403) is audited too, so the person sees the attempt in their access log."""
         checked = professional.check(resource)
-        _authorise_recorder(principal, checked.kind)
-        now = _now()
-        body = checked.resource
-        if checked.kind == "safety-override":
-            # A review acts on the objection in force now; it cannot be back-dated before it.
-            body = body | {"dateTime": now.isoformat(),
-                           "provision": body["provision"] | {"period": body["provision"].get("period", {})
-                                                             | {"start": now.isoformat()}}}
+        try:
+            _authorise_recorder(principal, checked.kind)
+            change, stored = self._record_professional(principal, checked, _now())
+        except Forbidden as refusal:
+            self._audit_refusal(principal, checked.nhs_number, refusal)
+            raise
+        self._after_commit(change)
+        return stored
+
+    def _record_professional(self, principal: Principal, checked: professional.CheckedConsent,
+                             now: datetime) -> tuple[Change, dict[str, Any]]:
         with self._sessions() as session, session.begin():
-            standing = rules.standing_of(load_facts(session, checked.nhs_number), now)
-            if refusal := _denied_organisation(principal, standing):
-                raise Forbidden(refusal)
-            if checked.kind == "safety-override":
-                _authorise_reviewer(session, principal, checked.nhs_number)
-                _require_objection(standing)
             person_id = store.person_id_for(session, checked.nhs_number)
             consent_id = str(uuid.uuid4())
-            stored = professional.for_storage(body, consent_id=consent_id, kind=checked.kind,
+            stored = professional.for_storage(_as_of(checked, now), consent_id=consent_id, kind=checked.kind,
                                               nhs_number=checked.nhs_number, recorded=now,
                                               author_ods=principal.ods_code, person_id=person_id)
             author = store.Author("professional", principal.ods_code, principal.role, principal.subject)
+            candidate = facts_from(id=consent_id, version_id=1, kind=checked.kind, status=stored["status"],
+                                   author_kind=author.kind, author_ods=author.ods, author_role=author.role,
+                                   recorded_at=now, body=stored)
+            _authorise_change(session, principal, checked, candidate, now)
             row = store.insert(session, consent_id=consent_id, nhs_number=checked.nhs_number, kind=checked.kind,
                                author=author, recorded=now, body=stored)
             change = Change(checked.nhs_number, consent_id, 1, checked.kind, now)
             self._record(session, principal, change, f"Professional recorded a {checked.kind} on the "
                                    "patient's behalf", person_id=person_id)
-            result = row.body
-        self._after_commit(change)
-        return result
+            return change, row.body
+
+    def _audit_refusal(self, principal: Principal, nhs_number: str, refusal: Forbidden) -> None:
+        """Audit a refused change (outcome denied, nothing changed) in a transaction of its own: the change's
+        was rolled back."""
+        with self._sessions() as session, session.begin():
+            self._audit(session, principal, "consent-change", nhs_number, [], refusal.message, outcome="denied")
 
     def read_professional(self, principal: Principal, consent_id: str) -> dict[str, Any]:
         with self._sessions() as session, session.begin():
@@ -289,6 +295,33 @@ def _check_precondition(row: ConsentRecord | None, if_match: str | None) -> None
         raise PreconditionFailed(STALE, expression=["If-Match"])
 
 
+def _as_of(checked: professional.CheckedConsent, now: datetime) -> dict[str, Any]:
+    """The resource to store. A review acts on the objection in force now, so it is dated now: it cannot be
+    back-dated before the objection it reviews."""
+    body = checked.resource
+    if checked.kind != "safety-override":
+        return body
+    provision = body["provision"]
+    return body | {"dateTime": now.isoformat(),
+                   "provision": provision | {"period": provision.get("period", {}) | {"start": now.isoformat()}}}
+
+
+def _authorise_change(session: Session, principal: Principal, checked: professional.CheckedConsent,
+                      candidate: ConsentFacts, now: datetime) -> None:
+    """Who may make this change for this person (403), in order: not a denied organisation; a review only by a
+    reviewer with standing, and only of an objection in force (409); and a consent that would end an objection
+    only from those who may record the person's withdrawal of it."""
+    consents = load_facts(session, checked.nhs_number)
+    standing = rules.standing_of(consents, now)
+    if refusal := _denied_organisation(principal, standing):
+        raise Forbidden(refusal)
+    if checked.kind == "safety-override":
+        _authorise_reviewer(session, principal, checked.nhs_number)
+        _require_objection(standing)
+    if rules.ends_objection(consents, candidate, now):
+        _authorise_withdrawal(session, principal, checked.nhs_number)
+
+
 def _authorise_recorder(principal: Principal, kind: str) -> None:
     if kind == "safety-override" and principal.role not in REVIEWERS:
         raise Forbidden("only a GP or a Caldicott Guardian may review an objection")
@@ -315,6 +348,18 @@ def _authorise_reviewer(session: Session, principal: Principal, nhs_number: str)
         return
     raise Forbidden("only a GP at the patient's registered practice, or a Caldicott Guardian, may review their "
                     "objection" + ("" if practices else "; no registered practice is known for this patient"))
+
+
+def _authorise_withdrawal(session: Session, principal: Principal, nhs_number: str) -> None:
+    """An objection is the person's, and theirs to withdraw (uk-domain §4.2: made through, and reversible at, their
+    GP practice). A professional may record that withdrawal for them only from the practice they are registered
+    with, or as a Caldicott Guardian; anyone else who could end it could silently undo the person's choice."""
+    if principal.role in roles.CALDICOTT_GUARDIAN:
+        return
+    if principal.ods_code and ods_code(principal.ods_code) in store.registered_practices(session, nhs_number):
+        return
+    raise Forbidden("the patient objects to sharing their record, and only they (in the app), their registered GP "
+                    "practice or a Caldicott Guardian may record that they withdraw that objection")
 
 
 def _require_objection(standing: rules.Standing) -> None:

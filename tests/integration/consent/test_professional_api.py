@@ -3,7 +3,7 @@ objection reviews (safety overrides) and who may record each; reads and searches
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -206,7 +206,8 @@ def test_a_denied_organisation_can_neither_record_nor_read_the_persons_consents(
     assert version_count(db, A) == 1
 
 
-def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newer(client, tokens) -> None:
+def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newer(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)  # the consent after it ends an objection: see below
     client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC)
     dated_today = professional_body("deny", code="9Nd1.", system=codes.READ_V2)
     dated_today["dateTime"] = datetime.now(UTC).date().isoformat()
@@ -216,6 +217,95 @@ def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newe
     then_consent["dateTime"] = dated_today["dateTime"]
     assert _record(client, tokens, then_consent).status_code == 201
     assert _decide(client, tokens)["rule"] == "share"  # the later-recorded of two same-day records, every time
+
+
+# ---------------------------------------------------------------- ending an objection needs standing
+
+
+def _share_now() -> dict:
+    """A share stated now (the builders' default date is a fixed day in the past, i.e. back-dated)."""
+    return professional_body("permit", code=None, stated=datetime.now(UTC))
+
+
+def _share_shapes() -> dict[str, dict]:
+    now = datetime.now(UTC)
+    future = professional_body("permit", code=None, stated=now)
+    future["provision"]["period"] = {"start": (now + timedelta(days=1)).isoformat()}
+    covering = professional_body("permit", code="425691002", stated=now)
+    covering["provision"]["period"] = {"start": now.isoformat(), "end": (now + timedelta(days=365)).isoformat()}
+    return {
+        "consent code": professional_body("permit", code="425691002", stated=now),
+        "consent code, type deny": professional_body("deny", code="9Nd7.", system=codes.READ_V2, stated=now),
+        "permit with nested restrictions": professional_body("permit", code=None, stated=now,
+                                                             nested=[denied_organisation_nested("RH8")]),
+        "dated next year": professional_body("permit", code=None, stated=now + timedelta(days=365)),
+        "starting tomorrow": future,
+        "period covering now": covering,
+    }
+
+
+@pytest.mark.parametrize("shape", list(_share_shapes()))
+def test_a_clinician_elsewhere_cannot_lift_the_citizens_objection_whatever_the_shape(client, tokens, db,
+                                                                                   shape) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    refused = _record(client, tokens, _share_shapes()[shape], role="R8000", ods="RR8")
+    assert refused.status_code == 403, refused.text
+    outcome = refused.json()
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "forbidden"
+    assert "registered GP practice or a Caldicott Guardian" in outcome["issue"][0]["diagnostics"]
+    assert version_count(db, A) == 1
+    assert _decide(client, tokens)["rule"] == "objection"
+    audit = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-change",
+                                                   AuditEventRow.outcome == "denied")).one()
+    assert (audit.actor_ods, audit.actor_role, audit.nhs_number, audit.person_id) == ("RR8", "R8000", A, "person-a")
+    log = client.get("/consent/me/access-log", headers=bearer(tokens.citizen(A))).json()["entries"]
+    assert (log[0]["action"], log[0]["outcome"]) == ("consent-change", "denied")
+    assert not [what for what in log[0]["what"] if what.startswith("Consent/")]  # nothing was recorded
+
+
+def test_a_gp_dissent_is_the_persons_objection_too_and_a_share_dated_before_it_changes_nothing(client, tokens,
+                                                                                            db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    assert _record(client, tokens, professional_body("deny", stated=datetime.now(UTC)), role="R8000",
+                   ods="RR8").status_code == 201  # recording an objection stays open
+    assert _record(client, tokens, _share_now(), role="R8000",
+                   ods="RR8").status_code == 403  # even by the organisation that recorded it
+    old = professional_body("permit", code="425691002", stated=datetime(2015, 3, 1, tzinfo=UTC))
+    assert _record(client, tokens, old, role="R8000", ods="RR8").status_code == 201  # a 2015 form, back-entered
+    assert _decide(client, tokens)["rule"] == "objection"
+
+
+@pytest.mark.parametrize(("role", "ods"), [("R8009", data.GP_ODS), ("R0260", data.GP_ODS.lower()),
+                                           ("R5105", "RR8")])
+def test_the_registered_practice_or_a_caldicott_guardian_may_record_the_withdrawal(client, tokens, db, role,
+                                                                                  ods) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    withdrawal = professional_body("permit", code="425691002", stated=datetime.now(UTC))
+    assert _record(client, tokens, withdrawal, role=role, ods=ods).status_code == 201
+    assert _decide(client, tokens)["rule"] == "share"
+
+
+def test_no_one_but_a_caldicott_guardian_may_record_a_withdrawal_when_no_practice_is_known(client, tokens) -> None:
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    assert _record(client, tokens, _share_now()).status_code == 403
+    assert _record(client, tokens, _share_now(), role="R5105").status_code == 201
+
+
+def test_a_share_is_open_to_any_recorder_when_there_is_no_objection_to_end(client, tokens, db) -> None:
+    assert _record(client, tokens, _share_now(), role="R8000", ods="RR8").status_code == 201
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC)
+    assert _record(client, tokens, _share_now(), role="R8000", ods="RR8").status_code == 201
+
+
+def test_a_share_between_an_objection_and_its_review_needs_standing(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
+    assert _record(client, tokens, review_body(codes.DECLINED)).status_code == 201
+    assert _decide(client, tokens, purpose="HRESCH")["rule"] == "objection-secondary-use"
+    # The declined objection still keeps the person out of research: a share may not end it either.
+    assert _record(client, tokens, _share_now(), role="R8000", ods="RR8").status_code == 403
 
 
 # ---------------------------------------------------------------- the registered practice is the newest one named
@@ -234,9 +324,10 @@ def _objection_and_review(client, tokens, ods: str) -> int:
     return _record(client, tokens, review_body(codes.DECLINED), ods=ods).status_code
 
 
-def test_a_practice_the_person_has_left_may_not_review_their_objection(client, tokens, db) -> None:
+def test_a_practice_the_person_has_left_may_not_review_or_lift_their_objection(client, tokens, db) -> None:
     _hospital_record_then_gp_record(db, hospital_practice="A81001", gp_practice=data.GP_ODS)
     assert _objection_and_review(client, tokens, "A81001") == 403
+    assert _record(client, tokens, _share_now(), ods="A81001").status_code == 403
     assert _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS).status_code == 201
 
 

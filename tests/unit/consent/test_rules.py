@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from services.consent import codes
 from services.consent.codes import READ_V2
 from services.consent.facts import ConsentFacts
-from services.consent.rules import ADMIN_TYPES, SOCIAL_CARE_TYPES, Policy, decide
+from services.consent.rules import ADMIN_TYPES, SOCIAL_CARE_TYPES, Policy, decide, ends_objection, stance_at
 from shared.labels import CATEGORIES, WITHHELD_BY_DEFAULT
 from tests.unit.consent.builders import (
     ACTOR_ODS,
@@ -29,6 +29,7 @@ from tests.unit.consent.builders import (
     professional_consent,
     request,
     review,
+    review_body,
 )
 
 ON, OFF = Policy(True), Policy(False)
@@ -421,6 +422,74 @@ def test_the_json_shape_is_the_contract() -> None:
     assert body["withhold_labels"] == ["HIV"] and body["obligations"] == ["redact-location"]
 
 
+# ---------------------------------------------------------------- ending an objection (checked when recorded)
+
+
+def _candidate(body: dict, *, start: datetime | None = None, end: datetime | None = None,
+               date: str | None = None) -> ConsentFacts:
+    """A consent a professional is about to record now (the service records it at NOW)."""
+    if start or end:
+        body["provision"]["period"] = {k: v.isoformat() for k, v in (("start", start), ("end", end)) if v}
+    if date:
+        body["dateTime"] = date
+    return professional(body, consent_id="new-1", recorded=NOW, ods=ACTOR_ODS, role=ROLES["clinical"])
+
+
+def _share(**kwargs) -> ConsentFacts:
+    return _candidate(professional_body("permit", code=None, stated=NOW), **kwargs)
+
+
+CANDIDATES = {
+    "share (permit, no code)": _share(),
+    "consent code, type permit": _candidate(professional_body("permit", code="425691002", stated=NOW)),
+    "consent code, type deny": _candidate(professional_body("deny", code="9Nd7.", system=READ_V2, stated=NOW)),
+    "permit with nested restrictions": _candidate(professional_body(
+        "permit", code=None, stated=NOW, nested=[denied_organisation_nested("RH8")])),
+    "share from tomorrow (future-dated)": _share(start=days_ago(-1)),
+    "share dated next year (leapfrog)": _share(date=days_ago(-365).isoformat()),
+    "share for a period covering now": _share(start=days_ago(2), end=days_ago(-365)),
+    "share dated today, no time": _share(date=NOW.date().isoformat()),
+    "share back-dated to 2015": _share(date="2015-03-01"),
+    "dissent": _candidate(professional_body("deny", stated=NOW)),
+    "review declined": _candidate(review_body(codes.DECLINED, stated=NOW)),
+}
+
+# Would recording the candidate end an objection (now or later)? Only those with standing may record one that does.
+# scenario: the candidates that end an objection there (every other candidate does not)
+SHARES_AFTER = set(CANDIDATES) - {"share back-dated to 2015", "dissent", "review declined"}
+ENDS_OBJECTION = {
+    "nothing recorded": set(),
+    "citizen shares": set(),
+    "citizen objects": SHARES_AFTER,
+    "GP-recorded dissent (SNOMED 416409005)": SHARES_AFTER,
+    "objection reviewed and upheld": SHARES_AFTER,
+    "objection declined by safety override": SHARES_AFTER,  # still keeps the person out of secondary use
+    # The citizen objected again yesterday: a share stated two days ago is older and changes nothing.
+    "new objection after a declined one": SHARES_AFTER - {"share for a period covering now"},
+    "expired objection": set(),
+    "inactive objection": set(),
+    # Recorded yesterday, in force from tomorrow: a share stated after yesterday would outrank it once it starts.
+    "objection not yet in force": SHARES_AFTER - {"share for a period covering now"},
+    "newer citizen share beats older dissent": set(),
+    "newer professional consent beats older objection": set(),
+}
+
+
+@pytest.mark.parametrize("candidate", list(CANDIDATES))
+@pytest.mark.parametrize("scenario", list(ENDS_OBJECTION))
+def test_which_consents_would_end_an_objection(scenario: str, candidate: str) -> None:
+    ends = ends_objection(SCENARIOS[scenario], CANDIDATES[candidate], NOW)
+    assert ends is (candidate in ENDS_OBJECTION[scenario])
+
+
+def test_a_share_dated_between_an_objection_and_its_review_ends_the_objection() -> None:
+    # The declined objection still keeps the person out of research; a share placed before the review would end
+    # it, and the review would then have nothing to act on.
+    reviewed = SCENARIOS["objection declined by safety override"]  # dissent 10 days ago, declined 3 days ago
+    assert ends_objection(reviewed, _share(date=days_ago(5).isoformat()), NOW)
+    assert not ends_objection(reviewed, _share(date=days_ago(11).isoformat()), NOW)
+
+
 # ---------------------------------------------------------------- properties over any mix of consents
 
 POOL = [c for consents in SCENARIOS.values() for c in consents]
@@ -481,3 +550,12 @@ def test_objectors_are_never_used_for_secondary_purposes(consents, req, switch) 
     objecting = [*consents, citizen("object", since=NOW, consent_id="zz-object")]
     if req.purpose in codes.SECONDARY_USE:
         assert decide(req, objecting, Policy(switch), now=NOW).decision == "deny"
+
+
+@given(consent_sets, st.sampled_from(list(CANDIDATES.values())), st.floats(min_value=0, max_value=800))
+def test_a_consent_accepted_without_standing_never_ends_an_objection_at_any_moment(consents, candidate,
+                                                                                   days) -> None:
+    # The write-time check looks only where consents start and end; probe any moment up to two years ahead.
+    moment = NOW + timedelta(days=days)
+    if not ends_objection(consents, candidate, NOW) and stance_at(consents, moment).objection is not None:
+        assert stance_at([*consents, candidate], moment).objection is not None
