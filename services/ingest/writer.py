@@ -17,6 +17,7 @@ from services.ingest.feeds.model import (
     Mapped,
     MappedMessage,
     Rejected,
+    StateConflict,
     refuse_dependents,
     rewrite_references,
 )
@@ -158,8 +159,7 @@ class MessageWriter:
     def _store_other(self, session: Session, ctx: WriteContext, channel: str, item: Mapped, existing: Any,
                      resource_id: str, persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> Change:
         source_patient_id, person_id = persons[item.patient_ref] if item.patient_ref else (None, None)
-        body = item.merge(records.unstamped(existing)) if item.merge and existing is not None else item.resource
-        body, labels, digest = self._prepared(body, channel, item, refs)
+        body, labels, digest = self._prepared(_merged(item, existing), channel, item, refs)
         source_updated = item.source_updated
         if existing is not None:
             verdict = _verdict(existing, item, digest)
@@ -210,7 +210,12 @@ class MessageWriter:
             return None  # e.g. a discharge older than the admission: contradicts the stay, so ignored as stale
         body: dict[str, Any] | None = None
         for _at, _received, merge in ordered:
-            body = merge(body)
+            try:
+                body = merge(body)
+            except StateConflict:
+                if merge is item.merge:
+                    raise  # the late message is ruled out where it falls: refused, as it would be in order
+                # Accepted when it arrived, but an earlier-dated event that came since rules it out: passed over.
         return body
 
     def _store_provenance(self, session: Session, ctx: WriteContext, changed: list[Change],
@@ -238,10 +243,27 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)  # the late message is the last received
 
 
+def _merged(item: Mapped, existing: Any) -> dict[str, Any]:
+    """The item applied to the stored body. An event the stored state rules out is refused, unless it is older than
+    that state and replayable: then the replay, which puts it where it belongs by event time, decides."""
+    if not item.merge or existing is None:
+        return item.resource
+    try:
+        return item.merge(records.unstamped(existing))
+    except StateConflict:
+        if item.replay_when_late and _older(existing, item):
+            return item.resource  # only hashed: an older item is never written as merged
+        raise
+
+
+def _older(existing: Any, item: Mapped) -> bool:
+    newer = existing.source_updated
+    return bool(item.source_updated and newer and _aware(item.source_updated) < _aware(newer))
+
+
 def _verdict(existing: Any, item: Mapped, digest: str) -> str | None:
     """`stale` for an update older than what is stored, `unchanged` for a re-send, None to write."""
-    newer = existing.source_updated
-    if item.source_updated and newer and _aware(item.source_updated) < _aware(newer):
+    if _older(existing, item):
         return "stale"
     if existing.content_hash == digest:
         return "unchanged"

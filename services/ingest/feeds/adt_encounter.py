@@ -7,13 +7,21 @@ stay's archived events with the late one from none, in event-time order (service
 so a transfer that arrives after the discharge still lands in the ward history, and a discharge that arrives after
 a later A08 update still ends the stay. A late discharge or cancellation dated before every other event of the
 stay (ENDINGS, which cannot begin one) contradicts it and is ignored.
+
+An event the visit's state rules out (a transfer, discharge or cancellation of a cancelled visit; a transfer of a
+discharged one; an admission after the discharge) raises StateConflict rather than leave a status that its period
+and beds contradict: the message is refused, and an archived one that a replay puts there is passed over, so the
+visit ends the same whichever order its messages arrived in.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from services.ingest.feeds.model import StateConflict, parse_instant
+from shared.fhir import Issue
 
 ADMIT = frozenset({"A01", "A04"})
 PRE_ADMIT = "A05"
@@ -21,6 +29,9 @@ TRANSFER, DISCHARGE, UPDATE = "A02", "A03", "A08"
 CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE = "A11", "A12", "A13"
 ENDINGS = frozenset({DISCHARGE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE})  # end or undo, never begin
 EVENTS = ADMIT | {PRE_ADMIT, TRANSFER, DISCHARGE, UPDATE, CANCEL_ADMIT, CANCEL_TRANSFER, CANCEL_DISCHARGE}
+# Events that need a stay under way, and what a cancelled visit lacks for each (in the refusal's words).
+_NEEDS_A_STAY = {TRANSFER: "no stay to transfer", DISCHARGE: "no stay to discharge",
+                 CANCEL_TRANSFER: "no transfer to cancel", CANCEL_DISCHARGE: "no discharge to cancel"}
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,8 @@ class EncounterEvent:
 
 
 def apply(current: dict[str, Any] | None, event: EncounterEvent) -> dict[str, Any]:
-    """The Encounter after `event`."""
+    """The Encounter after `event`; StateConflict when the visit's state rules the event out."""
+    _check(current, event)
     encounter = copy.deepcopy(current) if current else {"resourceType": "Encounter"}
     encounter.update(copy.deepcopy(event.fields))
     handler = _HANDLERS[event.event]
@@ -47,8 +59,40 @@ def apply(current: dict[str, Any] | None, event: EncounterEvent) -> dict[str, An
     return encounter
 
 
+def _check(current: dict[str, Any] | None, event: EncounterEvent) -> None:
+    """Refuse what the visit's state rules out. A PAS cannot transfer or discharge a cancelled admission, nor move
+    a discharged patient, so such an event means a lost or wrong message: applied, it would reopen a cancelled
+    stay or leave a bed active on a finished one. One visit number is one stay (one Encounter), so an admission
+    after the discharge is a readmission that needs its own; one from before it is the admission sent again."""
+    status = (current or {}).get("status")
+    end = (current or {}).get("period", {}).get("end")
+    if status == "cancelled" and event.event in _NEEDS_A_STAY:
+        raise _conflict(event, f"is cancelled (A11), so there is {_NEEDS_A_STAY[event.event]}; if the patient was "
+                               "admitted after all, send the admission (A01) again first", "204")
+    if status == "finished" and event.event in (TRANSFER, CANCEL_TRANSFER):
+        raise _conflict(event, f"was discharged at {end}; cancel the discharge (A13) first", "204")
+    if status == "finished" and event.event in ADMIT and _not_before(event.admitted or event.at, end):
+        raise _conflict(event, f"was discharged at {end}, before this admission: a readmission needs its own visit "
+                               "number (or cancel the discharge, A13, if the patient never left)", "205")
+
+
+def _conflict(event: EncounterEvent, reason: str, code: str) -> StateConflict:
+    """The refusal, at PV1-19 (HL7 table 0357: 204 no such stay under way, 205 the visit number is taken)."""
+    visit = (event.fields.get("identifier") or [{}])[0].get("value", "")
+    return StateConflict(Issue(f"{event.event}: PV1-19 visit {visit} {reason}", "PV1-19", code="business-rule"),
+                         hl7_location=("PV1", 19, 0), hl7_code=code)
+
+
+def _not_before(moment: str, end: str | None) -> bool:
+    later, ended = parse_instant(moment), parse_instant(end)
+    return later is not None and ended is not None and later >= ended
+
+
 def _admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
     """In progress from PV1-44, at PV1-3 (or the planned bed); a planned location does not outlive the admission."""
+    if encounter.get("status") == "finished":
+        _admission_again(encounter, event)
+        return
     if encounter.get("status") == "cancelled":
         _reopen(encounter)
     if encounter.get("status") in (None, "planned", "arrived", "in-progress"):
@@ -58,6 +102,13 @@ def _admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None
     location = _admitted_to(encounter, event.location)
     _drop_planned(encounter)
     _move_to(encounter, location, event.admitted or event.at)
+
+
+def _admission_again(encounter: dict[str, Any], event: EncounterEvent) -> None:
+    """The admission of a stay already over, sent again (_check refuses one after the discharge): it corrects the
+    start, as an A08 would, and leaves the discharge and the ward history as they are."""
+    if event.admitted:
+        encounter.setdefault("period", {})["start"] = event.admitted
 
 
 def _reopen(encounter: dict[str, Any]) -> None:
@@ -83,28 +134,51 @@ def _pre_admit(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> N
         if event.admitted:
             encounter["period"] = {"start": event.admitted}
         if event.location:
-            encounter["location"] = [{"location": {"display": event.location}, "status": "planned"}]
+            _plan(encounter, event.location)
+
+
+def _plan(encounter: dict[str, Any], location: str) -> None:
+    """The bed planned for a visit not yet admitted (the A05's, or an A08's correction of it): planned, not active,
+    since the patient is not there until the admission."""
+    kept = [loc for loc in encounter.get("location", []) if loc.get("status") != "planned"]
+    encounter["location"] = [*kept, {"location": {"display": location}, "status": "planned"}]
+
+
+def _not_admitted(encounter: dict[str, Any], new: bool) -> bool:
+    return new or encounter.get("status") == "planned"
+
+
+def _begin_stay(encounter: dict[str, Any], event: EncounterEvent) -> None:
+    """An event of a stay under way on a visit not yet admitted (new, or planned at pre-admission) says the patient
+    was admitted, the A01 lost or still to come (a late one is replayed before it): in progress from PV1-44."""
+    encounter["status"] = "in-progress"
+    start = event.admitted or encounter.get("period", {}).get("start") or event.at
+    encounter["period"] = {"start": start}
+    _drop_planned(encounter)
 
 
 def _transfer(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
-    """A move between beds. A transfer of a visit not yet admitted (new, or planned at pre-admission) says the
-    patient was admitted, the A01 lost or still to come (a late one is replayed before it)."""
-    if new or encounter.get("status") == "planned":
-        encounter["status"] = "in-progress"
-        start = event.admitted or encounter.get("period", {}).get("start") or event.at
-        encounter["period"] = {"start": start}
-        _drop_planned(encounter)
+    """A move between beds; on a visit not yet admitted, it begins the stay."""
+    if _not_admitted(encounter, new):
+        _begin_stay(encounter, event)
     _move_to(encounter, event.location, event.at)
 
 
 def _discharge(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    """Finished at PV1-45, the bed closed with it. A visit not yet admitted (the A01 lost) is admitted and discharged:
+    the ward it left (PV1-3, else the planned bed) held from the start. A discharge of a visit already finished (sent
+    again, or with a corrected time) corrects the end as an A08 would."""
     end = event.discharged or event.at
+    if encounter.get("status") == "finished":
+        _correct_times(encounter, replace(event, discharged=end))
+        return
+    if _not_admitted(encounter, new) or "start" not in encounter.get("period", {}):
+        location = _admitted_to(encounter, event.location)
+        encounter["period"] = {"start": event.admitted or encounter.get("period", {}).get("start") or end}
+        _drop_planned(encounter)
+        _move_to(encounter, location, encounter["period"]["start"])
     encounter["status"] = "finished"
-    period = encounter.setdefault("period", {})
-    period["end"] = end
-    if new or "start" not in period:
-        period["start"] = event.admitted or end
-        _move_to(encounter, event.location, period["start"])
+    encounter["period"]["end"] = end
     _drop_planned(encounter)
     _close_active(encounter, end)
 
@@ -117,11 +191,20 @@ def _update(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None
             {"start": event.at}
     else:
         _correct_times(encounter, event)
+    if event.location:
+        _correct_location(encounter, event.location, event.admitted or event.at)
+
+
+def _correct_location(encounter: dict[str, Any], location: str, at: str) -> None:
+    """PV1-3 on an A08: where the patient is (a correction of the active bed, not a move), or for a planned visit
+    where they are to be, which stays planned until the admission."""
     active = _active(encounter)
-    if event.location and active is not None and active["location"].get("display") != event.location:
-        active["location"] = {"display": event.location}  # a correction, not a move
-    elif event.location and active is None and encounter["status"] == "in-progress":
-        _move_to(encounter, event.location, event.admitted or event.at)
+    if encounter["status"] == "planned":
+        _plan(encounter, location)
+    elif active is not None:
+        active["location"] = {"display": location}
+    elif encounter["status"] == "in-progress":
+        _move_to(encounter, location, at)
 
 
 def _correct_times(encounter: dict[str, Any], event: EncounterEvent) -> None:
@@ -146,8 +229,11 @@ def _cancel_admit(encounter: dict[str, Any], event: EncounterEvent, _new: bool) 
     _close_active(encounter, event.at)
 
 
-def _cancel_transfer(encounter: dict[str, Any], event: EncounterEvent, _new: bool) -> None:
+def _cancel_transfer(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
     """Back to the location before the last transfer (PV1-3 names it, when sent)."""
+    if _not_admitted(encounter, new):
+        _resume(encounter, event)
+        return
     locations = encounter.get("location", [])
     active = _active(encounter)
     if active is None or len(locations) < 2:
@@ -160,13 +246,25 @@ def _cancel_transfer(encounter: dict[str, Any], event: EncounterEvent, _new: boo
     previous.get("period", {}).pop("end", None)
 
 
-def _cancel_discharge(encounter: dict[str, Any], _event: EncounterEvent, _new: bool) -> None:
+def _cancel_discharge(encounter: dict[str, Any], event: EncounterEvent, new: bool) -> None:
+    """The patient did not leave: in progress again, the bed the discharge closed reopened."""
+    if _not_admitted(encounter, new):
+        _resume(encounter, event)
+        return
     encounter["status"] = "in-progress"
     encounter.get("period", {}).pop("end", None)
     locations = encounter.get("location", [])
     if locations and _active(encounter) is None:
         locations[-1]["status"] = "active"
         locations[-1].get("period", {}).pop("end", None)
+
+
+def _resume(encounter: dict[str, Any], event: EncounterEvent) -> None:
+    """A cancel transfer or cancel discharge of a visit not yet admitted: the admission and the event it cancels
+    were lost, and the patient is in hospital, at PV1-3 (or the planned bed) since the admission."""
+    location = _admitted_to(encounter, event.location)
+    _begin_stay(encounter, event)
+    _move_to(encounter, location, encounter["period"]["start"])
 
 
 def _active(encounter: dict[str, Any]) -> dict[str, Any] | None:

@@ -253,7 +253,8 @@ def _err_segment(message: str, location: tuple[str, int, int] | None, error_code
 
 _CONDITIONS = {"100": "Segment sequence error", "101": "Required field missing", "102": "Data type error",
                "103": "Table value not found", "200": "Unsupported message type", "201": "Unsupported event code",
-               "203": "Unsupported version id", "204": "Unknown key identifier", "206": "Application record locked",
+               "203": "Unsupported version id", "204": "Unknown key identifier",
+               "205": "Duplicate key identifier", "206": "Application record locked",
                "207": "Application internal error"}
 
 

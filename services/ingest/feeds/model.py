@@ -105,6 +105,12 @@ class AdapterError(Exception):
         super().__init__("; ".join(i.diagnostics for i in self.issues))
 
 
+class StateConflict(AdapterError):
+    """An event the state it would apply to rules out (an ADT transfer of a cancelled visit). Refused when it
+    arrives; an archived one that a late message's replay puts after such a state is passed over instead, as it
+    would have been refused had the messages arrived in event-time order."""
+
+
 def parse_instant(value: Any) -> datetime | None:
     """A FHIR instant/dateTime as an aware UTC datetime (dates count as midnight UTC), or None."""
     if not isinstance(value, str) or len(value) < 4:

@@ -120,6 +120,112 @@ def test_an_admission_after_a_cancel_reopens_the_visit_but_a_late_one_does_not(i
         [("WARD02 BAY3 BED4", "active")]
 
 
+def _wards(encounter) -> list[tuple[str, str]]:
+    return [(loc["location"]["display"], loc["status"]) for loc in encounter.body.get("location", [])]
+
+
+def _refused_at_pv1_19(ingest, response, code: str) -> str:
+    """The ACK's words, after checking it is an AE naming PV1-19 with `code` and the message is archived rejected."""
+    msa, err = _ack(response)
+    assert response.status_code == 400 and msa.get(1) == "AE", response.text
+    assert (err.get(2, 1), err.get(2, 3), err.get(3, 1)) == ("PV1", "19", code)
+    assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).status == "rejected"
+    return msa.get(3)
+
+
+def test_a_transfer_discharge_or_cancel_discharge_on_a_cancelled_visit_is_refused_naming_pv1_19(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000", ward="WARD01"))
+    ingest.post_hl7(messages.adt("A11", ts="20240401103000", control="C2", admitted="20240401100000", ward="WARD01"))
+    (cancelled,) = ingest.rows("Encounter")
+    later = [("A02", {"ward": "CCU"}), ("A03", {"ward": "WARD01", "discharged": "20240402100000"}),
+             ("A13", {"ward": "WARD01"})]
+    for number, (event, extra) in enumerate(later):
+        response = ingest.post_hl7(messages.adt(event, ts=f"2024040210{number}000", control=f"L{number}",
+                                                admitted="20240401100000", **extra))
+        assert "visit V2024000123 is cancelled (A11)" in _refused_at_pv1_19(ingest, response, "204")
+    (after,) = ingest.rows("Encounter")
+    assert after.version_id == cancelled.version_id and after.body == cancelled.body
+    assert after.body["status"] == "cancelled" and _wards(after) == [("WARD01", "completed")]
+    # The PAS admits the patient after all: the visit begins again, and then it takes a transfer.
+    ingest.post_hl7(messages.adt("A01", ts="20240402110000", control="C3", admitted="20240402110000", ward="WARD02"))
+    moved = ingest.post_hl7(messages.adt("A02", ts="20240402120000", control="C4", ward="CCU"))
+    assert _ack(moved)[0].get(1) == "AA", moved.text
+    (readmitted,) = ingest.rows("Encounter")
+    assert readmitted.body["status"] == "in-progress" and _wards(readmitted) == [("WARD02", "completed"),
+                                                                                   ("CCU", "active")]
+
+
+def test_a_cancel_arriving_late_passes_over_the_transfer_and_discharge_sent_after_it(ingest) -> None:
+    for control, event, ts, extra in [("C1", "A01", "20240401100000", {"ward": "WARD01"}),
+                                      ("C3", "A02", "20240401120000", {"ward": "CCU"}),
+                                      ("C4", "A03", "20240403100000", {"ward": "CCU", "discharged": "20240403100000"})]:
+        response = ingest.post_hl7(messages.adt(event, ts=ts, control=control, admitted="20240401100000", **extra))
+        assert _ack(response)[0].get(1) == "AA", response.text
+    late = ingest.post_hl7(messages.adt("A11", ts="20240401110000", control="C2", admitted="20240401100000",
+                                        ward="WARD01"))
+    assert _ack(late)[0].get(1) == "AA", late.text
+    (encounter,) = ingest.rows("Encounter")
+    # As in event-time order: admitted, cancelled, and the transfer and discharge after the cancel refused.
+    assert encounter.body["status"] == "cancelled" and "end" not in encounter.body["period"]
+    assert encounter.body["location"] == [{"location": {"display": "WARD01"}, "status": "completed",
+                                           "period": {"start": "2024-04-01T09:00:00+00:00",
+                                                      "end": "2024-04-01T10:00:00+00:00"}}]
+    assert [v.body["status"] for v in ingest.versions("Encounter", encounter.id)] == \
+        ["in-progress", "in-progress", "finished", "cancelled"]  # what was shown before stays in the history
+    # A late message that itself falls after the cancel is refused, as it would have been in order.
+    refused = ingest.post_hl7(messages.adt("A13", ts="20240402100000", control="C5", ward="CCU"))
+    _refused_at_pv1_19(ingest, refused, "204")
+    assert ingest.rows("Encounter")[0].version_id == encounter.version_id
+
+
+def test_an_admission_after_the_discharge_is_taken_as_sent_again_or_refused_as_a_readmission(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000", ward="WARD01"))
+    ingest.post_hl7(messages.adt("A03", ts="20240405100000", control="C2", admitted="20240401100000", ward="WARD01",
+                                 discharged="20240405100000"))
+    (discharged,) = ingest.rows("Encounter")
+    again = ingest.post_hl7(messages.adt("A01", ts="20240405120000", control="C3", admitted="20240401100000",
+                                         ward="WARD01"))
+    assert _ack(again)[0].get(1) == "AA", again.text
+    assert ingest.rows("Encounter")[0].version_id == discharged.version_id  # nothing to change: the stay is over
+    readmission = ingest.post_hl7(messages.adt("A01", ts="20240410090000", control="C4", admitted="20240410090000",
+                                               ward="WARD02"))
+    assert "discharged at 2024-04-05T09:00:00+00:00" in _refused_at_pv1_19(ingest, readmission, "205")
+    (after,) = ingest.rows("Encounter")
+    assert after.body == discharged.body and after.body["status"] == "finished"
+    assert _wards(after) == [("WARD01", "completed")]
+
+
+def test_a_readmission_stored_before_a_late_discharge_is_passed_over_when_the_stay_is_replayed(ingest) -> None:
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="C1", admitted="20240401100000", ward="WARD01"))
+    ingest.post_hl7(messages.adt("A01", ts="20240410090000", control="C3", admitted="20240410090000", ward="WARD02"))
+    late = ingest.post_hl7(messages.adt("A03", ts="20240405100000", control="C2", admitted="20240401100000",
+                                        ward="WARD01", discharged="20240405100000"))
+    assert _ack(late)[0].get(1) == "AA", late.text
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "finished"
+    assert encounter.body["period"] == {"start": "2024-04-01T09:00:00+00:00", "end": "2024-04-05T09:00:00+00:00"}
+    assert _wards(encounter) == [("WARD01", "completed")]
+
+
+def test_an_update_naming_a_ward_keeps_a_planned_visit_planned_in_either_order(ingest) -> None:
+    ingest.post_hl7(messages.adt("A05", ts="20240320090000", control="C1", patient_class="P",
+                                 admitted="20240401100000", ward="WARD01"))
+    ingest.post_hl7(messages.adt("A08", ts="20240321090000", control="C2", patient_class="P",
+                                 admitted="20240401100000", ward="WARD02^BAY1^BED4"))
+    (planned,) = ingest.rows("Encounter")
+    assert planned.body["status"] == "planned" and _wards(planned) == [("WARD02 BAY1 BED4", "planned")]
+    # The A01 names no bed; an A08 the PAS sent before it arrives after it: replayed, the corrected bed is taken up.
+    ingest.post_hl7(messages.adt("A05", ts="20240320090000", control="D1", visit="V2", admitted="20240401100000",
+                                 ward="WARD01", patient_class="P"))
+    ingest.post_hl7(messages.adt("A01", ts="20240401100000", control="D3", visit="V2", admitted="20240401100000",
+                                 ward=""))
+    late = ingest.post_hl7(messages.adt("A08", ts="20240321090000", control="D2", visit="V2", patient_class="P",
+                                        admitted="20240401100000", ward="WARD02^BAY1^BED4"))
+    assert _ack(late)[0].get(1) == "AA", late.text
+    admitted = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V2")
+    assert admitted.body["status"] == "in-progress" and _wards(admitted) == [("WARD02 BAY1 BED4", "active")]
+
+
 def test_a_pre_admission_planned_bed_is_taken_up_on_admission_and_closed_on_discharge(ingest) -> None:
     steps = [("A05", "20240301090000", {"admitted": "20240305090000", "ward": "WARD01"}),
              ("A01", "20240305100000", {"admitted": "20240305100000", "ward": "WARD02^BAY1^BED1"}),

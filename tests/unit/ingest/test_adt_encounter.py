@@ -1,6 +1,9 @@
 """How ADT events move an Encounter, applied in order, as the pipeline applies them to the stored one."""
 
+import pytest
+
 from services.ingest.feeds import hl7v2
+from services.ingest.feeds.model import StateConflict
 from tests.fixtures.ingest import messages
 
 
@@ -142,10 +145,12 @@ def test_an_admission_elsewhere_drops_the_planned_bed_and_the_discharge_leaves_n
     assert {status for _display, status, _period in _locations(discharged)} == {"completed"}
 
 
-def test_a_discharge_straight_from_pre_admission_leaves_no_planned_bed() -> None:
+def test_a_discharge_straight_from_pre_admission_records_the_ward_left_and_no_planned_bed() -> None:
     planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
-    discharged = _event(*DISCHARGE, ward="WARD01", discharged="20240305100000")(planned)
-    assert discharged["status"] == "finished" and "planned" not in {s for _d, s, _p in _locations(discharged)}
+    discharged = _event(*DISCHARGE, ward="WARD03", admitted="20240301100000", discharged="20240305100000")(planned)
+    assert discharged["status"] == "finished"
+    assert _locations(discharged) == [("WARD03", "completed", {"start": "2024-03-01T10:00:00+00:00",
+                                                               "end": "2024-03-05T10:00:00+00:00"})]
 
 
 def test_a_transfer_of_a_pre_admitted_visit_says_it_was_admitted() -> None:
@@ -154,3 +159,112 @@ def test_a_transfer_of_a_pre_admitted_visit_says_it_was_admitted() -> None:
     assert moved["status"] == "in-progress"
     assert [(d, s) for d, s, _p in _locations(moved)] == [("CCU", "active")]
     assert moved["period"] == {"start": "2024-03-01T10:15:00+00:00"}  # the A02's PV1-44, the admission as it was
+
+
+def _refusal(change, encounter) -> tuple[tuple[str, int, int] | None, str, str]:
+    with pytest.raises(StateConflict) as refused:
+        change(encounter)
+    return refused.value.hl7_location, refused.value.hl7_code, refused.value.issues[0].diagnostics
+
+
+CANCELLED = (_event(*ADMIT, ward="WARD01"), _event("A11", "20240301110000", ward="WARD01"))
+
+
+@pytest.mark.parametrize("event, extra, lacking", [
+    ("A02", {"ward": "CCU"}, "no stay to transfer"),
+    ("A03", {"ward": "WARD01", "discharged": "20240302100000"}, "no stay to discharge"),
+    ("A12", {"ward": "WARD01"}, "no transfer to cancel"),
+    ("A13", {"ward": "WARD01"}, "no discharge to cancel"),
+])
+def test_an_event_of_a_stay_on_a_cancelled_visit_is_refused_at_pv1_19(event: str, extra, lacking: str) -> None:
+    """Applied, an A13 would reopen the cancelled admission and an A02 leave a cancelled visit with an active bed."""
+    location, code, words = _refusal(_event(event, "20240302100000", **extra), _run(*CANCELLED))
+    assert (location, code) == (("PV1", 19, 0), "204")
+    assert words.startswith(f"{event}: PV1-19 visit V2024000123 is cancelled (A11)") and lacking in words
+
+
+def test_a_cancelled_visit_still_takes_an_update_a_resent_cancel_and_a_new_admission() -> None:
+    cancelled = _run(*CANCELLED)
+    assert _event("A08", "20240301120000", ward="WARD02")(cancelled)["status"] == "cancelled"
+    assert _event("A11", "20240301110000", ward="WARD01")(cancelled) == cancelled
+    readmitted = _event("A01", "20240301130000", ward="WARD02", admitted="20240301130000")(cancelled)
+    assert _event("A02", "20240302100000", ward="CCU")(readmitted)["status"] == "in-progress"
+
+
+DISCHARGED = (_event(*ADMIT, ward="WARD01", admitted="20240301100000"),
+              _event(*DISCHARGE, ward="WARD01", admitted="20240301100000", discharged="20240305100000"))
+
+
+def test_an_admission_sent_again_after_the_discharge_leaves_the_stay_as_it_ended() -> None:
+    discharged = _run(*DISCHARGED)
+    again = _event("A01", "20240306090000", ward="WARD07", admitted="20240301100000")
+    assert again(discharged) == discharged  # no second, active bed on a finished stay
+    corrected = _event("A01", "20240306090000", ward="WARD01", admitted="20240301094500")(discharged)
+    assert corrected["status"] == "finished"
+    assert corrected["period"] == {"start": "2024-03-01T09:45:00+00:00", "end": "2024-03-05T10:00:00+00:00"}
+
+
+@pytest.mark.parametrize("admitted", ["20240310100000", "20240305100000"])
+def test_a_readmission_reusing_a_discharged_visit_number_is_refused(admitted: str) -> None:
+    readmission = _event("A01", admitted, ward="WARD02", admitted=admitted)
+    location, code, words = _refusal(readmission, _run(*DISCHARGED))
+    assert (location, code) == (("PV1", 19, 0), "205")
+    assert "discharged at 2024-03-05T10:00:00+00:00" in words and "its own visit number" in words
+
+
+@pytest.mark.parametrize("event", ["A02", "A12"])
+def test_a_transfer_or_its_cancellation_on_a_discharged_visit_is_refused_until_the_discharge_is(event: str) -> None:
+    discharged = _run(*DISCHARGED)
+    location, code, words = _refusal(_event(event, "20240306100000", ward="CCU"), discharged)
+    assert (location, code) == (("PV1", 19, 0), "204") and "cancel the discharge (A13) first" in words
+    reopened = _event("A13", "20240306090000", ward="WARD01")(discharged)
+    moved = _event("A02", "20240306100000", ward="CCU")(reopened)
+    assert [(d, s) for d, s, _p in _locations(moved)] == [("WARD01", "completed"), ("CCU", "active")]
+
+
+def test_a_discharge_sent_again_with_a_corrected_time_moves_the_end_of_the_stay_and_its_bed() -> None:
+    corrected = _event(*DISCHARGE, ward="WARD01", discharged="20240305113000")(_run(*DISCHARGED))
+    assert corrected["status"] == "finished" and corrected["period"]["end"] == "2024-03-05T11:30:00+00:00"
+    assert _locations(corrected) == [("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00",
+                                                              "end": "2024-03-05T11:30:00+00:00"})]
+
+
+def test_an_update_naming_a_location_on_a_planned_visit_keeps_it_planned() -> None:
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
+    updated = _event("A08", "20240221090000", admitted="20240301100000", ward="WARD02^BAY1^BED4")(planned)
+    assert updated["status"] == "planned" and _locations(updated) == [("WARD02 BAY1 BED4", "planned", None)]
+    admitted = _event(*ADMIT, ward="", admitted="20240301100000")(updated)  # no PV1-3: the bed as corrected
+    assert _locations(admitted) == [("WARD02 BAY1 BED4", "active", {"start": "2024-03-01T10:00:00+00:00"})]
+    first = _run(_event("A08", "20240221090000", admitted="", ward="WARD02"))  # an A08 is the first news of it
+    assert first["status"] == "planned" and _locations(first) == [("WARD02", "planned", None)]
+
+
+@pytest.mark.parametrize("event", ["A12", "A13"])
+def test_a_cancellation_on_a_visit_not_yet_admitted_says_the_patient_is_in(event: str) -> None:
+    """Only an admitted patient has a transfer or a discharge to cancel: the A01 (and what it cancels) were lost."""
+    planned = _run(_event("A05", "20240220090000", admitted="20240301100000", ward="WARD01"))
+    for before in (None, planned):
+        after = _event(event, "20240302090000", ward="WARD03", admitted="20240301100000")(before)
+        assert after["status"] == "in-progress" and after["period"] == {"start": "2024-03-01T10:00:00+00:00"}
+        assert _locations(after) == [("WARD03", "active", {"start": "2024-03-01T10:00:00+00:00"})]
+
+
+def test_cancel_transfer_after_two_moves_goes_back_one() -> None:
+    moved = _run(_event(*ADMIT, ward="WARD01", admitted="20240301100000"), _event("A02", "20240302090000", ward="CCU"),
+                 _event("A02", "20240303090000", ward="WARD05"))
+    back = _event("A12", "20240303093000", ward="CCU")(moved)
+    assert _locations(back) == [
+        ("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00", "end": "2024-03-02T09:00:00+00:00"}),
+        ("CCU", "active", {"start": "2024-03-02T09:00:00+00:00"})]
+    assert back["status"] == "in-progress" and "end" not in back["period"]
+
+
+def test_cancel_discharge_reopens_the_bed_the_discharge_closed_and_no_other() -> None:
+    discharged = _run(_event(*ADMIT, ward="WARD01", admitted="20240301100000"),
+                      _event("A02", "20240302090000", ward="CCU"),
+                      _event(*DISCHARGE, ward="CCU", discharged="20240305100000"))
+    reopened = _event("A13", "20240305120000", ward="CCU")(discharged)
+    assert reopened["status"] == "in-progress" and "end" not in reopened["period"]
+    assert _locations(reopened) == [
+        ("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00", "end": "2024-03-02T09:00:00+00:00"}),
+        ("CCU", "active", {"start": "2024-03-02T09:00:00+00:00"})]
