@@ -197,14 +197,15 @@ class RawMessage(Base):
     processed_at: Mapped[datetime | None]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. Kafka topic/partition/offset
     # The sender's own id for the message, once processed (`socialcare:<ODS>:<event_id>`): an id is unique per
-    # sender, so one processed before with other content is refused.
+    # sender, so one processed before with other content is refused. Held by the first message processed with it
+    # (a re-send holds none), and unique, so two deliveries of one id processed at once cannot both be stored.
     message_key: Mapped[str | None] = mapped_column(String(128))
 
     __table_args__ = (
         Index("ix_raw_status", "status", "received_at"),
         Index("ix_raw_hash", "content_hash"),
         # Partial: most feeds carry no id of their own, and the archive holds every message ever received.
-        Index("ix_raw_message_key", "message_key", postgresql_where=text("message_key IS NOT NULL"),
+        Index("ix_raw_message_key", "message_key", unique=True, postgresql_where=text("message_key IS NOT NULL"),
               sqlite_where=text("message_key IS NOT NULL")),
     )
 

@@ -205,8 +205,7 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     for index, outcome in enumerate(results):
         where = f"event[{index}]" if len(events) > 1 else "event"
         if outcome.status == "processed":
-            issues.append(Issue(f"{where} accepted as raw message {outcome.raw_id}", where, "information",
-                                "informational"))
+            issues.append(Issue(_accepted(where, outcome), where, "information", "informational"))
         else:
             issues += [Issue(i.diagnostics, f"{where}.{i.expression}" if i.expression else where, code=i.code)
                        for i in outcome.issues]
@@ -214,6 +213,11 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     status = 200 if accepted == len(results) else 207 if accepted else _refusal_status(results[0])
     return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON,
                         headers={"X-Raw-Message-Id": ", ".join(o.raw_id for o in results)})
+
+
+def _accepted(where: str, outcome: Outcome) -> str:
+    resent = f": a re-send of raw message {outcome.duplicate_of}, nothing changed" if outcome.duplicate_of else ""
+    return f"{where} accepted as raw message {outcome.raw_id}{resent}"
 
 
 def _split_events(body: bytes) -> list[bytes]:

@@ -191,10 +191,11 @@ class Pipeline:
     def _apply(self, session: Session, raw: RawMessage) -> Outcome:
         """Map and store one archived message in the caller's transaction."""
         if raw.channel in HL7_CHANNELS and (original := store.processed_duplicate(session, raw, HL7_CHANNELS)):
-            store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
-            return Outcome(raw.id, "processed", channel=raw.channel, duplicate_of=original)
+            return _resent(session, raw, original)
         mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
-        message_key = _unused_message_id(session, raw, mapped)
+        message_key, original = self._sender_message_id(session, raw, mapped)
+        if original is not None:
+            return _resent(session, raw, original)
         # Never processed before (an attempt that failed counted itself): no earlier Provenance of it to update.
         first_attempt = raw.status == "received" and raw.attempts == 0
         changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
@@ -205,6 +206,36 @@ class Pipeline:
         store.finish_raw(session, raw.id, "processed", detail=detail, message_key=message_key)
         return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel,
                        reviews_opened=store.reviews_opened(session))
+
+    def _sender_message_id(self, session: Session, raw: RawMessage, mapped: MappedMessage
+                           ) -> tuple[str | None, str | None]:
+        """The archive's key for the sender's own id of the message (None when it has none), and the processed
+        message this one repeats (None when it is the first with that id). Refused when the sender gave the id to a
+        different message. One processed message holds each key (unique index, migration ingest_0004): of two
+        deliveries of one id processed at once, the second to commit fails on the index, and its retry (`process`)
+        finds the first."""
+        if mapped.message_id is None:
+            return None, None
+        key = f"{raw.channel}:{mapped.source_org}:{mapped.message_id.value}"
+        earlier = store.processed_with_key(session, key, raw.id)
+        if earlier is None:
+            return key, None
+        if self._digest_of(session, *earlier) != mapped.message_id.digest:
+            raise AdapterError(Issue(f"event_id already used for a different event (raw message {earlier[0]})",
+                                     "event_id", code="duplicate"))
+        return None, earlier[0]
+
+    def _digest_of(self, session: Session, raw_id: str, detail: dict[str, Any]) -> str | None:
+        """What a processed message's id stood for. Messages processed before ingest_0003 recorded no digest (their
+        keys were filled in by ingest_0004): it is worked out again from the archived message."""
+        if _DIGEST in detail:
+            return detail[_DIGEST]
+        raw = store.get_raw(session, raw_id)
+        try:
+            mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system) if raw else None
+        except (AdapterError, ScrError):  # no longer readable: the id stays held, and any other use refused
+            return None
+        return mapped.message_id.digest if mapped and mapped.message_id else None
 
     def _after_commit(self, outcomes: list[Outcome]) -> None:
         """Wake the outbox relay, count, and recount open reviews if a message opened one."""
@@ -326,17 +357,10 @@ def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: Adapter
 _DIGEST = "message_digest"  # in a processed message's detail: what its sender's id for it stood for
 
 
-def _unused_message_id(session: Session, raw: RawMessage, mapped: MappedMessage) -> str | None:
-    """The archive's key for the sender's own id of the message (None when it has none). Refused when the sender
-    gave that id to a different message already processed; the same message again is a harmless re-send."""
-    if mapped.message_id is None:
-        return None
-    key = f"{raw.channel}:{mapped.source_org}:{mapped.message_id.value}"
-    earlier = store.processed_with_key(session, key, raw.id)
-    if earlier is not None and earlier[1].get(_DIGEST) != mapped.message_id.digest:
-        raise AdapterError(Issue(f"event_id already used for a different event (raw message {earlier[0]})",
-                                 "event_id", code="duplicate"))
-    return key
+def _resent(session: Session, raw: RawMessage, original: str) -> Outcome:
+    """A message already processed, sent again: recorded as a duplicate of it, nothing written."""
+    store.finish_raw(session, raw.id, "processed", detail=raw.detail | {"duplicate_of": original})
+    return Outcome(raw.id, "processed", channel=raw.channel, duplicate_of=original)
 
 
 def _summary(changes: list[Change], rejected: list[Rejected]) -> dict[str, Any]:

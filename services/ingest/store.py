@@ -144,7 +144,8 @@ _PROCESSED_DUPLICATE = select(RawMessage.id).where(
 
 
 def processed_with_key(session: Session, message_key: str, raw_id: str) -> tuple[str, dict[str, Any]] | None:
-    """Another processed message the sender gave the same id (`message_key`), if any: its id and detail."""
+    """The processed message holding the sender's id (`message_key`; only the first processed with it holds it), if
+    another does: its id and detail."""
     rows = session.execute(_WITH_KEY, {"key": message_key, "id": raw_id})
     return next(((row.id, row.detail) for row in rows if row.status == "processed"), None)
 

@@ -234,6 +234,7 @@ def test_an_event_id_reused_for_a_different_event_is_refused_and_an_identical_re
     response = ingest.client.post("/ingest/socialcare", content=resent.encode(), headers=ingest.feed(
         data.SOCIAL_CARE_ODS, **{"Content-Type": "application/json"}))
     assert response.status_code == 200, response.text
+    assert "a re-send of raw message" in response.json()["issue"][0]["diagnostics"]
     changed = first | {"care_package": first["care_package"] | {"hours_per_week": 28}}
     other = messages.event("safeguarding.concern_raised", messages.EVENT_BODIES["safeguarding.concern_raised"],
                            event_id="evt-42")
