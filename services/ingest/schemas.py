@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -24,10 +25,18 @@ from shared import nhs_number
 SCHEMA_ID = "https://scr.example-ics.nhs.uk/schemas/socialcare-event.json"
 # Each check below is also a `pattern` in the published schema (written for both Python and ECMA-262 regexes, so
 # [0-9] rather than \d, which Python lets match other scripts' digits): a schema-valid event is an accepted one.
-_NHS_NUMBER = r"^[0-9]{10}$"
+# Ten digits, grouped as people and systems print them ("943 476 5919", "943-476-5919"): the separators are removed
+# (shared.nhs_number.normalise, as the FHIR, HL7 and CSV feeds do).
+_NHS_NUMBER = r"^[0-9]([ -]*[0-9]){9}$"
 _POSTCODE = r"^[A-Za-z]{1,2}[0-9][A-Za-z0-9]?\s*[0-9][A-Za-z]{2}$"
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"  # RFC 3339 full-date, as JSON Schema's format "date"
-_DATE_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+# ISO 8601 / RFC 3339 date-time with a UTC offset, seconds optional (many systems stop at minutes); offsets as
+# +01:00, +0100 or +01 (PostgreSQL's own text form), a space for the T. JSON Schema's format "date-time" requires
+# seconds, so the schema carries this pattern alone; it checks each part's range, leaving only days a month lacks.
+_DATE_TIME = (r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]([01][0-9]|2[0-3]):[0-5][0-9]"
+              r"(:[0-5][0-9](\.[0-9]+)?)?([Zz]|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)$")
+_NO_OFFSET = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9:.]+$")
+_HOURS_ONLY_OFFSET = re.compile(r"([+-][0-9]{2})$")
 
 
 def _text_matching(pattern: str, what: str) -> Callable[[Any], Any]:
@@ -42,6 +51,17 @@ def _text_matching(pattern: str, what: str) -> Callable[[Any], Any]:
     return check
 
 
+def _instant(value: Any) -> Any:
+    """An ISO 8601 date-time with a UTC offset, as pydantic parses it (which needs the offset's minutes). A local
+    time is refused by name: around the clock change it names two instants, or none."""
+    value = value.strip() if isinstance(value, str) else value  # as for every string of an event
+    if isinstance(value, str) and _NO_OFFSET.match(value):
+        raise ValueError("has no UTC offset: add Z or the offset in force (+01:00 in British Summer Time)")
+    text = _text_matching(_DATE_TIME, "an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T10:00:00+01:00 "
+                                      "or 2024-05-01T09:00Z")(value)
+    return _HOURS_ONLY_OFFSET.sub(r"\1:00", text)
+
+
 Text = Annotated[str, Field(min_length=1, max_length=200)]
 NhsNumber = Annotated[str, Field(json_schema_extra={"pattern": _NHS_NUMBER})]  # checked by PersonRef's validators
 Postcode = Annotated[str, Field(json_schema_extra={"pattern": _POSTCODE})]
@@ -49,9 +69,8 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\
 # Strictness off for these two only: in strict mode pydantic takes nothing but date objects from Python values.
 Day = Annotated[date, Field(strict=False, json_schema_extra={"pattern": _DATE}),
                 BeforeValidator(_text_matching(_DATE, "a date, YYYY-MM-DD"))]
-Instant = Annotated[AwareDatetime, Field(strict=False, json_schema_extra={"pattern": _DATE_TIME}),
-                    BeforeValidator(_text_matching(_DATE_TIME, "a date-time with seconds and a UTC offset, "
-                                                               "e.g. 2024-05-01T10:00:00+01:00"))]
+Instant = Annotated[AwareDatetime, Field(strict=False), BeforeValidator(_instant),
+                    WithJsonSchema({"type": "string", "pattern": _DATE_TIME})]
 
 
 class _Strict(BaseModel):
@@ -78,8 +97,9 @@ class PersonRef(_Strict):
     """Who the event is about, as the provider knows them."""
 
     local_id: Id = Field(description="the provider's own person id")
-    nhs_number: NhsNumber | None = Field(None, description="10 digits, no spaces; the tenth a valid Modulus 11 "
-                                                           "check digit (NHS Data Dictionary), not all ten the same")
+    nhs_number: NhsNumber | None = Field(None, description="10 digits, spaces or dashes between them ignored "
+                                                           "(943 476 5919); the tenth a valid Modulus 11 check digit "
+                                                           "(NHS Data Dictionary), not all ten the same")
     nhs_number_verified: bool = Field(False, description="true when traced and verified against PDS")
     family_name: Text | None = None
     given_name: Text | None = None
@@ -97,9 +117,9 @@ class PersonRef(_Strict):
             return None
         if problem := nhs_number.problem(value):
             raise ValueError(problem)
-        if not re.match(_NHS_NUMBER, value):
-            raise ValueError("NHS number must be 10 digits without spaces or dashes")
-        return value
+        if not re.match(_NHS_NUMBER, value):  # ten digits, but other characters between them (tabs, dots...)
+            raise ValueError("NHS number must be 10 digits, grouped by spaces or dashes if at all (943 476 5919)")
+        return nhs_number.normalise(value)  # stored as UK Core has it: ten digits
 
     @field_validator("postcode")
     @classmethod
@@ -111,7 +131,8 @@ class PersonRef(_Strict):
 
 class _Event(_Strict):
     event_id: Id = Field(description="unique per provider; a re-sent event carries the same id")
-    occurred_at: Instant = Field(description="when it happened at the provider (with a UTC offset)")
+    occurred_at: Instant = Field(description="when it happened at the provider: an ISO 8601 date-time with a UTC "
+                                             "offset, seconds optional (2024-05-01T10:00:00+01:00, 2024-05-01T09:00Z)")
     provider: Provider
     person: PersonRef
     confidential: bool = Field(False, description="the provider marks this item confidential")

@@ -10,7 +10,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -291,6 +291,15 @@ def _day(value: Any) -> date | None:
         return None
 
 
+def _fhir_date_time(moment: datetime) -> str:
+    """A FHIR dateTime at the precision sent: seconds always (FHIR requires them with a time, so an event sent to the
+    minute gets :00), a fraction only as far as it was sent (not padded to microseconds), the sender's offset."""
+    if not moment.microsecond:
+        return moment.isoformat(timespec="seconds")
+    text = moment.isoformat(timespec="microseconds")
+    return text[:26].rstrip("0") + text[26:]
+
+
 def _related_person(event: ContactRecorded) -> dict[str, Any]:
     contact = event.contact
     relationship: dict[str, Any] = {"text": contact.relationship}
@@ -317,7 +326,7 @@ def _service_request(event: DischargeSupportRequested) -> dict[str, Any]:
         "category": [SOCIAL_CARE],
         "code": {"coding": [{"system": "urn:scr:socialcare:service", "code": "hospital-discharge-support",
                              "display": "Hospital discharge support"}], "text": "Hospital discharge support"},
-        "authoredOn": event.occurred_at.isoformat(),
+        "authoredOn": _fhir_date_time(event.occurred_at),
         "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:discharge-support",
                         "value": request.id}],
         "performer": [{"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}}],

@@ -105,6 +105,28 @@ def test_bad_events_are_answered_field_by_field_and_good_ones_in_the_same_reques
     assert sorted(raw_ids) == sorted(r.id for r in _raws(ingest))
 
 
+def test_a_grouped_nhs_number_and_a_time_to_the_minute_are_stored_and_bad_ones_refused_by_name(ingest) -> None:
+    person = {"local_id": "MOS-77", "nhs_number": "999 000 0034", "nhs_number_verified": True}
+    good = messages.event("hospital_discharge_support.requested",
+                          messages.EVENT_BODIES["hospital_discharge_support.requested"],
+                          occurred_at="2026-03-01T10:15Z", person=person)
+    local = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"], event_id="evt-local",
+                           occurred_at="2026-03-01T10:15")
+    wrong = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"], event_id="evt-wrong",
+                           person=person | {"nhs_number": "999 000 0035"})
+    response = ingest.client.post("/ingest/socialcare", json=[good, local, wrong],
+                                  headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 207, response.text
+    errors = {i["expression"][0]: i["diagnostics"] for i in response.json()["issue"] if i["severity"] == "error"}
+    assert errors == {"event[1].occurred_at": "Value error, has no UTC offset: add Z or the offset in force "
+                                              "(+01:00 in British Summer Time)",
+                      "event[2].person.nhs_number": "Value error, NHS number fails the Modulus 11 check digit"}
+    (patient,) = ingest.rows("Patient")
+    assert patient.body["identifier"][0]["value"] == "9990000034"
+    (request,) = ingest.rows("ServiceRequest")
+    assert request.body["authoredOn"] == "2026-03-01T10:15:00+00:00"
+
+
 def _raws(ingest):
     from sqlalchemy import select
 

@@ -264,3 +264,21 @@ def test_an_event_id_reused_for_a_different_event_is_dead_lettered(pg_url, token
     assert letter["detail"].startswith("event_id: event_id already used for a different event")
     assert _count(sessions, "RelatedPerson") == 1
     engine.dispose()
+
+
+def test_forms_providers_send_are_stored_and_a_bad_value_is_dead_lettered_with_its_reason(pg_url, tokens) -> None:
+    settings, engine, sessions, log = _embedded_consumer_app(pg_url, tokens)
+    person = {"local_id": "MOS-1", "family_name": "Begum", "nhs_number": "999-000-0034"}
+    log.publish(settings.socialcare_topic, "MOS-1", _event(7) | {"occurred_at": "2026-03-01T10:15+00:00",
+                                                                 "person": person})
+    log.publish(settings.socialcare_topic, "MOS-1", _event(8) | {"occurred_at": "2026-03-01T10:15"})
+    with TestClient(create_app(settings)):
+        (letter,) = _wait_for(lambda: _log(sessions, settings.socialcare_dlq_topic), what="the dead letter")
+        _wait_for(lambda: _count(sessions, "RelatedPerson") == 1, what="the good event stored")
+    assert letter["reason"] == "invalid-event" and letter["original"]["event_id"] == "evt-8"
+    assert letter["detail"] == ("occurred_at: Value error, has no UTC offset: add Z or the offset in force "
+                                "(+01:00 in British Summer Time)")
+    with sessions() as session:
+        patient = session.scalar(select(Resource).where(Resource.resource_type == "Patient"))
+    assert patient.body["identifier"][0]["value"] == "9990000034"
+    engine.dispose()

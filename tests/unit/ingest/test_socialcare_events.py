@@ -224,10 +224,16 @@ def test_a_closed_concern_keeps_its_category_and_records_its_outcome() -> None:
     ("person.restricted", "yes"),
     ("confidential", 1),
     ("occurred_at", 1714554000),
-    ("occurred_at", "2024-05-01T10:00+01:00"),
+    ("occurred_at", "2024-05-01T10:00:00"),
+    ("occurred_at", "2024-05-01"),
+    ("occurred_at", "2024-05-01T10+01:00"),
+    ("occurred_at", "2024-05-01T24:00Z"),
+    ("occurred_at", "2024-05-01T10:00:00+1:00"),
     ("care_package.start_date", "2024-05-01T00:00:00"),
     ("person.nhs_number", ""),
-    ("person.nhs_number", "999 000 0034"),
+    ("person.nhs_number", "999\t000\t0034"),
+    ("person.nhs_number", "999 000 003"),
+    ("person.nhs_number", "999.000.0034"),
     ("person.nhs_number", "9990000035"),
     ("person.postcode", "N/A"),
 ])
@@ -248,3 +254,63 @@ def test_what_the_published_schema_refuses_the_service_refuses_and_the_reverse(w
 def _schema_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(socialcare_schema(),
                                            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+
+
+@pytest.mark.parametrize("sent, stored", [
+    ("9990000034", "9990000034"),
+    ("999 000 0034", "9990000034"),
+    ("999-000-0034", "9990000034"),
+    (" 999 000 0034 ", "9990000034"),
+])
+def test_an_nhs_number_grouped_by_spaces_or_dashes_is_accepted_and_stored_as_ten_digits(sent: str, stored: str
+                                                                                         ) -> None:
+    event = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
+                           person={"local_id": "MOS-1", "nhs_number": sent})
+    mapped = socialcare_events.map_event(event)
+    assert mapped.items[0].resource["identifier"][0]["value"] == stored
+    plain = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"],
+                           person={"local_id": "MOS-1", "nhs_number": stored})
+    assert mapped.message_id == socialcare_events.map_event(plain).message_id  # the same event: a re-send
+    if sent == sent.strip():
+        assert _schema_validator().is_valid(event)
+
+
+@pytest.mark.parametrize("sent, authored_on, instant", [
+    ("2026-03-01T10:15:30+00:00", "2026-03-01T10:15:30+00:00", "2026-03-01T10:15:30+00:00"),
+    ("2026-03-01T10:15Z", "2026-03-01T10:15:00+00:00", "2026-03-01T10:15:00+00:00"),
+    ("2026-03-01T10:15+00:00", "2026-03-01T10:15:00+00:00", "2026-03-01T10:15:00+00:00"),
+    ("2026-06-01T10:15+01:00", "2026-06-01T10:15:00+01:00", "2026-06-01T09:15:00+00:00"),
+    ("2026-06-01T10:15+0100", "2026-06-01T10:15:00+01:00", "2026-06-01T09:15:00+00:00"),
+    ("2026-06-01 10:15:00+01", "2026-06-01T10:15:00+01:00", "2026-06-01T09:15:00+00:00"),
+    ("2026-03-01t10:15z", "2026-03-01T10:15:00+00:00", "2026-03-01T10:15:00+00:00"),
+    ("2026-03-01T10:15:30.250Z", "2026-03-01T10:15:30.25+00:00", "2026-03-01T10:15:30.250000+00:00"),
+])
+def test_a_date_time_without_seconds_or_in_another_iso_form_is_accepted_at_the_precision_sent(
+        sent: str, authored_on: str, instant: str) -> None:
+    event = messages.event("hospital_discharge_support.requested",
+                           messages.EVENT_BODIES["hospital_discharge_support.requested"], occurred_at=sent)
+    assert _schema_validator().is_valid(event)
+    mapped = socialcare_events.map_event(event)
+    request = mapped.items[1]
+    assert request.resource["authoredOn"] == authored_on  # FHIR dateTime: seconds required once there is a time
+    assert validate_resource(request.resource) == []
+    assert request.source_updated.isoformat() == instant
+
+
+def test_the_same_instant_written_with_and_without_seconds_is_the_same_event() -> None:
+    body = messages.EVENT_BODIES["contact.recorded"]
+    short = socialcare_events.map_event(messages.event("contact.recorded", body, occurred_at="2026-03-01T10:15Z"))
+    full = socialcare_events.map_event(messages.event("contact.recorded", body, occurred_at="2026-03-01T10:15:00Z"))
+    assert short.message_id == full.message_id
+
+
+def test_a_local_time_is_refused_for_want_of_an_offset_and_a_day_its_month_lacks_by_name() -> None:
+    body = messages.EVENT_BODIES["contact.recorded"]
+    with pytest.raises(AdapterError) as local:
+        socialcare_events.map_event(messages.event("contact.recorded", body, occurred_at="2026-03-01T10:15"))
+    assert "has no UTC offset" in local.value.issues[0].diagnostics
+    no_such_day = messages.event("contact.recorded", body, occurred_at="2026-02-30T10:15Z")
+    with pytest.raises(AdapterError) as caught:
+        socialcare_events.map_event(no_such_day)
+    assert caught.value.issues[0].expression == "occurred_at"
+    assert _schema_validator().is_valid(no_such_day)  # the one thing about a date-time the pattern cannot say
