@@ -280,3 +280,26 @@ def test_an_event_id_is_unique_per_provider_and_within_one_array(ingest) -> None
                                ods=data.GP_ODS)
     assert ingest.client.post("/ingest/socialcare", json=elsewhere,
                               headers=ingest.feed(data.GP_ODS)).status_code == 200
+
+
+def _renamed(event: dict, system: str) -> dict:
+    return event | {"provider": event["provider"] | {"system": system}}
+
+
+def test_a_renamed_provider_system_is_a_new_source_until_the_old_name_is_sent_again(ingest) -> None:
+    """What docs/INGEST.md says of `provider.system`: records are keyed by it, so a rename starts new records beside
+    the old (one person still), an old event re-sent under the new name is refused, and the remedy is the old name."""
+    started = messages.event("care_package.started", messages.EVENT_BODIES["care_package.started"], event_id="evt-1")
+    ended = messages.event("care_package.ended", messages.EVENT_BODIES["care_package.ended"], event_id="evt-2",
+                           occurred_at="2024-10-01T10:00:00+01:00")
+    _post(ingest, started)
+    _post(ingest, _renamed(ended, "Mosaic 7.2"))
+    by_system = {row.source_system: row.body["status"] for row in ingest.rows("EpisodeOfCare")}
+    assert by_system == {"Mosaic": "active", "Mosaic 7.2": "finished"}
+    assert len({row.person_id for row in ingest.rows("Patient")}) == 1 and len(ingest.rows("Patient")) == 2
+    resent = ingest.client.post("/ingest/socialcare", json=_renamed(started, "Mosaic 7.2"),
+                                headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert resent.status_code == 400 and resent.json()["issue"][0]["expression"] == ["event.event_id"]
+    _post(ingest, ended | {"event_id": "evt-2-again"})  # the remedy: the old name, and a new id for the event
+    by_system = {row.source_system: row.body["status"] for row in ingest.rows("EpisodeOfCare")}
+    assert by_system == {"Mosaic": "finished", "Mosaic 7.2": "finished"}
