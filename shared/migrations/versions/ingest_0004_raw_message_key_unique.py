@@ -67,13 +67,13 @@ def _backfill(connection: sa.Connection) -> None:
     """The key of every processed social-care event that has none, a page at a time."""
     after: dict[str, Any] = _BEFORE_ALL
     while rows := connection.execute(_UNKEYED, after).all():
-        keys = [{"raw_id": row.id, "key": key} for row in rows if (key := event_key(bytes(row.content)))]
+        keys = [{"raw_id": row.id, "key": key} for row in rows if (key := _event_key(bytes(row.content)))]
         if keys:
             connection.execute(_SET_KEY, keys)
         after = {"at": rows[-1].received_at, "id": rows[-1].id}
 
 
-def event_key(content: bytes) -> str | None:
+def _event_key(content: bytes) -> str | None:
     """`socialcare:<ODS>:<event_id>` as the pipeline records it (surrounding spaces ignored, as the event schema
     does); None for content that is not an event (a processed one always is)."""
     try:
