@@ -42,9 +42,9 @@ _SET_KEY = sa.update(_RAW).where(_RAW.c.id == sa.bindparam("raw_id")).values(mes
 _LATER = sa.text("""
 UPDATE raw_message SET message_key = NULL
 WHERE message_key IS NOT NULL AND EXISTS (
-    SELECT 1 FROM raw_message AS first WHERE first.message_key = raw_message.message_key
-    AND (first.received_at < raw_message.received_at
-         OR (first.received_at = raw_message.received_at AND first.id < raw_message.id)))
+    SELECT 1 FROM raw_message AS holder WHERE holder.message_key = raw_message.message_key
+    AND (holder.received_at < raw_message.received_at
+         OR (holder.received_at = raw_message.received_at AND holder.id < raw_message.id)))
 """)
 
 
