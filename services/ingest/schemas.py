@@ -45,6 +45,7 @@ def _text_matching(pattern: str, what: str) -> Callable[[Any], Any]:
     form = re.compile(pattern)
 
     def check(value: Any) -> Any:
+        value = value.strip() if isinstance(value, str) else value  # as for every string of an event
         if not isinstance(value, str) or not form.match(value):
             raise ValueError(f"must be {what}")
         return value
@@ -54,7 +55,7 @@ def _text_matching(pattern: str, what: str) -> Callable[[Any], Any]:
 def _instant(value: Any) -> Any:
     """An ISO 8601 date-time with a UTC offset, as pydantic parses it (which needs the offset's minutes). A local
     time is refused by name: around the clock change it names two instants, or none."""
-    value = value.strip() if isinstance(value, str) else value  # as for every string of an event
+    value = value.strip() if isinstance(value, str) else value  # before the check for a missing offset
     if isinstance(value, str) and _NO_OFFSET.match(value):
         raise ValueError("has no UTC offset: add Z or the offset in force (+01:00 in British Summer Time)")
     text = _text_matching(_DATE_TIME, "an ISO 8601 date-time with a UTC offset, e.g. 2024-05-01T10:00:00+01:00 "

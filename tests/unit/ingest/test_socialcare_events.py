@@ -314,3 +314,37 @@ def test_a_local_time_is_refused_for_want_of_an_offset_and_a_day_its_month_lacks
         socialcare_events.map_event(no_such_day)
     assert caught.value.issues[0].expression == "occurred_at"
     assert _schema_validator().is_valid(no_such_day)  # the one thing about a date-time the pattern cannot say
+
+
+# Every date field of an event: (event type, path to the field, where the date ends up in the mapped resource).
+_DATE_FIELDS = [
+    ("contact.recorded", ("person", "birth_date"), lambda m: m.items[0].resource["birthDate"]),
+    ("assessment.completed", ("assessment", "completed_on"), lambda m: m.items[1].resource["effectiveDateTime"]),
+    ("care_package.ended", ("care_package", "start_date"), lambda m: m.items[1].resource["period"]["start"]),
+    ("care_package.ended", ("care_package", "end_date"), lambda m: m.items[1].resource["period"]["end"]),
+    ("safeguarding.concern_closed", ("concern", "raised_on"), lambda m: m.items[1].resource["period"]["start"]),
+    ("safeguarding.concern_closed", ("concern", "closed_on"), lambda m: m.items[1].resource["period"]["end"]),
+    ("hospital_discharge_support.requested", ("request", "expected_discharge_date"),
+     lambda m: m.items[1].resource["occurrenceDateTime"]),
+]
+
+
+@pytest.mark.parametrize(("event_type", "path", "stored"), _DATE_FIELDS, ids=[p[1] for _, p, _ in _DATE_FIELDS])
+def test_spaces_around_a_date_are_ignored_as_around_any_string_of_an_event(event_type, path, stored) -> None:
+    event = messages.event(event_type, copy.deepcopy(messages.EVENT_BODIES[event_type]))
+    holder = event[path[0]]
+    plain = holder[path[1]]
+    holder[path[1]] = f"  {plain}\t"
+    padded = socialcare_events.map_event(event)
+    holder[path[1]] = plain
+    assert stored(padded) == plain
+    assert padded.message_id == socialcare_events.map_event(event).message_id  # the same event, re-sent
+
+
+def test_a_date_with_other_text_around_it_is_still_refused_by_name() -> None:
+    event = messages.event("assessment.completed", copy.deepcopy(messages.EVENT_BODIES["assessment.completed"]))
+    event["assessment"]["completed_on"] = "on 2024-04-30"
+    with pytest.raises(AdapterError) as caught:
+        socialcare_events.map_event(event)
+    assert caught.value.issues[0].expression == "assessment.completed_on"
+
