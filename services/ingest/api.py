@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from services.ingest import hl7_batch
+from services.ingest.feeds.socialcare_events import provider_system
 from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.records import Change
 from services.ingest.schemas import ReviewDecision, socialcare_schema
@@ -199,8 +200,9 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     body = await read_body(request, pipe.settings.max_body_bytes)
     events = _split_events(body)
     # One batch, as a Kafka poll: archived together, stored in one transaction with a savepoint per event.
-    results = await run_in_threadpool(pipe.receive_many, [Inbound("socialcare", raw, "application/json",
-                                                                  sender_org=principal.ods_code) for raw in events])
+    results = await run_in_threadpool(pipe.receive_many, [
+        Inbound("socialcare", raw, "application/json", sender_org=principal.ods_code,
+                sender_system=provider_system(event)) for raw, event in events])
     issues = []
     for index, outcome in enumerate(results):
         where = f"event[{index}]" if len(events) > 1 else "event"
@@ -220,17 +222,18 @@ def _accepted(where: str, outcome: Outcome) -> str:
     return f"{where} accepted as raw message {outcome.raw_id}{resent}"
 
 
-def _split_events(body: bytes) -> list[bytes]:
-    """A JSON array becomes one message per event (each archived on its own); anything else is one message."""
+def _split_events(body: bytes) -> list[tuple[bytes, Any]]:
+    """A JSON array becomes one message per event (each archived on its own); anything else is one message. Each
+    with its decoded JSON (None when it is not JSON)."""
     try:
         value = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return [body]
+        return [(body, None)]
     if isinstance(value, list) and value:
         if len(value) > MAX_MESSAGES_PER_REQUEST:
             raise TooLarge(f"{len(value)} events in one request; at most {MAX_MESSAGES_PER_REQUEST} are accepted")
-        return [_event_bytes(item) for item in value]
-    return [body]
+        return [(_event_bytes(item), item) for item in value]
+    return [(body, value)]
 
 
 def _event_bytes(event: Any) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from services.ingest import metrics
+from services.ingest.feeds.socialcare_events import provider_system
 from services.ingest.service import Outcome, Pipeline
 from services.ingest.settings import IngestSettings
 from services.ingest.store import Inbound
@@ -153,7 +154,8 @@ class SocialCareConsumer:
     @staticmethod
     def _inbound(event: Event) -> Inbound:
         detail = {"topic": event.topic, "partition": event.partition, "offset": event.offset}
-        return Inbound("socialcare", event.raw, "application/json", detail=detail)
+        return Inbound("socialcare", event.raw, "application/json", sender_system=provider_system(event.payload),
+                       detail=detail)
 
     def _dead_letter(self, event: Event, reason: str, outcome: Outcome) -> None:
         original: Any = event.payload if event.payload is not None else event.raw.decode("utf-8", "replace")

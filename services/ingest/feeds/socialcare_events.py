@@ -58,6 +58,20 @@ def map_event(payload: Any) -> MappedMessage:
     return message
 
 
+def provider_system(payload: Any) -> str | None:
+    """`provider.system` of a decoded event, for the raw archive's sender_system, read before the event is checked so
+    that a refused event also shows who sent it; None when the event names none as text the archive can hold."""
+    provider = payload.get("provider") if isinstance(payload, dict) else None
+    system = provider.get("system") if isinstance(provider, dict) else None
+    if not isinstance(system, str) or "\x00" in system:  # PostgreSQL text cannot hold NUL
+        return None
+    try:
+        system.encode("utf-8")  # an unpaired surrogate escape (\ud800) has no UTF-8 form
+    except UnicodeEncodeError:
+        return None
+    return system.strip()[:128] or None  # the schema ignores spaces around a string; the column holds 128
+
+
 def _digest(event: Any) -> str:
     """What the event says, whatever its bytes: spacing, key order and route (Kafka or HTTP) aside. Fields left out
     stay out, since they mean something other than null."""

@@ -105,6 +105,17 @@ def test_bad_events_are_answered_field_by_field_and_good_ones_in_the_same_reques
     assert sorted(raw_ids) == sorted(r.id for r in _raws(ingest))
 
 
+def test_the_archive_names_the_provider_system_of_each_event_that_names_one_refused_or_not(ingest) -> None:
+    good = messages.event("contact.recorded", messages.EVENT_BODIES["contact.recorded"])
+    refused = messages.event("care_package.started", {"care_package": {"id": "CP-1"}}, event_id="evt-bad")
+    refused["provider"]["system"] = " LiquidLogic LAS "
+    ingest.client.post("/ingest/socialcare", json=[good, refused], headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    ingest.client.post("/ingest/socialcare", content=b"{not json", headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    listed = ingest.client.get("/ingest/raw", headers=ingest.admin()).json()
+    assert sorted((r["status"], r["sender_system"] or "") for r in listed) == [
+        ("processed", "Mosaic"), ("rejected", ""), ("rejected", "LiquidLogic LAS")]
+
+
 def test_a_grouped_nhs_number_and_a_time_to_the_minute_are_stored_and_bad_ones_refused_by_name(ingest) -> None:
     person = {"local_id": "MOS-77", "nhs_number": "999 000 0034", "nhs_number_verified": True}
     good = messages.event("hospital_discharge_support.requested",

@@ -9,6 +9,7 @@ import pytest
 
 from services.ingest.consumer import SocialCareConsumer
 from services.ingest.settings import IngestSettings
+from shared import events as shared_events
 from shared.events import Event, EventConsumer
 
 
@@ -49,3 +50,11 @@ def test_a_failure_mid_poll_commits_what_was_stored_and_is_the_error_raised() ->
     with pytest.raises(RuntimeError, match="mid-poll"):
         consumer.poll_once(member)  # type: ignore[arg-type]
     assert [[e.offset for e in handled] for handled in member.commits] == [[0]]
+
+
+def test_an_event_from_the_topic_is_archived_under_its_provider_system_and_an_unreadable_one_under_none() -> None:
+    readable = shared_events.decode("socialcare.events", "k", b'{"provider": {"system": " Mosaic "}}', 0, 7)
+    unreadable = shared_events.decode("socialcare.events", "k", b"{not json", 0, 8)
+    assert SocialCareConsumer._inbound(readable).sender_system == "Mosaic"
+    assert SocialCareConsumer._inbound(unreadable).sender_system is None
+    assert SocialCareConsumer._inbound(readable).detail == {"topic": "socialcare.events", "partition": 0, "offset": 7}

@@ -348,3 +348,19 @@ def test_a_date_with_other_text_around_it_is_still_refused_by_name() -> None:
         socialcare_events.map_event(event)
     assert caught.value.issues[0].expression == "assessment.completed_on"
 
+
+@pytest.mark.parametrize(("payload", "system"), [
+    ({"provider": {"ods_code": "A1B2C", "system": "Mosaic"}}, "Mosaic"),
+    ({"provider": {"system": "  LiquidLogic LAS "}}, "LiquidLogic LAS"),  # read before the event is checked
+    ({"provider": {"system": "x" * 300}}, "x" * 128),  # what the archive column holds
+    ({"provider": {"system": "   "}}, None),
+    ({"provider": {"system": 7}}, None),
+    ({"provider": {"system": "Mos\x00aic"}}, None),  # PostgreSQL text holds no NUL
+    ({"provider": {"system": "Mos\ud800aic"}}, None),  # no UTF-8 form
+    ({"provider": "Mosaic"}, None),
+    ({}, None),
+    ([{"provider": {"system": "Mosaic"}}], None),
+    (None, None),  # not JSON
+])
+def test_the_sending_system_for_the_archive_is_provider_system_when_the_event_names_one(payload, system) -> None:
+    assert socialcare_events.provider_system(payload) == system
