@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import select
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table, create_engine, event, text
-from sqlalchemy.exc import DisconnectionError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -112,6 +113,28 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     if engine.dialect.name != "postgresql":
         return make_session_factory(engine)
     return sessionmaker(bind=engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+
+
+# SQLSTATEs of a transaction that lost to a concurrent one and would succeed run again as it was: a deadlock (40P01),
+# a serialization failure (40001: REPEATABLE READ or SERIALIZABLE, a Citus distributed deadlock, a hot standby's
+# conflict with recovery) and lock_not_available (55P03: a lock_timeout an operator set on the role, or NOWAIT).
+# PostgreSQL has rolled the whole transaction back in each case, so running it again cannot store anything twice.
+TRANSIENT_CONFLICTS = {"40P01": "deadlock", "40001": "serialization", "55P03": "lock-timeout"}
+_CONFLICT_BACKOFF_SECONDS, _CONFLICT_BACKOFF_CAP = 0.05, 1.0
+
+
+def transient_conflict(exc: BaseException) -> str | None:
+    """The kind of transient conflict (a value of TRANSIENT_CONFLICTS) `exc` reports, or None for any other error.
+    Takes SQLAlchemy's wrapped errors and psycopg's own (append_rows raises those, IntegrityError aside)."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    return TRANSIENT_CONFLICTS.get(getattr(error, "sqlstate", None) or "")
+
+
+def conflict_backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...) of a transaction that lost a conflict: doubling from 50 ms
+    to at most 1 s, the upper half random, so the two transactions that deadlocked do not meet again in step."""
+    ceiling = min(_CONFLICT_BACKOFF_CAP, _CONFLICT_BACKOFF_SECONDS * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 @contextmanager

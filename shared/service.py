@@ -35,6 +35,8 @@ log = structlog.get_logger("scr.service")
 
 REALM = "scr"
 NO_STORE = {"Cache-Control": "no-store"}
+# What a client is told after a transient database fault (an outage, a conflict that outlasted its retries).
+RETRY_AFTER = {"Retry-After": "5"}
 _HTTP_ISSUE_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 406: "not-supported",
                      409: "conflict", 410: "deleted", 412: "conflict", 413: "too-costly", 415: "not-supported",
                      422: "processing", 429: "throttled"}
@@ -156,7 +158,7 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", error_type=type(exc).__name__, route=getattr(route, "path", None))
     if isinstance(exc, OperationalError):  # the database is unreachable or restarting: worth a retry
         return fhir_error(503, Issue("the database is unavailable; try again shortly", code="transient"),
-                          {"Retry-After": "5"})
+                          RETRY_AFTER)
     return fhir_error(500, Issue("internal error; the request was not completed", code="exception"))
 
 

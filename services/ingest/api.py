@@ -21,6 +21,7 @@ from services.ingest.store import Inbound
 from shared.auth import Principal, require
 from shared.errors import InvalidInput, TooLarge
 from shared.fhir import FHIR_JSON, Issue, operation_outcome
+from shared.service import RETRY_AFTER
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
@@ -69,16 +70,28 @@ def _source_system(request: Request, principal: Principal) -> str:
     return (request.headers.get("x-source-system") or principal.subject or "unknown")[:128]
 
 
+def _failure_status(outcomes: list[Outcome]) -> int:
+    """Failed messages: 503 when only concurrent work kept them from being stored, a conflict that outlasted its
+    retries, as when the database is unreachable (shared.service): the sender's retry will do. Else 500."""
+    return 503 if all(outcome.transient for outcome in outcomes) else 500
+
+
 def _refusal_status(outcome: Outcome) -> int:
     if outcome.status == "failed":
-        return 500
+        return _failure_status([outcome])
     return next((_HTTP_FOR_ISSUE[i.code] for i in outcome.issues if i.code in _HTTP_FOR_ISSUE), 400)
+
+
+def _headers(status: int, raw_ids: str | None) -> dict[str, str]:
+    """X-Raw-Message-Id when there is one, and Retry-After with a 503."""
+    return ({"X-Raw-Message-Id": raw_ids} if raw_ids is not None else {}) | (RETRY_AFTER if status == 503 else {})
 
 
 def _refusal(outcome: Outcome) -> JSONResponse:
     """A rejected or failed message as an OperationOutcome with the right status."""
-    return JSONResponse(operation_outcome(outcome.issues), status_code=_refusal_status(outcome),
-                        media_type=FHIR_JSON, headers={"X-Raw-Message-Id": outcome.raw_id})
+    status = _refusal_status(outcome)
+    return JSONResponse(operation_outcome(outcome.issues), status_code=status, media_type=FHIR_JSON,
+                        headers=_headers(status, outcome.raw_id))
 
 
 # ----------------------------------------------------------------------------------- feeds
@@ -141,9 +154,8 @@ async def ingest_hl7v2(request: Request, principal: Principal = Depends(require(
     outcome = await run_in_threadpool(pipe.receive, "hl7v2", body, content_type=HL7_MEDIA_TYPE,
                                       sender_org=principal.ods_code, sender_system=None)
     code, ack = ack_for(outcome, body.decode("latin-1"))
-    status = 200 if code == "AA" else 500 if outcome.status == "failed" else 400
-    return Response(ack, status_code=status, media_type=HL7_MEDIA_TYPE,
-                    headers={"X-Raw-Message-Id": outcome.raw_id})
+    status = 200 if code == "AA" else _failure_status([outcome]) if outcome.status == "failed" else 400
+    return Response(ack, status_code=status, media_type=HL7_MEDIA_TYPE, headers=_headers(status, outcome.raw_id))
 
 
 async def _ingest_hl7_batch(text: str, principal: Principal, pipe: Pipeline) -> Response:
@@ -167,9 +179,10 @@ async def _ingest_hl7_batch(text: str, principal: Principal, pipe: Pipeline) -> 
     if accepted == len(acks):
         status = 200
     else:
-        status = 207 if accepted else 500 if all(o.status == "failed" for o in outcomes) else 400
+        status = 207 if accepted else _failure_status(outcomes) if all(o.status == "failed" for o in outcomes) \
+            else 400
     return Response(hl7_batch.acknowledgment(batch, [ack for _, ack in acks]), status_code=status,
-                    media_type=HL7_MEDIA_TYPE)
+                    media_type=HL7_MEDIA_TYPE, headers=_headers(status, None))
 
 
 @router.post("/community")
@@ -214,7 +227,7 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     accepted = sum(o.status == "processed" for o in results)
     status = 200 if accepted == len(results) else 207 if accepted else _refusal_status(results[0])
     return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON,
-                        headers={"X-Raw-Message-Id": ", ".join(o.raw_id for o in results)})
+                        headers=_headers(status, ", ".join(o.raw_id for o in results)))
 
 
 def _accepted(where: str, outcome: Outcome) -> str:

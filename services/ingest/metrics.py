@@ -13,3 +13,6 @@ MATCH_BLOCKS_CUT = Counter("scr_ingest_match_blocks_cut_total",
                            "New source Patients matched on part of their birth-date block (a placeholder date)")
 MLLP_FRAMES_DROPPED = Counter("scr_ingest_mllp_frames_dropped_total",
                               "MLLP frames left unfinished and dropped unanswered, by reason", ["reason"])
+CONFLICTS_RETRIED = Counter("scr_ingest_conflicts_retried_total",
+                            "Processing attempts rolled back by a transient database conflict and made again, by kind",
+                            ["kind"])

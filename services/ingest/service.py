@@ -8,6 +8,7 @@ and lists the bad). Bad input is `rejected` with the reason; a fault here leaves
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.store import Inbound
 from services.ingest.writer import MessageWriter
 from shared import outbox
-from shared.db import transaction
+from shared.db import conflict_backoff, transaction, transient_conflict
 from shared.errors import Conflict, NotFound, ScrError
 from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
@@ -38,6 +39,15 @@ log = structlog.get_logger("scr.ingest")
 HL7_CHANNELS = ("hl7v2", "mllp")
 RETRYABLE = frozenset({"failed", "received", "rejected"})
 _ATTEMPTS = 3  # a concurrent first sighting of the same record loses a unique race; the retry then finds it
+
+
+class _TransientConflict(Exception):
+    """An attempt PostgreSQL rolled back for a conflict with a concurrent transaction (shared.db.transient_conflict):
+    a deadlock, a serialization failure or a lock timeout. Nothing of it was stored, so it may simply be made again."""
+
+    def __init__(self, kind: str, error: Exception) -> None:
+        super().__init__(kind)
+        self.kind, self.error = kind, error
 
 
 @dataclass
@@ -54,6 +64,7 @@ class Outcome:
     duplicate_of: str | None = None
     channel: str = "unknown"
     reviews_opened: bool = False
+    transient: bool = False  # failed only for a conflict with concurrent work that outlasted the retries
 
     @property
     def error_text(self) -> str:
@@ -106,14 +117,23 @@ class Pipeline:
         return self._process_together(raw_ids)
 
     def process(self, raw_id: str) -> Outcome:
-        """Process (or re-process) an archived message."""
-        for attempt in range(_ATTEMPTS):
+        """Process (or re-process) an archived message. An attempt that lost to concurrent work was rolled back
+        whole, so it is made again: after a unique race at once (it then finds the winner's rows), after a transient
+        conflict (a deadlock: two batches touching the same records in opposite orders) once the short jittered
+        pause has let the other finish. Only when the attempts run out is the message recorded failed."""
+        races = conflicts = 0
+        while True:
             try:
                 return self._process_once(raw_id)
             except IntegrityError:
-                if attempt == _ATTEMPTS - 1:
+                races += 1
+                if races == _ATTEMPTS:
                     return self._failed(raw_id, "IntegrityError", "a concurrent change collided; retry")
-        raise AssertionError("unreachable")
+            except _TransientConflict as conflict:
+                conflicts += 1
+                if conflicts > self.settings.conflict_retries:
+                    return self._failed(raw_id, conflict.kind, str(conflict.error), transient=True)
+                _pause_after(raw_id, conflict, conflicts)
 
     def retry(self, raw_id: str) -> Outcome:
         with self.sessions() as session:
@@ -156,6 +176,8 @@ class Pipeline:
         except IntegrityError:
             raise
         except Exception as exc:  # any fault here: the message stays archived as failed, retryable
+            if kind := transient_conflict(exc):
+                raise _TransientConflict(kind, exc) from exc
             return self._failed(raw_id, type(exc).__name__, str(exc))
         self._after_commit([outcome])
         return outcome
@@ -174,10 +196,12 @@ class Pipeline:
                             outcomes[raw.id] = self._apply(session, raw)
                     except (AdapterError, ScrError) as exc:
                         outcomes[raw.id] = _mark_rejected(session, raw.id, raw.channel, _refusal(exc))
-                    except Exception:  # retried on its own below, where a failure is recorded
+                    except Exception as exc:  # retried on its own below, where a failure is recorded
+                        _count_if_conflict(exc)
                         alone.append(raw.id)
                 alone += [raw_id for raw_id in raw_ids if raw_id not in outcomes and raw_id not in alone]
         except Exception as exc:  # the batch's own transaction failed: nothing of it was stored
+            _count_if_conflict(exc)
             log.warning("batch not stored; processing its messages one by one", error_type=type(exc).__name__,
                         messages=len(raw_ids))
             return [self.process(raw_id) for raw_id in raw_ids]
@@ -260,7 +284,7 @@ class Pipeline:
         log.info("message rejected", raw_id=outcome.raw_id, channel=outcome.channel, issues=len(outcome.issues))
         return outcome
 
-    def _failed(self, raw_id: str, kind: str, text: str) -> Outcome:
+    def _failed(self, raw_id: str, kind: str, text: str, *, transient: bool = False) -> Outcome:
         # The exception text may quote the message (SQL parameters): it goes to the archive row, never the log.
         log.error("message processing failed", raw_id=raw_id, error_type=kind)
         channel = "unknown"
@@ -273,6 +297,10 @@ class Pipeline:
         except Exception as exc:  # the database itself is down: the raw row stays `received`, still retryable
             log.error("could not record the failure", raw_id=raw_id, error_type=type(exc).__name__)
         metrics.MESSAGES.labels(channel, "failed").inc()
+        if transient:
+            return Outcome(raw_id, "failed", transient=True, issues=[Issue(
+                f"processing failed ({kind}): concurrent changes to the same records kept colliding; the message is "
+                "archived for retry, and may be sent again shortly", code="transient")])
         return Outcome(raw_id, "failed", issues=[Issue(f"processing failed ({kind}); the message is archived "
                                                        "and will be retried", code="exception")])
 
@@ -345,6 +373,19 @@ def _record_changed(changes: list[Change]) -> list[tuple[str | None, dict[str, A
     return [(c.person_id, {"person_id": c.person_id, "resource_type": c.resource_type, "id": c.id,
                            "version_id": c.version_id, "change": c.change, "source_org": c.source_org})
             for c in changes if c.changed and c.resource_type != "Provenance"]
+
+
+def _pause_after(raw_id: str, conflict: _TransientConflict, retry: int) -> None:
+    """Count the conflict, then give the transaction that won it time to finish before the retry."""
+    metrics.CONFLICTS_RETRIED.labels(conflict.kind).inc()
+    log.info("transient database conflict; processing again", raw_id=raw_id, kind=conflict.kind, retry=retry)
+    time.sleep(conflict_backoff(retry))
+
+
+def _count_if_conflict(exc: Exception) -> None:
+    """A message of a batch lost a transient conflict: processing it again on its own is a retry like any other."""
+    if kind := transient_conflict(exc):
+        metrics.CONFLICTS_RETRIED.labels(kind).inc()
 
 
 def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: AdapterError) -> Outcome:

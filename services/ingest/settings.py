@@ -34,6 +34,9 @@ class IngestSettings(ServiceSettings):
     # How often an event whose processing fails (not a bad event: a fault here) is retried before it is
     # dead-lettered; its raw copy stays archived as `failed` for the admin retry.
     consumer_max_attempts: int = 3
+    # How often processing a message is made again after a transient database conflict with a concurrent one (a
+    # deadlock, a serialization failure, a lock timeout), after a short jittered pause, before it is recorded failed.
+    conflict_retries: int = Field(4, ge=0)
     # record.changed leaves through the outbox relay; after relaying a batch it lets the next gather this long.
     outbox_linger_seconds: float = 0.05
 
