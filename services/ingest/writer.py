@@ -190,7 +190,8 @@ class MessageWriter:
     def _replayed(self, session: Session, channel: str, item: Mapped, existing: Any) -> dict[str, Any] | None:
         """For an event older than the stored state that asks for it (an ADT transfer after the discharge), the
         resource rebuilt from the events of every archived message that shaped its versions plus this one,
-        applied in event-time order. None when the resource is not built from events of a replayable feed."""
+        applied in event-time order. None when the resource is not built from events of a replayable feed (never
+        for HL7: the pipeline replays both its channels). An AdapterError when the order rules this event out."""
         if not item.replay_when_late or item.merge is None or self.remap is None \
                 or channel not in self.replay_channels:
             return None
@@ -206,8 +207,8 @@ class MessageWriter:
                        if other.merge and other.resource_type == item.resource_type
                        and other.source_key == item.source_key]
         ordered = sorted(events, key=lambda e: (_aware(e[0]) if e[0] else _FIRST, _aware(e[1])))
-        if ordered[0][2] is item.merge and not item.may_begin and len(ordered) > 1:
-            return None  # e.g. a discharge older than the admission: contradicts the stay, so ignored as stale
+        if ordered[0][2] is item.merge and item.refused_first and len(ordered) > 1:
+            raise item.refused_first(ordered[1][0])  # e.g. a discharge older than the admission: it ends nothing
         body: dict[str, Any] | None = None
         for _at, _received, merge in ordered:
             try:

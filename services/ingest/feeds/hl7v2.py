@@ -8,6 +8,7 @@ ZU8-2 consent to share, ZU8-4 = 2 the national S-flag; A40 names the retired rec
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from services.ingest.feeds import adt_encounter
@@ -78,7 +79,7 @@ def map_adt(text: str) -> MappedMessage:
     updated = parse_ts(msh.get(7))
     visit = None
     if event in adt_encounter.EVENTS:
-        visit = _encounter(_required_segment(message, "PV1"), event, at, org, updated)
+        visit = _encounter(_required_segment(message, "PV1"), message.first("PV2"), event, at, org, updated)
         mapped.items.append(visit)
     for segment in message.all("NK1"):
         mapped.items.append(_related_person(segment, patient_key, updated))
@@ -276,7 +277,7 @@ def _general_practitioner(patient: dict[str, Any], pd1: Segment) -> None:
 
 # ------------------------------------------------------------------------------------------- visit
 
-def _encounter(pv1: Segment, event: str, at: str, org: str, updated: Any) -> Mapped:
+def _encounter(pv1: Segment, pv2: Segment | None, event: str, at: str, org: str, updated: Any) -> Mapped:
     visit = pv1.get(19)
     if not visit:
         raise _fail("PV1-19 visit number is required for encounter events", "PV1", 19, code="101")
@@ -296,14 +297,13 @@ def _encounter(pv1: Segment, event: str, at: str, org: str, updated: Any) -> Map
     if disposition := pv1.get(36):
         fields["hospitalization"] = {"dischargeDisposition": {"coding": [
             {"system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", "code": disposition}]}}
-    change: Merge = adt_encounter.EncounterEvent(
-        event=event, at=at, fields=fields, location=_location(pv1),
-        admitted=_time(pv1, 44), discharged=_time(pv1, 45))
-    if pv1.is_null(36):
-        change = _deleting(change, "hospitalization")
+    adt = adt_encounter.EncounterEvent(
+        event=event, at=at, fields=fields, location=_location(pv1), admitted=_time(pv1, 44),
+        discharged=_time(pv1, 45), expected=_time(pv2, 8) if pv2 is not None else None)
+    change: Merge = _deleting(adt, "hospitalization") if pv1.is_null(36) else adt
+    refused_first = partial(adt_encounter.refusal_before, adt) if event in adt_encounter.ENDINGS else None
     return Mapped(change(None), f"visit:{visit}", updated, refs=(ENCOUNTER_REF,), patient_ref=PATIENT_REF,
-                  merge=change, where="PV1", replay_when_late=True,
-                  may_begin=event not in adt_encounter.ENDINGS)
+                  merge=change, where="PV1", replay_when_late=True, refused_first=refused_first)
 
 
 def _deleting(change: Merge, element: str) -> Merge:

@@ -37,9 +37,10 @@ class Mapped:
     # When older than the stored state: rebuild from the archived events in time order (every ADT event of a stay:
     # a late transfer belongs in the ward history, a late discharge must still end the stay), rather than ignore it.
     replay_when_late: bool = False
-    # Whether, replayed, it may be the first event of the resource: a late admit may begin a stay, but a discharge
-    # or cancellation dated before everything else known about the stay ends nothing and is ignored.
-    may_begin: bool = True
+    # None when, replayed, it may be the first event of the resource (a late admit may begin a stay); otherwise its
+    # refusal then, given the earliest other event's time: a discharge dated before everything else known about the
+    # stay ends nothing, and is refused.
+    refused_first: Callable[[datetime | None], AdapterError] | None = None
     where: str | None = None  # where in the message it came from, for per-entry outcomes
     entry: int | None = None  # its position among the message's entries (Bundle entry, CSV row)
 

@@ -29,7 +29,7 @@ def test_every_feed_works_on_sqlite_with_the_event_log(sqlite_url, tokens) -> No
         assert ingest.post_fhir(messages.load_json("gp_record_bundle.json")).status_code == 200
         assert ingest.post_hl7(messages.text("adt_a01_itk.hl7")).status_code == 200
         late = ingest.post_hl7(messages.adt("A03", ts="20240229100000", control="LATE", discharged="20240229100000"))
-        assert late.status_code == 200
+        assert late.status_code == 400 and "no stay under way" in late.text  # dated before the admission
         csv = client.post("/ingest/community", content=messages.text("community_contacts.csv").encode(),
                           headers=ingest.feed(data.COMMUNITY_ODS))
         assert csv.status_code == 200
@@ -40,7 +40,7 @@ def test_every_feed_works_on_sqlite_with_the_event_log(sqlite_url, tokens) -> No
         gp_and_pas = {r.person_id for r in ingest.rows("Patient") if r.source_org in (data.GP_ODS, data.ACUTE_ODS)}
         assert len(gp_and_pas) == 1
         encounter = next(r for r in ingest.rows("Encounter") if r.source_org == data.ACUTE_ODS)
-        assert encounter.body["status"] == "in-progress"  # the late, older discharge did not apply
+        assert encounter.body["status"] == "in-progress"  # the late, older discharge was refused
         assert [r.labels for r in ingest.rows("Flag") if r.source_org == data.SOCIAL_CARE_ODS] == [["SDV", "SOC"]]
         assert {e["resource_type"] for e in ingest.events()} >= {"Patient", "Encounter", "Flag", "EpisodeOfCare"}
     engine.dispose()

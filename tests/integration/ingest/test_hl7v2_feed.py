@@ -67,16 +67,20 @@ def test_a_cancel_discharge_sending_the_hl7_null_reopens_the_stay_and_deletes_th
     assert "end" not in encounter.body["period"] and "hospitalization" not in encounter.body
 
 
-def test_a_late_discharge_does_not_undo_a_newer_cancellation(ingest) -> None:
+def test_a_late_discharge_dated_before_a_cancel_admit_ends_the_stay_as_in_event_time_order(ingest) -> None:
     ingest.post_hl7(messages.adt("A01", ts="20240301100000", control="C1"))
     ingest.post_hl7(messages.adt("A11", ts="20240301120000", control="C2"))
     late = ingest.post_hl7(messages.adt("A03", ts="20240301110000", control="C3", discharged="20240301110000"))
     assert _ack(late)[0].get(1) == "AA"
     (encounter,) = ingest.rows("Encounter")
-    # Replayed in event-time order (admit, discharge, cancel), as if it had arrived in order: still cancelled,
-    # with the discharge time the PAS sent recorded in a new version.
-    assert encounter.body["status"] == "cancelled" and encounter.version_id == 3
-    assert encounter.body["period"]["end"].startswith("2024-03-01T11:00:00")
+    # Replayed in event-time order (admit, discharge, cancel): in that order the cancel of a discharged admission is
+    # refused (cancel the discharge first), so it is passed over and the stay ends as the discharge says, not
+    # `cancelled` with an end and a closed bed that say it happened. The cancelled version stays in the history.
+    assert encounter.body["status"] == "finished" and encounter.version_id == 3
+    assert encounter.body["period"]["end"] == "2024-03-01T11:00:00+00:00"
+    assert _wards(encounter) == [("WARD01 BAY2 BED3", "completed")]
+    assert [v.body["status"] for v in ingest.versions("Encounter", encounter.id)] == \
+        ["in-progress", "cancelled", "finished"]
 
 
 def test_an_update_after_the_discharge_corrects_its_time_and_one_sent_before_it_does_not(ingest) -> None:
@@ -124,11 +128,12 @@ def _wards(encounter) -> list[tuple[str, str]]:
     return [(loc["location"]["display"], loc["status"]) for loc in encounter.body.get("location", [])]
 
 
-def _refused_at_pv1_19(ingest, response, code: str) -> str:
-    """The ACK's words, after checking it is an AE naming PV1-19 with `code` and the message is archived rejected."""
+def _refused_at_pv1_19(ingest, response, code: str, field: str = "19") -> str:
+    """The ACK's words, after checking it is an AE naming PV1-19 (or `field`) with `code` and the message is archived
+    rejected."""
     msa, err = _ack(response)
     assert response.status_code == 400 and msa.get(1) == "AE", response.text
-    assert (err.get(2, 1), err.get(2, 3), err.get(3, 1)) == ("PV1", "19", code)
+    assert (err.get(2, 1), err.get(2, 3), err.get(3, 1)) == ("PV1", field, code)
     assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).status == "rejected"
     return msa.get(3)
 
@@ -224,6 +229,119 @@ def test_an_update_naming_a_ward_keeps_a_planned_visit_planned_in_either_order(i
     assert _ack(late)[0].get(1) == "AA", late.text
     admitted = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V2")
     assert admitted.body["status"] == "in-progress" and _wards(admitted) == [("WARD02 BAY1 BED4", "active")]
+
+
+def _adt(ingest, event: str, ts: str, control: str, **extra) -> None:
+    response = ingest.post_hl7(messages.adt(event, ts=ts, control=control, **extra))
+    assert _ack(response)[0].get(1) == "AA", response.text
+
+
+def test_a_cancel_admit_of_a_discharged_visit_is_refused_until_the_discharge_is_cancelled(ingest) -> None:
+    _adt(ingest, "A01", "20240401100000", "C1", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A03", "20240405100000", "C2", admitted="20240401100000", ward="WARD01", discharged="20240405100000")
+    (discharged,) = ingest.rows("Encounter")
+    refused = ingest.post_hl7(messages.adt("A11", ts="20240405120000", control="C3", ward="WARD01"))
+    assert "cancel the discharge (A13) first" in _refused_at_pv1_19(ingest, refused, "204")
+    assert ingest.rows("Encounter")[0].version_id == discharged.version_id
+    _adt(ingest, "A13", "20240405130000", "C4", ward="WARD01", discharged='""')
+    _adt(ingest, "A11", "20240405140000", "C5", ward="WARD01")
+    (cancelled,) = ingest.rows("Encounter")
+    assert cancelled.body["status"] == "cancelled" and "end" not in cancelled.body["period"]
+    assert _wards(cancelled) == [("WARD01", "completed")]
+
+
+def test_a_pre_admission_plans_a_cancelled_visit_again_and_is_refused_on_an_admitted_one(ingest) -> None:
+    _adt(ingest, "A01", "20240401100000", "C1", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A11", "20240401110000", "C2", ward="WARD01")
+    _adt(ingest, "A05", "20240402100000", "C3", admitted="20240410090000", ward="WARD04", patient_class="P")
+    (planned,) = ingest.rows("Encounter")
+    assert planned.body["status"] == "planned" and _wards(planned) == [("WARD04", "planned")]
+    assert planned.body["period"] == {"start": "2024-04-10T08:00:00+00:00"}
+    _adt(ingest, "A01", "20240401100000", "D1", visit="V2", admitted="20240401100000", ward="WARD01")
+    refused = ingest.post_hl7(messages.adt("A05", ts="20240402100000", control="D2", visit="V2",
+                                           admitted="20240410090000", patient_class="P"))
+    assert "a pre-admission (A05) plans a stay not yet begun" in _refused_at_pv1_19(ingest, refused, "205")
+    # Out of order (the A05 first, then the A01 dated before it): the A05 is passed over, as it is refused in order.
+    _adt(ingest, "A05", "20240402100000", "E2", visit="V3", admitted="20240410090000", patient_class="P")
+    _adt(ingest, "A01", "20240401100000", "E1", visit="V3", admitted="20240401100000", ward="WARD01")
+    admitted = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V3")
+    assert admitted.body["status"] == "in-progress" and admitted.body["class"]["code"] == "IMP"
+    assert admitted.body["period"] == {"start": "2024-04-01T09:00:00+00:00"}
+    assert _wards(admitted) == [("WARD01", "active")]
+
+
+def test_a_cancel_transfer_sent_again_changes_nothing_and_one_without_pv1_3_is_refused(ingest) -> None:
+    _adt(ingest, "A01", "20240401100000", "C1", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A02", "20240402100000", "C2", ward="CCU")
+    _adt(ingest, "A02", "20240403100000", "C3", ward="WARD05")
+    _adt(ingest, "A12", "20240403110000", "C4", ward="CCU")
+    (back,) = ingest.rows("Encounter")
+    _adt(ingest, "A12", "20240403113000", "C5", ward="CCU")  # the same cancel, sent again with a new control id
+    assert ingest.rows("Encounter")[0].version_id == back.version_id
+    unnamed = ingest.post_hl7(messages.adt("A12", ts="20240403120000", control="C6", ward=""))
+    assert "PV1-3, the location the patient goes back to" in _refused_at_pv1_19(ingest, unnamed, "101", "3")
+    (after,) = ingest.rows("Encounter")
+    assert after.version_id == back.version_id and _wards(after) == [("WARD01", "completed"), ("CCU", "active")]
+    _adt(ingest, "A12", "20240403130000", "C7", ward="WARD01")  # the transfer before, cancelled by name
+    nothing_left = ingest.post_hl7(messages.adt("A12", ts="20240403140000", control="C8", ward="CCU"))
+    assert "has no transfer to cancel" in _refused_at_pv1_19(ingest, nothing_left, "204")
+    assert _wards(ingest.rows("Encounter")[0]) == [("WARD01", "active")]
+    # Late (after a transfer the PAS sent after it): replayed where it was sent, it undoes the transfer before it.
+    _adt(ingest, "A01", "20240401100000", "D1", visit="V2", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A02", "20240402100000", "D2", visit="V2", ward="CCU")
+    _adt(ingest, "A02", "20240404100000", "D4", visit="V2", ward="WARD05")
+    _adt(ingest, "A12", "20240403100000", "D3", visit="V2", ward="WARD01")
+    late = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V2")
+    assert late.body["location"] == [
+        {"location": {"display": "WARD01"}, "status": "completed",
+         "period": {"start": "2024-04-01T09:00:00+00:00", "end": "2024-04-04T09:00:00+00:00"}},
+        {"location": {"display": "WARD05"}, "status": "active", "period": {"start": "2024-04-04T09:00:00+00:00"}}]
+
+
+def test_an_admission_sent_again_during_the_stay_corrects_its_start_and_is_no_transfer(ingest) -> None:
+    _adt(ingest, "A01", "20240401100000", "C1", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A01", "20240401120000", "C2", admitted="20240401103000", ward="WARD01^BAY2")
+    (corrected,) = ingest.rows("Encounter")
+    assert corrected.body["status"] == "in-progress"
+    assert corrected.body["period"] == {"start": "2024-04-01T09:30:00+00:00"}
+    assert corrected.body["location"] == [{"location": {"display": "WARD01 BAY2"}, "status": "active",
+                                           "period": {"start": "2024-04-01T09:30:00+00:00"}}]
+    _adt(ingest, "A02", "20240402100000", "C3", ward="CCU")
+    _adt(ingest, "A01", "20240402120000", "C4", admitted="20240401100000", ward="WARD07")
+    (after,) = ingest.rows("Encounter")
+    assert after.body["period"] == {"start": "2024-04-01T09:00:00+00:00"}
+    assert _wards(after) == [("WARD01 BAY2", "completed"), ("CCU", "active")]
+    # The correction arriving after the transfer the PAS sent after it: replayed before it, the same stay.
+    _adt(ingest, "A01", "20240401100000", "D1", visit="V2", admitted="20240401100000", ward="WARD01")
+    _adt(ingest, "A02", "20240402100000", "D3", visit="V2", ward="CCU")
+    _adt(ingest, "A01", "20240401120000", "D2", visit="V2", admitted="20240401103000", ward="WARD01^BAY2")
+    late = next(e for e in ingest.rows("Encounter") if e.source_key == "visit:V2")
+    assert late.body["period"] == {"start": "2024-04-01T09:30:00+00:00"}
+    assert late.body["location"] == [
+        {"location": {"display": "WARD01 BAY2"}, "status": "completed",
+         "period": {"start": "2024-04-01T09:30:00+00:00", "end": "2024-04-02T09:00:00+00:00"}},
+        {"location": {"display": "CCU"}, "status": "active", "period": {"start": "2024-04-02T09:00:00+00:00"}}]
+
+
+def test_a_late_ending_dated_before_the_stay_began_is_refused(ingest) -> None:
+    _adt(ingest, "A01", "20240401100000", "C1", admitted="20240401100000", ward="WARD01")
+    (admitted,) = ingest.rows("Encounter")
+    late = ingest.post_hl7(messages.adt("A03", ts="20240331100000", control="C0", admitted="20240401100000",
+                                        ward="WARD01", discharged="20240331100000"))
+    words = _refused_at_pv1_19(ingest, late, "204")
+    assert "no stay under way to end or undo at 2024-03-31T09:00:00+00:00" in words
+    assert "first message is dated 2024-04-01T09:00:00+00:00" in words
+    assert ingest.rows("Encounter")[0].version_id == admitted.version_id
+
+
+def test_a_visit_an_update_first_tells_of_starts_when_expected(ingest) -> None:
+    _adt(ingest, "A08", "20240320090000", "C1", admitted="", ward="WARD02", patient_class="P")
+    _adt(ingest, "A08", "20240320090000", "D1", visit="V2", admitted="", ward="WARD02", patient_class="P",
+         segments=("PV2||||||||20240410090000",))
+    visits = {e.source_key: e for e in ingest.rows("Encounter")}
+    undated, expected = visits["visit:V2024000123"], visits["visit:V2"]
+    assert undated.body["status"] == "planned" and "period" not in undated.body
+    assert expected.body["status"] == "planned" and expected.body["period"] == {"start": "2024-04-10T08:00:00+00:00"}
 
 
 def test_a_pre_admission_planned_bed_is_taken_up_on_admission_and_closed_on_discharge(ingest) -> None:

@@ -93,6 +93,27 @@ def test_several_messages_on_one_connection_get_one_ack_each(mllp) -> None:
     assert ingest.count(RawMessage, RawMessage.status == "rejected") == 2
 
 
+def test_a_late_adt_event_over_mllp_is_replayed_into_the_stay_or_refused_as_over_http(mllp) -> None:
+    """MLLP is a replay channel as POST /ingest/hl7v2 is: a late message is never an AA that changes nothing."""
+    port, ingest = mllp
+    stay = [messages.adt("A01", control="S1", ts="20240301100000", admitted="20240301100000", ward="WARD01"),
+            messages.adt("A03", control="S3", ts="20240303100000", admitted="20240301100000", ward="CCU",
+                         discharged="20240303100000"),
+            messages.adt("A02", control="S2", ts="20240302100000", ward="CCU"),  # late: before the discharge
+            messages.adt("A11", control="S0", ts="20240229100000", ward="WARD01")]  # dated before the admission
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(b"".join(frame(m.encode()) for m in stay))
+        acks = [parse(a) for a in _read_acks(sock, 4)]
+    assert [a.first("MSA").get(1) for a in acks] == ["AA", "AA", "AA", "AE"]
+    err = acks[3].first("ERR")
+    assert (err.get(2, 1), err.get(2, 3), err.get(3, 1)) == ("PV1", "19", "204")
+    (encounter,) = ingest.rows("Encounter")
+    assert encounter.body["status"] == "finished"
+    assert [(loc["location"]["display"], loc["period"]) for loc in encounter.body["location"]] == [
+        ("WARD01", {"start": "2024-03-01T10:00:00+00:00", "end": "2024-03-02T10:00:00+00:00"}),
+        ("CCU", {"start": "2024-03-02T10:00:00+00:00", "end": "2024-03-03T10:00:00+00:00"})]
+
+
 def test_an_oversized_frame_gets_an_ar_and_the_connection_stays_usable(mllp) -> None:
     port, ingest = mllp
     huge = messages.adt("A28", control="BIG") + "NTE|1||" + "x" * 30_000 + "\r"

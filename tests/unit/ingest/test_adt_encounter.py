@@ -223,7 +223,8 @@ def test_a_transfer_or_its_cancellation_on_a_discharged_visit_is_refused_until_t
 
 
 def test_a_discharge_sent_again_with_a_corrected_time_moves_the_end_of_the_stay_and_its_bed() -> None:
-    corrected = _event(*DISCHARGE, ward="WARD01", discharged="20240305113000")(_run(*DISCHARGED))
+    corrected = _event(*DISCHARGE, ward="WARD01", admitted="20240301100000", discharged="20240305113000")(
+        _run(*DISCHARGED))
     assert corrected["status"] == "finished" and corrected["period"]["end"] == "2024-03-05T11:30:00+00:00"
     assert _locations(corrected) == [("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00",
                                                               "end": "2024-03-05T11:30:00+00:00"})]
@@ -268,3 +269,86 @@ def test_cancel_discharge_reopens_the_bed_the_discharge_closed_and_no_other() ->
     assert _locations(reopened) == [
         ("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00", "end": "2024-03-02T09:00:00+00:00"}),
         ("CCU", "active", {"start": "2024-03-02T09:00:00+00:00"})]
+
+
+def test_a_cancel_admit_of_a_discharged_visit_is_refused_until_the_discharge_is_cancelled() -> None:
+    """Applied, the visit would be `cancelled` yet keep its end and completed bed, which say the stay happened."""
+    discharged = _run(*DISCHARGED)
+    location, code, words = _refusal(_event("A11", "20240306100000", ward="WARD01"), discharged)
+    assert (location, code) == (("PV1", 19, 0), "204") and "cancel the discharge (A13) first" in words
+    reopened = _event("A13", "20240306090000", ward="WARD01")(discharged)
+    cancelled = _event("A11", "20240306100000", ward="WARD01")(reopened)
+    assert cancelled["status"] == "cancelled" and "end" not in cancelled["period"]
+    assert _locations(cancelled) == [("WARD01", "completed", {"start": "2024-03-01T10:00:00+00:00",
+                                                              "end": "2024-03-06T10:00:00+00:00"})]
+
+
+PV2_EXPECTED = "PV2||||||||20240410090000"  # PV2-8, the expected admission date/time
+
+
+def test_a_pre_admission_of_a_cancelled_visit_plans_it_afresh() -> None:
+    cancelled = _run(*CANCELLED)
+    replanned = _event("A05", "20240302100000", admitted="", ward="WARD04", segments=(PV2_EXPECTED,))(cancelled)
+    assert replanned["status"] == "planned" and replanned["period"] == {"start": "2024-04-10T08:00:00+00:00"}
+    assert _locations(replanned) == [("WARD04", "planned", None)]  # the cancelled admission's bed never stood
+
+
+def test_a_pre_admission_of_an_admitted_visit_is_refused() -> None:
+    """An A05 plans a stay not begun: on one under way or over it has nothing to plan, and its patient class
+    (pre-admission) and planned bed would contradict the stay."""
+    for visit in (_run(DISCHARGED[0]), _run(*DISCHARGED)):
+        location, code, words = _refusal(_event("A05", "20240306100000", admitted="20240320100000",
+                                                patient_class="P"), visit)
+        assert (location, code) == (("PV1", 19, 0), "205")
+        assert "was admitted at 2024-03-01T10:00:00+00:00" in words and "its own visit number" in words
+
+
+MOVED_TWICE = (_event(*ADMIT, ward="WARD01", admitted="20240301100000"), _event("A02", "20240302090000", ward="CCU"),
+               _event("A02", "20240303090000", ward="WARD05"))
+
+
+def test_a_cancel_transfer_sent_again_does_not_undo_the_transfer_before() -> None:
+    back = _event("A12", "20240303093000", ward="CCU")(_run(*MOVED_TWICE))
+    again = _event("A12", "20240303094500", ward="CCU")  # a new control id and time, the same cancel
+    assert again(back) == back
+    location, code, words = _refusal(_event("A12", "20240303094500", ward=""), back)
+    assert (location, code) == (("PV1", 3, 0), "101") and "PV1-3, the location the patient goes back to" in words
+
+
+def test_a_cancel_transfer_with_no_transfer_left_to_cancel_is_refused() -> None:
+    moved = _run(*MOVED_TWICE[:2])
+    back = _event("A12", "20240302093000", ward="WARD01")(moved)
+    assert _event("A12", "20240302094500", ward="WARD01")(back) == back  # the cancel sent again
+    for no_transfer in (back, _run(MOVED_TWICE[0])):
+        location, code, words = _refusal(_event("A12", "20240302094500", ward=""), no_transfer)
+        assert (location, code) == (("PV1", 19, 0), "204")
+        assert "has no transfer to cancel (the patient is at WARD01 since the admission)" in words
+
+
+def test_an_admission_sent_again_during_the_stay_corrects_it_and_never_moves_the_patient() -> None:
+    admitted = _run(_event(*ADMIT, ward="WARD01", admitted="20240301100000"))
+    corrected = _event("A01", "20240301120000", ward="WARD02^BAY1^BED2", admitted="20240301103000")(admitted)
+    assert corrected["status"] == "in-progress" and corrected["period"] == {"start": "2024-03-01T10:30:00+00:00"}
+    assert _locations(corrected) == [("WARD02 BAY1 BED2", "active", {"start": "2024-03-01T10:30:00+00:00"})]
+    moved = _event("A02", "20240302090000", ward="CCU")(corrected)
+    again = _event("A01", "20240302100000", ward="WARD07", admitted="20240301100000")(moved)
+    assert again["period"] == {"start": "2024-03-01T10:00:00+00:00"}  # corrected; the ward history stands
+    assert _locations(again) == [
+        ("WARD02 BAY1 BED2", "completed", {"start": "2024-03-01T10:00:00+00:00", "end": "2024-03-02T09:00:00+00:00"}),
+        ("CCU", "active", {"start": "2024-03-02T09:00:00+00:00"})]
+
+
+def test_an_update_correcting_the_start_moves_the_start_of_the_bed_admitted_to() -> None:
+    admitted = _run(_event(*ADMIT, ward="WARD01", admitted="20240301100000"))
+    corrected = _event("A08", "20240301120000", ward="WARD01", admitted="20240301094500")(admitted)
+    assert _locations(corrected) == [("WARD01", "active", {"start": "2024-03-01T09:45:00+00:00"})]
+
+
+def test_a_planned_visit_starts_when_expected_not_when_the_message_was_sent() -> None:
+    assert "period" not in _run(_event("A08", "20240221090000", admitted="", ward="WARD02"))
+    first = _run(_event("A08", "20240221090000", admitted="", ward="WARD02", segments=(PV2_EXPECTED,)))
+    assert first["status"] == "planned" and first["period"] == {"start": "2024-04-10T08:00:00+00:00"}
+    planned = _run(_event("A05", "20240221090000", admitted="", ward="WARD02", segments=(PV2_EXPECTED,)))
+    assert planned["period"] == {"start": "2024-04-10T08:00:00+00:00"}
+    booked = _run(_event("A05", "20240221090000", admitted="20240409100000", segments=(PV2_EXPECTED,)))
+    assert booked["period"] == {"start": "2024-04-09T09:00:00+00:00"}  # PV1-44, when sent, is the plan
