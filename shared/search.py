@@ -9,7 +9,7 @@ from __future__ import annotations
 import calendar
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -23,14 +23,13 @@ class ParamDef:
     paths: tuple[str, ...]  # dotted element paths; a trailing [x] means any choice type (effectiveDateTime...)
     target: str | None = None  # for references: only index references to this type
     documentation: str = ""
-    # For a `code` element: the system its required binding implies. The element carries none, so it is indexed
-    # without one, and a search naming this system is a search for the code alone.
+    # For a `code` element: the system its required binding implies (IMPLIED_SYSTEMS). The element carries none,
+    # so it is indexed without one, and a search naming this system is a search for the code alone.
     implied_system: str | None = None
 
 
-def _p(name: str, kind: str, *paths: str, target: str | None = None, doc: str = "",
-       system: str | None = None) -> ParamDef:
-    return ParamDef(name, kind, paths, target, doc, system)
+def _p(name: str, kind: str, *paths: str, target: str | None = None, doc: str = "") -> ParamDef:
+    return ParamDef(name, kind, paths, target, doc)
 
 
 _SUBJECT = (_p("subject", REFERENCE, "subject"), _p("patient", REFERENCE, "subject", target="Patient"))
@@ -43,7 +42,7 @@ SEARCH_PARAMS: dict[str, tuple[ParamDef, ...]] = {
         _p("given", STRING, "name.given"),
         _p("name", STRING, "name.family", "name.given", "name.text"),
         _p("birthdate", DATE, "birthDate"),
-        _p("gender", TOKEN, "gender", system="http://hl7.org/fhir/administrative-gender"),
+        _p("gender", TOKEN, "gender"),
         _p("address-postalcode", STRING, "address.postalCode"),
         _p("general-practitioner", REFERENCE, "generalPractitioner"),
     ),
@@ -103,6 +102,36 @@ SEARCH_PARAMS: dict[str, tuple[ParamDef, ...]] = {
     "Provenance": (_p("target", REFERENCE, "target"), _p("patient", REFERENCE, "target", target="Patient"),
                    _p("date", DATE, "recorded")),
 }
+
+_FHIR = "http://hl7.org/fhir/"
+# Token parameters on `code` elements (not Coding or CodeableConcept: Condition's and AllergyIntolerance's
+# clinical status carry their own system) and the system of the code system their required binding draws from,
+# per FHIR R4. Such a code is indexed without a system, so `system|code` must be read as the code alone, and
+# `system|` with any other system finds nothing.
+IMPLIED_SYSTEMS: dict[tuple[str, str], str] = {
+    ("Patient", "gender"): _FHIR + "administrative-gender",
+    ("Encounter", "status"): _FHIR + "encounter-status",
+    ("Observation", "status"): _FHIR + "observation-status",
+    ("AllergyIntolerance", "category"): _FHIR + "allergy-intolerance-category",
+    ("MedicationStatement", "status"): _FHIR + "CodeSystem/medication-statement-status",
+    ("MedicationRequest", "status"): _FHIR + "CodeSystem/medicationrequest-status",
+    ("MedicationRequest", "intent"): _FHIR + "CodeSystem/medicationrequest-intent",
+    ("Immunization", "status"): _FHIR + "event-status",
+    ("Procedure", "status"): _FHIR + "event-status",
+    ("CarePlan", "status"): _FHIR + "request-status",
+    ("CarePlan", "intent"): _FHIR + "request-intent",
+    ("Flag", "status"): _FHIR + "flag-status",
+    ("DocumentReference", "status"): _FHIR + "document-reference-status",
+    ("EpisodeOfCare", "status"): _FHIR + "episode-of-care-status",
+    ("ServiceRequest", "status"): _FHIR + "request-status",
+    ("ServiceRequest", "intent"): _FHIR + "request-intent",
+    ("DiagnosticReport", "status"): _FHIR + "diagnostic-report-status",
+    ("Consent", "status"): _FHIR + "consent-state-codes",
+    ("Appointment", "status"): _FHIR + "appointmentstatus",
+}
+SEARCH_PARAMS = {resource_type: tuple(replace(d, implied_system=IMPLIED_SYSTEMS.get((resource_type, d.name)))
+                                      for d in definitions)
+                 for resource_type, definitions in SEARCH_PARAMS.items()}
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,12 @@ _EXPORT = {"name": "export", "documentation": (
 
 def _search_param(definition: Any) -> dict[str, Any]:
     item = {"name": definition.name, "type": _FHIR_TYPES[definition.kind]}
-    if definition.documentation:
-        item["documentation"] = definition.documentation
+    notes = [definition.documentation] if definition.documentation else []
+    if definition.implied_system:  # a client cannot otherwise know `system|code` is matched on the code alone
+        notes.append(f"a code: matches code, |code or {definition.implied_system}|code; another system matches "
+                     "nothing")
+    if notes:
+        item["documentation"] = "; ".join(notes)
     return item
 
 

@@ -121,6 +121,26 @@ def test_patient_searches_refuse_any_order_but_id_ascending(sort: str) -> None:
     assert LENIENT.search("Patient", [("family", "smith"), ("_sort", "_id")]).sort == Sort("_id", False)
 
 
+@pytest.mark.parametrize("resource_type,param,system,code", [
+    ("Observation", "status", "http://hl7.org/fhir/observation-status", "final"),
+    ("Encounter", "status", "http://hl7.org/fhir/encounter-status", "finished"),
+    ("MedicationRequest", "intent", "http://hl7.org/fhir/CodeSystem/medicationrequest-intent", "order"),
+    ("AllergyIntolerance", "category", "http://hl7.org/fhir/allergy-intolerance-category", "food"),
+])
+def test_a_code_element_with_its_implied_system_is_the_code_as_indexed(resource_type, param, system, code) -> None:
+    def values(value: str) -> tuple:
+        return LENIENT.search(resource_type, [(param, value)]).criteria[0].values
+
+    assert values(f"{system}|{code}") == (Token("", code),) and values(f"{system}|") == (Token("", None),)
+    assert values(f"http://other|{code}") == (Token("http://other", code),)  # matches nothing: indexed system-less
+
+
+def test_codeable_concepts_keep_their_own_systems() -> None:
+    clinical = "http://terminology.hl7.org/CodeSystem/condition-clinical"
+    assert LENIENT.search("Condition", [("clinical-status", f"{clinical}|active")]).criteria[0].values == (
+        Token(clinical, "active"),)
+
+
 def test_the_include_tables_come_from_the_search_parameters() -> None:
     assert "Observation:encounter" in include_targets("Observation")
     assert "Patient:general-practitioner" not in include_targets("Patient")  # would undo S-flag redaction
