@@ -8,7 +8,14 @@ from typing import Any
 
 from services.record_api.audit_search import AUDIT_PARAMS
 from services.record_api.enforcement import BREAK_GLASS_HEADER
-from services.record_api.query import SORTABLE, SUMMARY_VALUES, include_targets, param_defs, revinclude_targets
+from services.record_api.query import (
+    PATIENT_SORTABLE,
+    SORTABLE,
+    SUMMARY_VALUES,
+    include_targets,
+    param_defs,
+    revinclude_targets,
+)
 from services.record_api.resource_types import DIRECTORY_TYPES, searchable_types
 from services.record_api.settings import RecordApiSettings
 
@@ -111,7 +118,8 @@ def _audit_event() -> dict[str, Any]:
 
 def _result_params_extension(resource_type: str) -> dict[str, Any]:
     """Result parameters are not search parameters in FHIR R4's CapabilityStatement; said here, in words."""
-    sort = "_id only, ascending" if resource_type == "Patient" else f"{', '.join(SORTABLE)}, '-' for descending"
+    keys = PATIENT_SORTABLE if resource_type == "Patient" else SORTABLE
+    sort = f"{', '.join(keys)}, '-' for descending"
     return {"url": "urn:scr:fhir:StructureDefinition:result-parameters",
             "valueString": f"_count, _sort ({sort}), _include, _revinclude, "
                            f"_summary ({', '.join(SUMMARY_VALUES)}), _elements, _total, _format=json"}

@@ -30,7 +30,9 @@ DATE_PREFIXES = ("eq", "gt", "lt", "ge", "le", "sa", "eb")
 STRING_MODIFIERS = ("exact", "contains")
 SUMMARY_VALUES = ("count", "data", "false")
 SORTABLE = ("_lastUpdated", "_id", "date")
-PATIENT_SORT = ("_id", False)  # the one order Patient searches have
+# Patient searches walk persons by id (store.persons_statement), either way; a person's "last updated" is made from
+# their sources when their Patient is built, so no index could page persons by it.
+PATIENT_SORTABLE = ("_id",)
 # Result parameters every search accepts; `_cursor` carries the opaque page position of next/previous links.
 RESULT_PARAMS = frozenset({"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_cursor",
                            "_total", "_format", "_pretty"})
@@ -131,7 +133,8 @@ class Parser:
 
     def search(self, resource_type: str, items: Iterable[tuple[str, str]],
                extra: Iterable[str] = ()) -> SearchQuery:
-        query = SearchQuery(resource_type, count=self.default_count)
+        query = SearchQuery(resource_type, count=self.default_count,
+                            sort=Sort("_id", False) if resource_type == "Patient" else Sort())
         defs = param_defs(resource_type)
         for raw_name, value in items:
             name, _, modifier = raw_name.partition(":")
@@ -201,9 +204,9 @@ def parse_sort(value: str, resource_type: str) -> Sort:
     key = key.lstrip("-")
     if key not in SORTABLE or (key == "date" and "date" not in param_defs(resource_type)):
         raise InvalidInput(f"parameter '_sort': cannot sort {resource_type} by {key!r}", expression=["_sort"])
-    if resource_type == "Patient" and (key, descending) != PATIENT_SORT:
-        # Patient searches walk persons in id order (store.persons_statement): refused, not answered in another order.
-        raise InvalidInput(f"parameter '_sort': Patient searches are ordered by _id ascending only, not {value!r}",
+    if resource_type == "Patient" and key not in PATIENT_SORTABLE:
+        # Refused, not answered in another order: a client paging by a key it did not get would be misled.
+        raise InvalidInput(f"parameter '_sort': Patient searches are ordered by _id or -_id only, not {value!r}",
                            expression=["_sort"])
     return Sort(key, descending)
 

@@ -427,22 +427,23 @@ def _entries_for(session: Session, grant: Grant, base: str, keys: Sequence[tuple
 
 def patient_search(session: Session, guard: Guard, request: Request, settings: RecordApiSettings,
                    query: SearchQuery, fingerprint_: str) -> dict[str, Any]:
-    """Persons whose source records match, one Patient each, walked in id order: persons the caller may not see
-    are skipped before paging (pages stay full) within a bounded scan (then the page is short, with a next link)."""
+    """Persons whose source records match, one Patient each, walked in id order (`_sort=-_id`: descending):
+    persons the caller may not see are skipped before paging (pages stay full) within a bounded scan (then the
+    page is short, with a next link)."""
     if not query.criteria:
         # Listing every person a clinician could see is a trawl, not care: the Spine's PDS refuses it too.
         raise InvalidInput("a Patient search needs at least one search parameter (identifier, family, given, "
                            "birthdate, gender, address-postalcode...)", expression=["Patient"])
-    if any(k == "_sort" for k, _ in request.query_params.multi_items()) and query.sort.key != "_id":
-        raise InvalidInput("parameter '_sort': Patient searches are ordered by _id", expression=["_sort"])
     issues = [bundles.ignored_issue(query.ignored)] if query.ignored else []
     cursor = decode_cursor(query.cursor, fingerprint_) if query.cursor else None
     counting = query.summary == "count" or query.count == 0
     forwards = cursor is None or cursor.direction == "n"
-    mark = cursor.key[0] if cursor else None
+    # The walk goes the way of the sort for a next page, against it for a previous one.
+    walk = _Walk(mark=cursor.key[0] if cursor else None, ascending=forwards != query.sort.descending)
     wanted = settings.patient_search_scan_limit if counting else query.count
-    shown, last_examined, exhausted = _walk_persons(session, guard, query, settings, mark, forwards, wanted)
-    exhausted = exhausted or last_examined is None or not _more_persons(session, query, last_examined, forwards)
+    shown, last_examined, exhausted = _walk_persons(session, guard, query, settings, walk, wanted)
+    exhausted = exhausted or last_examined is None or not _more_persons(session, query, last_examined,
+                                                                        walk.ascending)
     if counting:
         if not exhausted:
             raise TooLarge("too many patients match to count; narrow the search", expression=["_summary"])
@@ -450,6 +451,26 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
         return bundles.bundle("searchset", request, [], total=len(shown), issues=withheld + issues)
     if not forwards:
         shown.reverse()
+    entries = _patient_entries(session, guard, request, query, shown, issues)
+    # A page's ends, for the link back whence the walk came. An empty page (everyone it examined was left out)
+    # spans the mark to the last person it examined: linking back from the mark would skip the person at it.
+    first, last = (shown[0][0].person.id, shown[-1][0].person.id) if shown else (last_examined or walk.mark,) * 2
+    if forwards:
+        next_key = last_examined if not exhausted else None
+        earlier = cursor and first and _more_persons(session, query, first, not walk.ascending)
+        previous_key = first if earlier else None
+    else:
+        previous_key = last_examined if not exhausted else None
+        next_key = last
+    return bundles.bundle("searchset", request, entries, issues=issues,
+                          next_cursor=_cursor((next_key,) if next_key else None, "n", fingerprint_),
+                          previous_cursor=_cursor((previous_key,) if previous_key else None, "p", fingerprint_))
+
+
+def _patient_entries(session: Session, guard: Guard, request: Request, query: SearchQuery,
+                     shown: Sequence[tuple[Grant, Found]], issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The entries of one page of persons (each Patient, then what `_revinclude` brings), noting for the audit what
+    each grant returned and adding to `issues` what the caller should know."""
     base = bundles.fhir_base(request)
     entries = [bundles.entry(base, bundles.shape(found.body, query.elements, query.summary)) for _g, found in shown]
     unreadable = {i.source_type for i in query.includes if i.reverse and not guard.caller.may(i.source_type, "read")}
@@ -463,26 +484,22 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
         issues.insert(0, bundles.withheld_issue())
     if unreadable:
         issues.append(bundles.unreadable_issue(unreadable))
-    first = shown[0][0].person.id if shown else mark
-    last = shown[-1][0].person.id if shown else mark
-    if forwards:
-        next_key = last_examined if not exhausted else None
-        previous_key = first if cursor and first and _more_persons(session, query, first, False) else None
-    else:
-        previous_key = last_examined if not exhausted else None
-        next_key = last
-    return bundles.bundle("searchset", request, entries, issues=issues,
-                          next_cursor=_cursor((next_key,) if next_key else None, "n", fingerprint_),
-                          previous_cursor=_cursor((previous_key,) if previous_key else None, "p", fingerprint_))
+    return entries
 
 
-def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: RecordApiSettings,
-                  mark: str | None, forwards: bool, wanted: int
-                  ) -> tuple[list[tuple[Grant, Found]], str | None, bool]:
+@dataclass(frozen=True)
+class _Walk:
+    """Where a Patient search's walk through person ids starts (exclusive; None: from the first) and which way."""
+
+    mark: str | None
+    ascending: bool
+
+
+def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: RecordApiSettings, walk: _Walk,
+                  wanted: int) -> tuple[list[tuple[Grant, Found]], str | None, bool]:
     """(visible persons with their Patient in walk order, the last person id examined, whether that was the
     last candidate there is)."""
-    candidates = store.matching_persons(session, query.criteria, after=mark if forwards else None,
-                                        before=None if forwards else mark,
+    candidates = store.matching_persons(session, query.criteria, beyond=walk.mark, ascending=walk.ascending,
                                         limit=settings.patient_search_scan_limit)
     locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
     matched = _found_by(session, query)
@@ -516,9 +533,8 @@ def _found_by(session: Session, query: SearchQuery) -> Callable[[Grant], bool]:
     return found
 
 
-def _more_persons(session: Session, query: SearchQuery, beyond: str, forwards: bool) -> bool:
-    return bool(store.matching_persons(session, query.criteria, after=beyond if forwards else None,
-                                       before=None if forwards else beyond, limit=1))
+def _more_persons(session: Session, query: SearchQuery, beyond: str, ascending: bool) -> bool:
+    return bool(store.matching_persons(session, query.criteria, beyond=beyond, ascending=ascending, limit=1))
 
 
 def _patient_revincludes(session: Session, grant: Grant, base: str,

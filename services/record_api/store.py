@@ -397,23 +397,23 @@ def _instant_clause(column: Any, value: DateValue) -> ColumnElement[bool]:
 def matches_on(session: Session, criteria: Sequence[Criterion], person_id: str, source_ids: Sequence[str]) -> bool:
     """Whether one person meets every criterion on the given source Patient records alone (those the caller may
     see): the same clauses as `matching_persons`, so the two never disagree on what a match is."""
-    statement = persons_statement(criteria, after=None, before=None, limit=1, sources=source_ids)
+    statement = persons_statement(criteria, limit=1, sources=source_ids)
     return session.scalar(statement.where(Person.id == person_id)) is not None
 
 
-def matching_persons(session: Session, criteria: Sequence[Criterion], *, after: str | None = None,
-                     before: str | None = None, limit: int) -> list[Person]:
-    """Active persons with source Patients satisfying every criterion: ascending after `after`, or
-    descending before `before` (walking back for a previous page).
+def matching_persons(session: Session, criteria: Sequence[Criterion], *, beyond: str | None = None,
+                     ascending: bool = True, limit: int) -> list[Person]:
+    """Active persons with source Patients satisfying every criterion, in id order from `beyond` (exclusive).
 
     Criteria are ANDed over the person: a criterion is met if any of the person's source records meets it,
     so a merged person is found by any source's identifiers and demographics."""
-    return list(session.scalars(persons_statement(criteria, after=after, before=before, limit=limit)))
+    return list(session.scalars(persons_statement(criteria, beyond=beyond, ascending=ascending, limit=limit)))
 
 
-def persons_statement(criteria: Sequence[Criterion], *, after: str | None, before: str | None,
+def persons_statement(criteria: Sequence[Criterion], *, beyond: str | None = None, ascending: bool = True,
                       limit: int, sources: Sequence[str] | None = None) -> Select[tuple[Person]]:
-    """Active persons meeting every criterion on any of their source Patients (only on `sources`, when given)."""
+    """Active persons meeting every criterion on any of their source Patients (only on `sources`, when given),
+    in id order (`ascending` or not) from `beyond`, exclusive: keyset paging either way."""
     statement = select(Person).where(Person.status == "active")
     within = Resource.id.in_(sources) if sources is not None else None
     for criterion in criteria:
@@ -430,12 +430,9 @@ def persons_statement(criteria: Sequence[Criterion], *, after: str | None, befor
         if within is not None:
             owners = owners.where(within)
         statement = statement.where(Person.id.in_(owners))
-    if after is not None:
-        statement = statement.where(Person.id > after)
-    if before is not None:
-        statement = statement.where(Person.id < before)
-    order = Person.id.desc() if before is not None else Person.id.asc()
-    return statement.order_by(order).limit(limit)
+    if beyond is not None:
+        statement = statement.where(Person.id > beyond if ascending else Person.id < beyond)
+    return statement.order_by(Person.id.asc() if ascending else Person.id.desc()).limit(limit)
 
 
 # ---------------------------------------------------------------- _include, _revinclude, duplicates

@@ -62,8 +62,9 @@ class RecordStore:
 
     # ------------------------------------------------------------ persons and source Patients
 
-    def person(self, nhs_number: str | None = None) -> str:
-        person_id = str(uuid.uuid4())
+    def person(self, nhs_number: str | None = None, person_id: str | None = None) -> str:
+        """A person (`person_id` chosen by a test that needs persons in a known id order)."""
+        person_id = person_id or str(uuid.uuid4())
         now = _now()
         with transaction(self.sessions) as session:
             session.add(Person(id=person_id, nhs_number=nhs_number, status="active", version=1, created=now,

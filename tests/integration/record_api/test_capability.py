@@ -35,7 +35,8 @@ def test_metadata_needs_no_token_and_describes_the_server(api) -> None:
     assert "Observation:patient" in types["Observation"]["searchInclude"]
     assert "Provenance:target" in types["Observation"]["searchRevInclude"]
     sorts = {t: r["extension"][0]["valueString"] for t, r in types.items() if r.get("extension")}
-    assert "_sort (_id only, ascending)" in sorts["Patient"] and "'-' for descending" in sorts["Observation"]
+    assert "_sort (_id, '-' for descending)" in sorts["Patient"]
+    assert "_sort (_lastUpdated, _id, date, '-' for descending)" in sorts["Observation"]
 
 
 def test_every_advertised_search_parameter_works_in_strict_mode(api, scenario, callers) -> None:

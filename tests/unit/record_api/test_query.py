@@ -113,12 +113,18 @@ def test_sort_and_summary_values() -> None:
     assert LENIENT.search("Observation", [("_summary", "count")]).summary == "count"
 
 
-@pytest.mark.parametrize("sort", ["-_id", "_lastUpdated", "-_lastUpdated"])
-def test_patient_searches_refuse_any_order_but_id_ascending(sort: str) -> None:
-    """Patient searches walk persons in id order: another order is refused, not silently ignored."""
-    with pytest.raises(InvalidInput, match="_id ascending only"):
+@pytest.mark.parametrize("sort", ["_lastUpdated", "-_lastUpdated", "birthdate"])
+def test_patient_searches_refuse_any_order_but_by_id(sort: str) -> None:
+    """Patient searches walk persons in id order, either way: another order is refused, not silently ignored."""
+    with pytest.raises(InvalidInput, match="parameter '_sort'"):
         LENIENT.search("Patient", [("family", "smith"), ("_sort", sort)])
+
+
+def test_patient_searches_are_by_id_ascending_unless_asked_otherwise() -> None:
+    assert LENIENT.search("Patient", [("family", "smith")]).sort == Sort("_id", False)
     assert LENIENT.search("Patient", [("family", "smith"), ("_sort", "_id")]).sort == Sort("_id", False)
+    assert LENIENT.search("Patient", [("family", "smith"), ("_sort", "-_id")]).sort == Sort("_id", True)
+    assert LENIENT.search("Observation", [("patient", "p")]).sort == Sort("_lastUpdated", True)
 
 
 @pytest.mark.parametrize("resource_type,param,system,code", [
