@@ -4,7 +4,7 @@ page, fetch bodies, redact after paging, and hand the Guard what was returned fo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -499,26 +499,49 @@ def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: 
                   wanted: int) -> tuple[list[tuple[Grant, Found]], str | None, bool]:
     """(visible persons with their Patient in walk order, the last person id examined, whether that was the
     last candidate there is)."""
-    candidates = store.matching_persons(session, query.criteria, beyond=walk.mark, ascending=walk.ascending,
-                                        limit=settings.patient_search_scan_limit)
-    locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
-    matched = _found_by(session, query)
     shown: list[tuple[Grant, Found]] = []
-    last = None
-    for person in candidates:
-        last = person.id
-        grant = guard.admit(session, person, soft=True, found=matched)
-        if grant is None:
-            continue
-        found = person_view(session, guard, grant)
-        if found is None or (locating and grant.redacts_location):
-            # An S-flagged person must not be findable by where they live or who their GP is.
-            guard.grants.remove(grant)
-            continue
-        shown.append((grant, found))
-        if len(shown) >= wanted:
-            return shown, last, False
-    return shown, last, len(candidates) < settings.patient_search_scan_limit
+    last: str | None = None
+    examined = 0
+    scan_limit = settings.patient_search_scan_limit
+    for batch_size in _batch_sizes(wanted, scan_limit):
+        asked = min(batch_size, scan_limit - examined)
+        batch = store.candidates(session, query.criteria, beyond=last or walk.mark, ascending=walk.ascending,
+                                 limit=asked)
+        for candidate in batch:
+            last, examined = candidate.person.id, examined + 1
+            if (shown_one := _shown_person(session, guard, query, candidate)) is not None:
+                shown.append(shown_one)
+                if len(shown) >= wanted:
+                    return shown, last, False
+        if len(batch) < asked or examined >= scan_limit:
+            return shown, last, len(batch) < asked
+    return shown, last, False  # not reached: the sizes never run out
+
+
+def _batch_sizes(wanted: int, scan_limit: int) -> Iterator[int]:
+    """How many candidates each query of a walk reads (with their sources): the page's worth first, as most pages
+    fill from it, then doubling, so a walk past many persons the caller may not see costs a few queries, not one
+    per person, and a page never reads every candidate's sources up to the scan limit to show a few."""
+    size = max(1, min(wanted, scan_limit))
+    while True:
+        yield size
+        size = min(2 * size, scan_limit)
+
+
+def _shown_person(session: Session, guard: Guard, query: SearchQuery,
+                  candidate: store.Candidate) -> tuple[Grant, Found] | None:
+    """A candidate admitted and their Patient, or None if they are left out (leaving no grant behind)."""
+    grant = guard.admit(session, candidate.person, soft=True, found=_found_by(session, query),
+                        sources=(candidate.sources, candidate.channels))
+    if grant is None:
+        return None
+    found = person_view(session, guard, grant)
+    locating = any(c.name in LOCATION_SEARCH_PARAMS for c in query.criteria)
+    if found is None or (locating and grant.redacts_location):
+        # An S-flagged person must not be findable by where they live or who their GP is.
+        guard.grants.remove(grant)
+        return None
+    return grant, found
 
 
 def _found_by(session: Session, query: SearchQuery) -> Callable[[Grant], bool]:

@@ -172,6 +172,20 @@ def test_relationships_are_computed_from_the_store(api, scenario, callers, pdp) 
     assert request["purpose"] == "TREAT" and {"HIV", "V", "SOC"} <= set(request["labels"])
 
 
+def test_registration_by_a_reference_to_a_stored_organization_is_found(api, record_store, callers, pdp) -> None:
+    """A registered GP named only by a reference to a stored Organization is looked up by its ODS identifier (one
+    that names its ODS code itself needs no look-up)."""
+    practice = record_store.directory({"resourceType": "Organization", "identifier": [
+        {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": data.GP_ODS}]},
+        org=data.GP_ODS, system="EMIS")
+    person = record_store.person(data.NHS_NUMBERS[4])
+    patient = record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", nhs_number=data.NHS_NUMBERS[4])
+    record_store.update("Patient", patient, {"generalPractitioner": [{"reference": f"Organization/{practice}"}]})
+    assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
+    assert ids(api.get(f"/fhir/Patient?identifier={data.NHS_NUMBERS[4]}", headers=callers.gp()).json()) == {person}
+    assert [r["legitimate_relationship"] for r in pdp.requests] == ["registered"]  # the search: a cached decision
+
+
 def test_allowed_types_limit_what_a_role_sees(api, scenario, callers, pdp) -> None:
     pdp.policy = lambda r: pdp.default_policy(r) | {"allowed_types": ["Patient", "Encounter"]}
     body = api.get(f"/fhir/Patient/{scenario.person}/$everything", headers=callers.acute()).json()

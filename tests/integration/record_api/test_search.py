@@ -347,6 +347,29 @@ def test_patient_search_pages_over_persons(api, record_store, callers) -> None:
     assert ids(back) == ids(first)
 
 
+def test_a_patient_search_by_nhs_number_reads_the_store_twice(api, scenario, callers) -> None:
+    """Candidates come with their source Patients (one query), then the record's summary for the decision: no
+    round trip per candidate, and no Organization look-up for a GP reference that names its ODS code."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    url = f"/fhir/Patient?identifier={NHS}|{scenario.nhs_number}"
+    assert ids(api.get(url, headers=callers.acute()).json()) == {scenario.person}  # the decision is cached now
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "audit_event" not in statement \
+                and ("FROM person" in statement or "FROM resource" in statement):
+            reads.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", count)
+    try:
+        assert ids(api.get(url, headers=callers.acute()).json()) == {scenario.person}
+    finally:
+        event.remove(Engine, "before_cursor_execute", count)
+    assert len(reads) == 2, reads
+
+
 @pytest.mark.parametrize("sort", ["date", "-date", "_lastUpdated", "-_lastUpdated", "_id", "-_id"])
 def test_clinical_sorts_page_stably_both_ways(api, scenario, record_store, callers, sort) -> None:
     """Ties on the sort key (the same date) and missing keys (no date) still page without repeats or gaps, and
