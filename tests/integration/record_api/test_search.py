@@ -347,6 +347,28 @@ def test_patient_search_pages_over_persons(api, record_store, callers) -> None:
     assert ids(back) == ids(first)
 
 
+def test_exact_on_search_rows_written_before_they_kept_the_text_finds_them_once_reindexed(api, scenario,
+                                                                                         record_store,
+                                                                                         callers) -> None:
+    """String rows written before `:exact` existed have no text as written (code is NULL): `:exact` cannot match
+    them (it never matches wrongly), and the operator's reindex (docs/RECORD_API.md) fills them in."""
+    from sqlalchemy import update
+
+    from services.ingest.maintenance import reindex
+    from shared.schema import SearchParam
+
+    with record_store.sessions.begin() as session:
+        session.execute(update(SearchParam).where(SearchParam.resource_type == "Patient",
+                                                  SearchParam.text.is_not(None)).values(code=None))
+    url = "/fhir/Patient?family:exact=Smith"
+    assert ids(api.get(url, headers=callers.acute()).json()) == set()
+    assert ids(api.get("/fhir/Patient?family=smith", headers=callers.acute()).json()) == {scenario.person}
+    report = reindex(record_store.sessions, resource_type="Patient")
+    assert report.resources == 4
+    assert ids(api.get(url, headers=callers.acute()).json()) == {scenario.person}
+    assert ids(api.get("/fhir/Patient?family:exact=smith", headers=callers.acute()).json()) == set()
+
+
 def test_a_patient_search_by_nhs_number_reads_the_store_twice(api, scenario, callers) -> None:
     """Candidates come with their source Patients (one query), then the record's summary for the decision: no
     round trip per candidate, and no Organization look-up for a GP reference that names its ODS code."""
