@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.consent.facts import ods_code, parse_datetime, range_end, utc
+from services.consent.facts import ods_code, parse_datetime, range_end
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
+from shared.registration import registered_practice
 from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, Resource
 
 
@@ -124,46 +125,17 @@ def source_resource(session: Session, resource_type: str, resource_id: str) -> R
 
 
 def registered_practices(session: Session, nhs_number: str) -> set[str]:
-    """ODS codes of the GP practice the person is registered with now: the practice named by the newest of their
-    linked source Patient records that names one (`Patient.generalPractitioner`: an ODS identifier, or a reference
-    to a stored Organization). Newest by the sender's own time, else when it was stored: a registration changes
-    when the person moves, and an old hospital or community record keeps the practice of its day, so a union of
-    every record would let a practice the person left review or lift their objection. Deleted and inactive
-    records name no one. Empty when no practice is known (or the newest one's Organization is not stored)."""
+    """ODS codes of the GP practice the person is registered with now (`shared.registration`: the practice named
+    by the newest of their linked source Patient records that names one, by ODS identifier or a reference to a
+    stored Organization). Empty when no practice is known (or the newest one's Organization is not stored)."""
     person_id = person_id_for(session, nhs_number)
     if person_id is None:
         return set()
     rows = session.execute(select(Resource.body, Resource.source_updated, Resource.last_updated, Resource.id)
                            .where(Resource.resource_type == "Patient", Resource.person_id == person_id,
                                   Resource.deleted.is_(False))).all()
-    for body, *_ in sorted(rows, key=_newest_first):
-        if body.get("active") is False:
-            continue
-        codes, organisation_ids = _practices_named(body)
-        if codes or organisation_ids:
-            return codes | _organisation_ods_codes(session, organisation_ids)
-    return set()
-
-
-def _newest_first(row: Any) -> tuple[float, float, str]:
-    _, source_updated, last_updated, resource_id = row
-    stored = utc(last_updated)
-    # Negated so an ascending sort puts the newest first while ties still fall back to the id, ascending.
-    return -utc(source_updated or stored).timestamp(), -stored.timestamp(), resource_id
-
-
-def _practices_named(body: dict[str, Any]) -> tuple[set[str], list[str]]:
-    """The ODS codes a Patient names as its GP practice, and the ids of the Organizations it refers to for one."""
-    codes: set[str] = set()
-    organisation_ids: list[str] = []
-    for gp in body.get("generalPractitioner") or []:
-        identifier = gp.get("identifier") or {}
-        if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and identifier.get("value"):
-            codes.add(ods_code(str(identifier["value"])))
-        reference = str(gp.get("reference") or "")
-        if reference.startswith("Organization/"):
-            organisation_ids.append(reference.removeprefix("Organization/"))
-    return codes, organisation_ids
+    codes, organisation_ids = registered_practice(rows)
+    return codes | _organisation_ods_codes(session, organisation_ids)
 
 
 def _organisation_ods_codes(session: Session, ids: list[str]) -> set[str]:

@@ -41,8 +41,9 @@ from shared import roles
 from shared.audit import AuditRecord, write_audits
 from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, ServiceUnavailable
-from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, ODS_ORG_SYSTEM, Issue
+from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
+from shared.registration import registered_practice
 from shared.schema import Person, Resource
 
 log = structlog.get_logger("scr.record_api.enforcement")
@@ -271,15 +272,12 @@ class Guard:
         return reason
 
     def admit(self, session: Session, person: Person, *, soft: bool = False,
-              found: Callable[[Grant], bool] | None = None, labels: Iterable[str] = (),
-              sources: tuple[list[Resource], dict[str, str]] | None = None) -> Grant | None:
+              found: Callable[[Grant], bool] | None = None, labels: Iterable[str] = ()) -> Grant | None:
         """A Grant for this person, or a 403 (or None when `soft`: the person is left out of a search). A search
         passes `found`, whether the person matched on what this caller may see; if not, they are left out as if
         they had not matched, unaudited and unsignalled. `labels`: those of the items in question that the current
-        record may not carry (a deleted item, an earlier version), so the decision is asked about them too.
-        `sources`: the person's source Patients and channels (`store.sources_with_channels`) if already read in
-        this transaction, as a Patient search reads them with its candidates."""
-        sources, channels = sources if sources is not None else sources_with_channels(session, person.id)
+        record may not carry (a deleted item, an earlier version), so the decision is asked about them too."""
+        sources, channels = sources_with_channels(session, person.id)
         summary = person_record_summary(session, person.id)
         relationship, basis = self._relationship(session, person, sources, summary)
         if relationship == "none" and not self.caller.break_glass_reason:
@@ -454,19 +452,13 @@ def _describe(grant: Grant, basis: str | None) -> str:
 
 
 def _registered_with(session: Session, sources: Sequence[Resource], ods: str) -> bool:
-    """Is any linked source Patient registered with the caller's organisation (Patient.generalPractitioner)?"""
-    by_id: list[str] = []
-    for row in sources:
-        for gp in row.body.get("generalPractitioner") or []:
-            identifier = gp.get("identifier") or {}
-            if identifier.get("system") == ODS_ORG_SYSTEM:
-                if identifier.get("value") == ods:
-                    return True
-                continue  # the reference names its organisation's ODS code: reading the Organization says no more
-            reference = str(gp.get("reference") or "")
-            if reference.startswith("Organization/"):
-                target = reference.split("/", 1)[1]
-                if target == ods:
-                    return True
-                by_id.append(target)
-    return ods in organization_ods_codes(session, by_id).values()
+    """Is the caller's organisation the practice the person is registered with now: the one the newest of their
+    linked source Patient records naming a practice names (`shared.registration`, the consent service's rule)? A
+    practice the person has left, still named on an older hospital record, is not (it may still have a `care`
+    relationship, through what it recorded). The sources are already loaded for the read: only a practice named by
+    reference to a stored Organization costs a query."""
+    codes, organisation_ids = registered_practice(sources)
+    ods = ods.strip().upper()
+    if ods in codes:
+        return True
+    return ods in {code.strip().upper() for code in organization_ods_codes(session, organisation_ids).values()}

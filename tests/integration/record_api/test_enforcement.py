@@ -186,6 +186,21 @@ def test_registration_by_a_reference_to_a_stored_organization_is_found(api, reco
     assert [r["legitimate_relationship"] for r in pdp.requests] == ["registered"]  # the search: a cached decision
 
 
+def test_registered_means_the_practice_the_newest_source_record_names(api, record_store, callers, tokens,
+                                                                      pdp) -> None:
+    # The hospital's older record keeps the practice of its day; the community record sent since names the new one.
+    nhs = data.NHS_NUMBERS[4]
+    person = record_store.person(nhs)
+    record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", nhs_number=nhs, gp_ods="B86001",
+                                local_id=("https://fhir.rr8.nhs.uk/Id/mrn", "M1"))
+    record_store.source_patient(person, org=data.COMMUNITY_ODS, system="SystmOne", nhs_number=nhs,
+                                gp_ods=data.GP_ODS, local_id=("https://fhir.ry6.nhs.uk/Id/patient", "C1"))
+    left = {"Authorization": f"Bearer {tokens.clinician(ods='B86001')}"}
+    assert api.get(f"/fhir/Patient/{person}", headers=left).status_code == 403  # a practice the person left
+    assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
+    assert [r["legitimate_relationship"] for r in pdp.requests] == ["registered"]
+
+
 def test_allowed_types_limit_what_a_role_sees(api, scenario, callers, pdp) -> None:
     pdp.policy = lambda r: pdp.default_policy(r) | {"allowed_types": ["Patient", "Encounter"]}
     body = api.get(f"/fhir/Patient/{scenario.person}/$everything", headers=callers.acute()).json()
