@@ -140,8 +140,9 @@ def ends_objection(consents: Sequence[ConsentFacts], candidate: ConsentFacts, no
     effect, not the shape: a consent code with either provision type, a permit carrying nested restrictions, a
     period that starts later (it is placed at when we recorded it, so it would outrank an objection made before
     then), or a date placed between an objection and its review all count; one older than every objection does
-    not (the newer objection still wins)."""
-    with_candidate = [*consents, candidate]
+    not (the newer objection still wins). A candidate with the id of a consent in `consents` is its new version and
+    replaces it (an imported consent the source changed or deleted): withdrawing a dissent ends an objection too."""
+    with_candidate = [*(c for c in consents if c.id != candidate.id), candidate]
     for moment in _changes_from(with_candidate, now):
         if stance_at(consents, moment).objection is not None and stance_at(with_candidate, moment).objection is None:
             return True

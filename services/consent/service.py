@@ -1,13 +1,14 @@
 """Recording consents: the citizen's preferences (with optimistic concurrency), consents professionals record
-on a patient's behalf, and dissent imported from source records. Every change is audited in its own
-transaction and announced on `consent.changed`: the event is written in the change's own transaction and sent
-once committed (shared/outbox.py), so a committed change is always announced (CONTRACTS §2)."""
+on a patient's behalf, and choices imported from source records (one that would end an objection only from the
+person's registered practice). Every change is audited in its own transaction and announced on `consent.changed`:
+the event is written in the change's own transaction and sent once committed (shared/outbox.py), so a committed
+change is always announced (CONTRACTS §2)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ log = structlog.get_logger("scr.consent")
 
 RECORDERS = roles.CLINICAL | roles.ADMINISTRATIVE | roles.CALDICOTT_GUARDIAN  # objection forms go via reception
 REVIEWERS = roles.GENERAL_PRACTITIONER | roles.CALDICOTT_GUARDIAN
+HELD_SUFFIX = "-held"  # an imported version kept but not in force: src-<resource id>-held
 STALE = "your choices were changed on another device; reload them and try again"
 
 
@@ -179,11 +181,12 @@ class ConsentService:
                     outcome="denied" if refusal else "success")
         return refusal
 
-    # ------------------------------------------------------------ import of dissent recorded at source
+    # ------------------------------------------------------------ import of choices recorded at source
 
     def import_source_consent(self, resource_id: str) -> str:
         """Record a Consent that ingest stored from a source system; re-delivery changes nothing. Returns what
-        happened: created | updated | unchanged | skipped (no person to key it by) | ignored (not a sharing
+        happened: created | updated | unchanged | held (it would end an objection and its sender has no standing:
+        kept, not in force; see `_import_refusal`) | skipped (no person to key it by) | ignored (not a sharing
         choice: see professional.import_kind)."""
         now = _now()
         with self._sessions() as session, session.begin():
@@ -208,20 +211,51 @@ class ConsentService:
         body = _imported_body(source, consent_id, kind, nhs_number, retired=sharing_kind is None)
         if row is not None and _same_content(row.body, body):
             return "unchanged", None
-        author = store.Author("professional", source.source_org, None, f"source:{source.source_system}")
+        candidate = facts_from(id=consent_id, version_id=row.version_id + 1 if row else 1, kind=kind,
+                               status=body["status"], author_kind="professional", author_ods=source.source_org,
+                               author_role=None, recorded_at=now, body=body)
+        if refusal := _import_refusal(session, source, nhs_number, candidate, now):
+            return self._hold(session, source, nhs_number, kind, body, refusal, now), None
+        change = self._put_in_force(session, source, row, Change(nhs_number, consent_id, 1, kind, now), body)
+        return ("created" if row is None else "updated"), change
+
+    def _put_in_force(self, session: Session, source: Any, row: ConsentRecord | None, change: Change,
+                      body: dict[str, Any]) -> Change:
+        """Store the imported version as the current one of `src-<resource id>`, audit it and announce it."""
+        author = _import_author(source)
         if row is None:
-            store.insert(session, consent_id=consent_id, nhs_number=nhs_number, kind=kind, author=author,
-                         recorded=now, body=body)
-            version, outcome = 1, "created"
+            store.insert(session, consent_id=change.consent_id, nhs_number=change.nhs_number, kind=change.kind,
+                         author=author, recorded=change.changed_at, body=body)
+        elif store.new_version(session, row, recorded=change.changed_at, body=body, author=author):
+            change = replace(change, version_id=row.version_id)
         else:
-            if not store.new_version(session, row, recorded=now, body=body, author=author):
-                raise Conflict("the imported consent changed while it was being updated")
-            version, outcome = row.version_id, "updated"
-        principal = Principal("system", "consent-import", ods_code=source.source_org)
-        change = Change(nhs_number, consent_id, version, kind, now)
-        self._record(session, principal, change, f"Imported a {kind} recorded at source",
+            raise Conflict("the imported consent changed while it was being updated")
+        self._record(session, _import_principal(source), change, f"Imported a {change.kind} recorded at source",
                      person_id=source.person_id)
-        return outcome, change
+        return change
+
+    def _hold(self, session: Session, source: Any, nhs_number: str, kind: str, body: dict[str, Any],
+              refusal: str, now: datetime) -> str:
+        """Keep an imported version that may not be put in force, as a `rejected` Consent of its own beside the
+        imported one (which stays as it was), and audit the refusal so the person sees it in their access log.
+        Nothing in force changes, so nothing is published. The same version delivered again is held once."""
+        held_id = f"{body['id']}{HELD_SUFFIX}"
+        held = body | {"id": held_id, "status": "rejected"}
+        row = store.get(session, held_id, for_update=True)
+        if row is not None and _same_content(row.body, held):
+            return "unchanged"
+        author = _import_author(source)
+        if row is None:
+            version = store.insert(session, consent_id=held_id, nhs_number=nhs_number, kind=kind, author=author,
+                                   recorded=now, body=held).version_id
+        elif store.new_version(session, row, recorded=now, body=held, author=author):
+            version = row.version_id
+        else:
+            raise Conflict("the held imported consent changed while it was being updated")
+        self._audit(session, _import_principal(source), "consent-change", nhs_number,
+                    [f"Consent/{held_id}/_history/{version}"], refusal, source.person_id, outcome="denied")
+        log.info("imported consent held: it would end an objection", kind=kind)
+        return "held"
 
     # ------------------------------------------------------------ audit and propagation
 
@@ -362,6 +396,24 @@ def _authorise_withdrawal(session: Session, principal: Principal, nhs_number: st
                     "practice or a Caldicott Guardian may record that they withdraw that objection")
 
 
+def _import_refusal(session: Session, source: Any, nhs_number: str, candidate: ConsentFacts,
+                    now: datetime) -> str | None:
+    """Why an imported version may not be put in force, or None. The rule `_authorise_withdrawal` applies to a
+    professional: a feed that could end an objection (an acute trust's ADT with ZU8-2=1, a bundle that changes or
+    deletes a dissent) could silently undo the person's choice. Only a version sent by the person's registered
+    practice, as named by the feed token of the message that wrote it, may; a feed has no Caldicott Guardian."""
+    if not rules.ends_objection(load_facts(session, nhs_number), candidate, now):
+        return None
+    sender = store.feed_sender(session, source)
+    if sender is not None and sender in store.registered_practices(session, nhs_number):
+        return None
+    why = (f"{sender} is not their registered GP practice" if sender else
+           f"the sender could not be confirmed as {ods_code(source.source_org)} (no feed token of theirs came with it)")
+    return ("a consent imported from a source record would end the patient's objection to sharing, and only they "
+            f"(in the app), their registered GP practice or a Caldicott Guardian may record that they withdraw it; "
+            f"{why}, so it is kept but not in force")
+
+
 def _require_objection(standing: rules.Standing) -> None:
     if standing.stance.objection is None:
         raise Conflict("there is no objection in force for this patient to review",
@@ -378,6 +430,14 @@ def _imported_body(source: Any, consent_id: str, kind: str, nhs_number: str, *, 
     if source.deleted or retired:
         body["status"] = "inactive"
     return body
+
+
+def _import_author(source: Any) -> store.Author:
+    return store.Author("professional", source.source_org, None, f"source:{source.source_system}")
+
+
+def _import_principal(source: Any) -> Principal:
+    return Principal("system", "consent-import", ods_code=source.source_org)
 
 
 def _same_content(stored: dict[str, Any], new: dict[str, Any]) -> bool:

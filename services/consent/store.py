@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services.consent.facts import ods_code, parse_datetime, range_end
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
 from shared.registration import registered_practice
-from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, Resource
+from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, RawMessage, Resource, ResourceVersion
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,19 @@ def nhs_number_of_person(session: Session, person_id: str) -> str | None:
 
 def source_resource(session: Session, resource_type: str, resource_id: str) -> Resource | None:
     return session.get(Resource, (resource_type, resource_id))
+
+
+def feed_sender(session: Session, source: Resource) -> str | None:
+    """The ODS code of the organisation that sent the current version of a stored resource, when it is known for
+    sure: the `ods_code` claim of the feed token the message that wrote it came with (ingest refuses a message
+    naming another organisation, MSH-4 or provider.ods_code, than its token). None when no token named one (MLLP
+    and the social-care topic carry none: the message's own claim is all there is) or when the version was written
+    by another message than the sender's own (a relink or merge re-pointing it)."""
+    sender = session.scalar(select(RawMessage.sender_org)
+                            .join(ResourceVersion, ResourceVersion.raw_message_id == RawMessage.id)
+                            .where(ResourceVersion.resource_type == source.resource_type,
+                                   ResourceVersion.id == source.id, ResourceVersion.version_id == source.version_id))
+    return ods_code(sender) if sender and ods_code(sender) == ods_code(source.source_org) else None
 
 
 def registered_practices(session: Session, nhs_number: str) -> set[str]:

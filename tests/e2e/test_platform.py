@@ -10,6 +10,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,3 +191,72 @@ def _assert_no_patient_data_in_logs(directory: Path) -> None:
         assert text, f"{path.name} is empty: the services should have logged requests"
         for secret in SECRETS:
             assert secret not in text, f"{path.name} logs {secret!r}"
+
+
+def _post(platform: Platform, tokens: TokenFactory, path: str, ods: str, system: str, content: str,
+          content_type: str) -> httpx.Response:
+    response = httpx.post(f"{platform.url('ingest')}{path}", content=content,
+                          headers=_feed(tokens, ods, system) | {"Content-Type": content_type})
+    assert response.status_code == 200 and ("MSA|AA" in response.text or path != "/ingest/hl7v2"), response.text
+    return response
+
+
+def _gp_consent_bundle() -> dict[str, Any]:
+    """The GP system's record of the person's consent to share (SNOMED 425691002), made now."""
+    patient = demo.gp_bundle()["entry"][0]
+    consent = {"resourceType": "Consent", "status": "active",
+               "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                     "code": "patient-privacy"}]},
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                         "code": "INFA"}]}],
+               "patient": {"reference": patient["fullUrl"]}, "dateTime": datetime.now(UTC).isoformat(),
+               "identifier": [{"system": "urn:emis:y12345", "value": "CN-1"}],
+               "provision": {"type": "permit", "code": [{"coding": [{"system": "http://snomed.info/sct",
+                                                                      "code": "425691002"}]}]}}
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [patient, {"fullUrl": "urn:uuid:6f1c2a4e-0d3b-4c55-9a43-0000000000c1", "resource": consent,
+                                "request": {"method": "POST", "url": "Consent"}}]}
+
+
+def test_an_imported_consent_ends_an_objection_only_from_the_registered_practice(platform: Platform,
+                                                                                 tokens: TokenFactory) -> None:
+    _post(platform, tokens, "/ingest/fhir", demo.GP, "EMIS-Web", json.dumps(demo.gp_bundle()),
+          "application/fhir+json")
+    for message in demo.acute_messages():
+        _post(platform, tokens, "/ingest/hl7v2", demo.ACUTE, "PAS", message, "x-application/hl7-v2+er7")
+    acute = _fhir(platform, tokens.clinician(ods=demo.ACUTE))
+    person = acute.resources("Patient").search(identifier=f"{NHS_NUMBER_SYSTEM}|{NHS}").get()
+    assert _sources(_everything(acute, person.id)) == {demo.GP, demo.ACUTE}
+
+    citizen = {"Authorization": f"Bearer {tokens.citizen(NHS)}"}
+    consent = platform.url("consent")
+    current = httpx.get(f"{consent}/consent/me", headers=citizen)
+    assert httpx.put(f"{consent}/consent/me", json=current.json() | {"direct_care": "object"},
+                     headers=citizen | {"If-Match": current.headers["etag"]}).status_code in (200, 201)
+    _eventually(lambda: _sources(_everything(acute, person.id)) == {demo.ACUTE}, "the objection enforced")
+
+    # The hospital's PAS says the patient consents (ZU8-2 = 1), after the objection: kept, not in force.
+    time.sleep(1.1)  # HL7 times are to the second: stated strictly after the objection
+    when = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    _post(platform, tokens, "/ingest/hl7v2", demo.ACUTE, "PAS",
+          demo._adt("A31", "ADT_A05", "CONSENT-1", when, ["ZU8||1"]), "x-application/hl7-v2+er7")
+
+    def held() -> list[dict[str, Any]]:
+        entries = httpx.get(f"{consent}/consent/me/history", headers=citizen).json()["entries"]
+        return [e for e in entries if e["consent_id"].endswith("-held")]
+
+    [kept] = _eventually(held, "the hospital's consent imported and held")
+    assert (kept["status"], kept["recorded_by"]["organisation"]) == ("rejected", demo.ACUTE)
+    assert httpx.get(f"{consent}/consent/me", headers=citizen).json()["direct_care"] == "object"
+    log = httpx.get(f"{consent}/consent/me/access-log", headers=citizen).json()["entries"]
+    assert any((e["action"], e["outcome"], e["who"]["organisation"]) == ("consent-change", "denied", demo.ACUTE)
+               for e in log), log
+    assert _sources(_everything(acute, person.id)) == {demo.ACUTE}  # the record API still withholds
+
+    # The registered practice's own feed records the patient's consent: that ends the objection.
+    _post(platform, tokens, "/ingest/fhir", demo.GP, "EMIS-Web", json.dumps(_gp_consent_bundle()),
+          "application/fhir+json")
+    _eventually(lambda: httpx.get(f"{consent}/consent/me", headers=citizen).json()["direct_care"] == "share",
+                "the practice's consent in force")
+    _eventually(lambda: _sources(_everything(acute, person.id)) == {demo.GP, demo.ACUTE},
+                "sharing resumed on the record API", timeout=30)

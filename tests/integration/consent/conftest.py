@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +16,11 @@ from services.consent.app import create_app
 from services.consent.settings import ConsentSettings
 from shared.db import create_db_engine
 from shared.fhir import ODS_ORG_SYSTEM
-from shared.schema import ConsentVersion, Person, Resource
+from shared.schema import ConsentVersion, Person, RawMessage, Resource, ResourceVersion
+from tests.support import data
 from tests.support.services import settings_for
 from tests.support.tokens import TokenFactory
+from tests.unit.consent.builders import professional_body
 
 DOC = {"direct_care": "share", "withheld_categories": [], "denied_organisations": [], "national_data_opt_out": False}
 
@@ -102,3 +105,28 @@ def decide_body(nhs_number: str, *, ods: str = "RR8", role: str = "S8000:G8000:R
             "actor": {"kind": "clinician", "ods_code": ods, "role_code": role, "user_id": "555000000001"},
             "purpose": purpose, "labels": labels or [], "legitimate_relationship": relationship,
             "break_glass_reason": reason}
+
+
+def store_source_consent(session: Session, resource_id: str, person_id: str, *, version: int = 1,
+                         deleted: bool = False, body: dict[str, Any] | None = None, source_org: str = data.GP_ODS,
+                         sender: str | None = None, channel: str = "fhir") -> None:
+    """A Consent as ingest stores one (CONTRACTS §1.5): patient -> the person, sent by `source_org`. `sender`: the
+    ODS code the feed token of the message that wrote this version named (None: no token, as over MLLP)."""
+    body = (body or professional_body("deny", code="416409005")) | {"id": resource_id, "patient": {
+        "reference": f"Patient/{person_id}"}, "meta": {"versionId": str(version),
+                                                   "source": f"urn:scr:ods:{source_org}:GP"}}
+    now = datetime.now(UTC)
+    row = session.get(Resource, ("Consent", resource_id))
+    if row is None:
+        row = Resource(resource_type="Consent", id=resource_id, person_id=person_id, source_patient_id=None,
+                       source_system="GP", source_org=source_org, source_key=f"consent:{resource_id}",
+                       content_hash="0" * 64, labels=[], last_updated=now)
+        session.add(row)
+    row.version_id, row.deleted, row.body, row.source_updated = version, deleted, body, now
+    raw_id = str(uuid.uuid4())
+    session.add(RawMessage(id=raw_id, channel=channel, received_at=now, content_hash="0" * 64, content=b"{}",
+                           content_type="application/fhir+json", sender_org=sender, status="processed"))
+    session.add(ResourceVersion(resource_type="Consent", id=resource_id, version_id=version, person_id=person_id,
+                                source_org=source_org, raw_message_id=raw_id, labels=[], last_updated=now,
+                                deleted=deleted, body=body))
+    session.commit()

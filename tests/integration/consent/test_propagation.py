@@ -14,8 +14,16 @@ import pytest
 from sqlalchemy import select
 
 from shared.events import CONSENT_CHANGED, RECORD_CHANGED, KafkaEventBus
-from shared.schema import ConsentRecord, EventLogEntry, Resource
-from tests.integration.consent.conftest import DOC, add_person, bearer, decide_body, version_count
+from shared.schema import ConsentRecord, EventLogEntry
+from tests.integration.consent.conftest import (
+    DOC,
+    add_person,
+    bearer,
+    decide_body,
+    register_with_practice,
+    store_source_consent,
+    version_count,
+)
 from tests.support import data
 from tests.unit.consent.builders import professional_body
 
@@ -78,22 +86,6 @@ def test_the_embedded_event_log_gets_the_event_in_the_same_transaction_as_the_ch
     assert [(e.key, e.payload["version_id"], e.payload["person_id"]) for e in events] == [(A, 1, None)]
 
 
-def _store_source_consent(db, resource_id: str, person_id: str, *, version: int = 1, deleted: bool = False,
-                          body: dict[str, Any] | None = None) -> None:
-    """A Consent as ingest stores one from a GP bundle (CONTRACTS §1.5): patient -> the person."""
-    body = (body or professional_body("deny", code="416409005")) | {"id": resource_id, "patient": {
-        "reference": f"Patient/{person_id}"}, "meta": {"versionId": str(version), "source": "urn:scr:ods:Y12345:GP"}}
-    now = datetime.now(UTC)
-    row = db.get(Resource, ("Consent", resource_id))
-    if row is None:
-        row = Resource(resource_type="Consent", id=resource_id, person_id=person_id, source_patient_id=None,
-                       source_system="GP", source_org=data.GP_ODS, source_key=f"consent:{resource_id}",
-                       content_hash="0" * 64, labels=[], last_updated=now)
-        db.add(row)
-    row.version_id, row.deleted, row.body, row.source_updated = version, deleted, body, now
-    db.commit()
-
-
 def _record_changed(bus: KafkaEventBus, resource_id: str, person_id: str, version: int, change: str) -> None:
     bus.publish(RECORD_CHANGED, person_id, {"person_id": person_id, "resource_type": "Consent", "id": resource_id,
                                             "version_id": version, "change": change, "source_org": data.GP_ODS})
@@ -109,9 +101,9 @@ def test_dissent_recorded_at_source_is_imported_once_and_follows_the_source(make
                                                                             db) -> None:
     client = make_client(pg_url, kafka_bootstrap_servers=kafka.bootstrap, consumers_enabled=True)
     first, marker = str(uuid.uuid4()), str(uuid.uuid4())
-    add_person(db, "person-gp", A)
+    register_with_practice(db, "person-gp", A, data.GP_ODS)  # so its deletion at source may end the objection
     add_person(db, "person-marker", B)
-    _store_source_consent(db, first, "person-gp")
+    store_source_consent(db, first, "person-gp")
     bus = KafkaEventBus(kafka.bootstrap, "ingest-test")
     try:
         _record_changed(bus, first, "person-gp", 1, "create")
@@ -124,12 +116,12 @@ def test_dissent_recorded_at_source_is_imported_once_and_follows_the_source(make
 
         # Re-delivery, then a marker event behind it: once the marker is in, the re-delivery has been handled.
         _record_changed(bus, first, "person-gp", 1, "create")
-        _store_source_consent(db, marker, "person-marker")
+        store_source_consent(db, marker, "person-marker")
         _record_changed(bus, marker, "person-marker", 1, "create")
         _wait_for(lambda: _imported(db, f"src-{marker}"))
         assert version_count(db, A) == 1
 
-        _store_source_consent(db, first, "person-gp", version=2, deleted=True)
+        store_source_consent(db, first, "person-gp", version=2, deleted=True, sender=data.GP_ODS)
         _record_changed(bus, first, "person-gp", 2, "delete")
         _wait_for(lambda: (r := _imported(db, f"src-{first}")) is not None and r.status == "inactive")
         assert _wait_for(lambda: _decide(client, tokens, A)["rule"] == "default-share")
@@ -175,19 +167,19 @@ def _scoped(scope: str, provision_type: str, code: str) -> dict[str, Any]:
 def test_only_sharing_choices_recorded_at_source_are_imported(client, tokens, db) -> None:
     add_person(db, "person-gp", A)
     service = client.app.state.consent_service
-    _store_source_consent(db, "declined-procedure", "person-gp", body=_scoped("treatment", "deny", "182890002"))
+    store_source_consent(db, "declined-procedure", "person-gp", body=_scoped("treatment", "deny", "182890002"))
     assert service.import_source_consent("declined-procedure") == "ignored"
     assert _decide(client, tokens, A)["rule"] == "default-share"
 
     client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
-    _store_source_consent(db, "research", "person-gp", body=_scoped("research", "permit", "723004006"))
+    store_source_consent(db, "research", "person-gp", body=_scoped("research", "permit", "723004006"))
     assert service.import_source_consent("research") == "ignored"
     assert _decide(client, tokens, A)["rule"] == "objection"
     assert version_count(db, A) == 1
 
     # A sharing dissent the source later re-scopes as something else stops counting.
-    _store_source_consent(db, "dissent", "person-gp")
+    store_source_consent(db, "dissent", "person-gp")
     assert service.import_source_consent("dissent") == "created"
-    _store_source_consent(db, "dissent", "person-gp", version=2, body=_scoped("treatment", "deny", "182890002"))
+    store_source_consent(db, "dissent", "person-gp", version=2, body=_scoped("treatment", "deny", "182890002"))
     assert service.import_source_consent("dissent") == "updated"
     assert _imported(db, "src-dissent").status == "inactive"

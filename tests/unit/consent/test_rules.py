@@ -490,6 +490,19 @@ def test_a_share_dated_between_an_objection_and_its_review_ends_the_objection() 
     assert not ends_objection(reviewed, _share(date=days_ago(11).isoformat()), NOW)
 
 
+def test_a_new_version_of_a_consent_replaces_the_old_one_when_judging_whether_it_ends_an_objection() -> None:
+    # An imported dissent the source withdraws (deleted: inactive) or turns into a consent ends the objection it
+    # was, unless another objection still stands; judged with the old version kept, neither would.
+    at_source = dissent(consent_id="src-1")
+    withdrawn = dissent(consent_id="src-1", status="inactive")
+    turned = professional(professional_body("permit", code="425691002", stated=days_ago(20)), consent_id="src-1")
+    assert ends_objection([at_source], withdrawn, NOW)
+    assert ends_objection([at_source], turned, NOW)  # dated before the dissent, yet the dissent is gone
+    own = citizen("object", since=days_ago(2), consent_id="citizen-1")
+    assert not ends_objection([at_source, own], withdrawn, NOW)
+    assert not ends_objection([at_source], dissent(consent_id="src-1", stated=days_ago(1)), NOW)
+
+
 # ---------------------------------------------------------------- properties over any mix of consents
 
 POOL = [c for consents in SCENARIOS.values() for c in consents]
