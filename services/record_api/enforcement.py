@@ -272,12 +272,15 @@ class Guard:
         return reason
 
     def admit(self, session: Session, person: Person, *, soft: bool = False,
-              found: Callable[[Grant], bool] | None = None, labels: Iterable[str] = ()) -> Grant | None:
+              found: Callable[[Grant], bool] | None = None, labels: Iterable[str] = (),
+              sources: tuple[list[Resource], dict[str, str]] | None = None) -> Grant | None:
         """A Grant for this person, or a 403 (or None when `soft`: the person is left out of a search). A search
         passes `found`, whether the person matched on what this caller may see; if not, they are left out as if
         they had not matched, unaudited and unsignalled. `labels`: those of the items in question that the current
-        record may not carry (a deleted item, an earlier version), so the decision is asked about them too."""
-        sources, channels = sources_with_channels(session, person.id)
+        record may not carry (a deleted item, an earlier version), so the decision is asked about them too.
+        `sources`: the person's source Patients and channels (`store.sources_with_channels`) if already read in
+        this transaction, as a Patient search reads them with its candidates."""
+        sources, channels = sources if sources is not None else sources_with_channels(session, person.id)
         summary = person_record_summary(session, person.id)
         relationship, basis = self._relationship(session, person, sources, summary)
         if relationship == "none" and not self.caller.break_glass_reason:
