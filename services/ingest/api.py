@@ -71,8 +71,9 @@ def _source_system(request: Request, principal: Principal) -> str:
 
 
 def _failure_status(outcomes: list[Outcome]) -> int:
-    """Failed messages: 503 when only concurrent work kept them from being stored, a conflict that outlasted its
-    retries, as when the database is unreachable (shared.service): the sender's retry will do. Else 500."""
+    """Failed messages: 503 when only a transient database fault kept them from being stored (the connection lost
+    mid-way, or a conflict with concurrent work that outlasted its retries), as when the database is unreachable
+    before archiving (shared.service): the sender's retry will do. Else 500: a fault here, which a resend repeats."""
     return 503 if all(outcome.transient for outcome in outcomes) else 500
 
 

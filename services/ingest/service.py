@@ -7,19 +7,24 @@ and lists the bad). Bad input is `rejected` with the reason; a fault here leaves
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import structlog
-from sqlalchemy.exc import IntegrityError
+from psycopg import pq
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest import metrics, person_index, store
 from services.ingest.feeds import community_csv, gp_fhir, hl7v2, hl7v2_charset, socialcare_events
+from services.ingest.feeds.hl7v2_message import Segment
 from services.ingest.feeds.model import AdapterError, MappedMessage, Rejected
 from services.ingest.labelling import load_code_lists
 from services.ingest.person_index import Thresholds
@@ -39,6 +44,12 @@ log = structlog.get_logger("scr.ingest")
 HL7_CHANNELS = ("hl7v2", "mllp")
 RETRYABLE = frozenset({"failed", "received", "rejected"})
 _ATTEMPTS = 3  # a concurrent first sighting of the same record loses a unique race; the retry then finds it
+# Why a message failed for a transient database fault (answered 503 with Retry-After, not 500 as a fault here is).
+_COLLIDED = "concurrent changes to the same records kept colliding"
+_CONNECTION_LOST = "the connection to the database was lost"
+# A server going away says so before it closes its connections: admin_shutdown (57P01: a fast stop or restart, or
+# the backend terminated), crash_shutdown (57P02), cannot_connect_now (57P03: starting up or shutting down).
+_SERVER_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 
 
 class _TransientConflict(Exception):
@@ -64,7 +75,9 @@ class Outcome:
     duplicate_of: str | None = None
     channel: str = "unknown"
     reviews_opened: bool = False
-    transient: bool = False  # failed only for a conflict with concurrent work that outlasted the retries
+    # Failed only for a transient database fault (a lost connection, or conflicts that outlasted their retries):
+    # answered 503, since the sender's resend will do.
+    transient: bool = False
 
     @property
     def error_text(self) -> str:
@@ -110,6 +123,7 @@ class Pipeline:
         savepoint each (PostgreSQL; one by one on SQLite, whose driver does not nest transactions). Outcomes in
         the order given. The fixed cost of a message (two transactions, pool checkouts, the archive insert) is
         what holds small messages such as social-care events back, so a Kafka poll is stored as one batch."""
+        messages = [_with_hl7_sender(message) for message in messages]
         with transaction(self.sessions) as session:
             raw_ids = [raw.id for raw in store.archive_many(session, messages)]
         if len(raw_ids) == 1 or not self._savepoints:
@@ -132,7 +146,7 @@ class Pipeline:
             except _TransientConflict as conflict:
                 conflicts += 1
                 if conflicts > self.settings.conflict_retries:
-                    return self._failed(raw_id, conflict.kind, str(conflict.error), transient=True)
+                    return self._failed(raw_id, conflict.kind, str(conflict.error), transient=_COLLIDED)
                 _pause_after(raw_id, conflict, conflicts)
 
     def retry(self, raw_id: str) -> Outcome:
@@ -178,7 +192,9 @@ class Pipeline:
         except Exception as exc:  # any fault here: the message stays archived as failed, retryable
             if kind := transient_conflict(exc):
                 raise _TransientConflict(kind, exc) from exc
-            return self._failed(raw_id, type(exc).__name__, str(exc))
+            # Not retried here: a database that is away stays away for longer than a request should wait.
+            return self._failed(raw_id, type(exc).__name__, str(exc),
+                                transient=_CONNECTION_LOST if _connection_lost(exc) else None)
         self._after_commit([outcome])
         return outcome
 
@@ -284,7 +300,9 @@ class Pipeline:
         log.info("message rejected", raw_id=outcome.raw_id, channel=outcome.channel, issues=len(outcome.issues))
         return outcome
 
-    def _failed(self, raw_id: str, kind: str, text: str, *, transient: bool = False) -> Outcome:
+    def _failed(self, raw_id: str, kind: str, text: str, *, transient: str | None = None) -> Outcome:
+        """Record the message failed (retryable). `transient` says why, when the fault is the database's and the
+        sender may simply send again (answered 503); None for a fault here (500)."""
         # The exception text may quote the message (SQL parameters): it goes to the archive row, never the log.
         log.error("message processing failed", raw_id=raw_id, error_type=kind)
         channel = "unknown"
@@ -294,13 +312,13 @@ class Pipeline:
                 raw = store.get_raw(session, raw_id)
                 channel = raw.channel if raw else channel
                 metrics.RAW_FAILED.set(store.count_raw(session, "failed"))
-        except Exception as exc:  # the database itself is down: the raw row stays `received`, still retryable
+        except Exception as exc:  # the database itself is down: the raw row stays `received` (replay recovers it)
             log.error("could not record the failure", raw_id=raw_id, error_type=type(exc).__name__)
         metrics.MESSAGES.labels(channel, "failed").inc()
         if transient:
             return Outcome(raw_id, "failed", transient=True, issues=[Issue(
-                f"processing failed ({kind}): concurrent changes to the same records kept colliding; the message is "
-                "archived for retry, and may be sent again shortly", code="transient")])
+                f"processing failed ({kind}): {transient}; the message is archived for retry, and may be sent again "
+                "shortly", code="transient")])
         return Outcome(raw_id, "failed", issues=[Issue(f"processing failed ({kind}); the message is archived "
                                                        "and will be retried", code="exception")])
 
@@ -310,6 +328,9 @@ class Pipeline:
         elif channel in HL7_CHANNELS:
             mapped = hl7v2.map_adt(hl7v2_charset.decode(content))
             _same_sender(mapped.source_org, sender_org, "MSH-4", ("MSH", 4, 0))
+            # The archive's `MSH-3@MSH-4` is for operators: a record's source system stays MSH-3, or the channel
+            # without one, as before it was archived, so its key (and a replay of older messages) is unchanged.
+            sender_system = None
         elif channel == "community":
             mapped = community_csv.map_csv(content, org=sender_org or "", max_rows=self.settings.max_csv_rows)
         elif channel == "socialcare":
@@ -382,6 +403,21 @@ def _pause_after(raw_id: str, conflict: _TransientConflict, retry: int) -> None:
     time.sleep(conflict_backoff(retry))
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the database connection failing (the server restarting, a terminated backend, the network),
+    not a fault of the message or the code: SQLAlchemy found the connection dead (`connection_invalidated`), or psycopg
+    reports a connection exception (SQLSTATE class 08), the server going away, or a connection libpq holds broken (a
+    connect refused or timed out). A statement timeout, a missing table or a bug is none of these."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate or ""
+    broken = error.pgconn is not None and error.pgconn.status == pq.ConnStatus.BAD
+    return sqlstate.startswith("08") or sqlstate in _SERVER_GOING_AWAY or broken
+
+
 def _count_if_conflict(exc: Exception) -> None:
     """A message of a batch lost a transient conflict: processing it again on its own is a retry like any other."""
     if kind := transient_conflict(exc):
@@ -424,6 +460,45 @@ def _json(content: bytes) -> Any:
     except RecursionError:
         raise AdapterError(Issue("the body nests too deeply", code="structure")) from None
     return value
+
+
+def _with_hl7_sender(message: Inbound) -> Inbound:
+    """An HL7 message is archived under the sender its MSH names (the routes and the MLLP listener know no other)."""
+    if message.channel not in HL7_CHANNELS or message.sender_system is not None:
+        return message
+    return dataclasses.replace(message, sender_system=hl7_sender(message.content))
+
+
+def hl7_sender(content: bytes) -> str | None:
+    """Who sent an HL7 message, for the archive's sender_system: `<MSH-3>@<MSH-4>` (`PAS@RX1`), the sending
+    application at the sending facility, each its first component; the application alone when MSH-4 is empty, `@RX1`
+    when MSH-3 is. The application alone is ambiguous (many trusts' PAS send `PAS`), and over MLLP nothing else names
+    the trust (no token, so no sender_org). MSH is read by position, as for MSH-18, so a message refused for its
+    version or structure still names its sender; None when the message does not begin with a readable MSH."""
+    msh = _msh(content)
+    if msh is None:
+        return None
+    application, facility = msh.get(3), msh.get(4)
+    sender = f"{application}@{facility}" if facility else application
+    return sender[:128] or None  # what the archive column holds
+
+
+def _msh(content: bytes) -> Segment | None:
+    """MSH-3 and MSH-4 of a message, by position with its own separators; None when its MSH cannot be read."""
+    try:
+        text = hl7v2_charset.decode(content)
+    except AdapterError:  # refused later, at MSH-18. As Latin-1 the ASCII of MSH-3 and MSH-4 still reads (a UTF-16
+        text = content.decode("latin-1")  # body then has no readable MSH)
+    line = re.split(r"[\r\n]", text.lstrip("\r\n \t\x00"), maxsplit=1)[0]
+    if not line.startswith("MSH") or len(line) < 8 or "\x00" in line:  # PostgreSQL text holds no NUL
+        return None
+    fields = line.split(line[3])  # fields[1] is MSH-2 (the encoding characters), so MSH-n is fields[n - 1]
+    encoding = fields[1]
+    if len(encoding) < 4 or len(fields) < 3:
+        return None
+    component, repetition, escape, subcomponent = encoding[:4]
+    return Segment("MSH", 1, {n: fields[n - 1].split(repetition) for n in (3, 4) if n <= len(fields)},
+                   (component, subcomponent, escape))
 
 
 def _same_sender(claimed: str | None, authenticated: str | None, where: str,

@@ -34,6 +34,15 @@ def test_good_rows_are_kept_and_the_bad_row_is_reported_by_number(ingest) -> Non
     assert len(ingest.rows("Patient")) == 2
 
 
+
+def test_the_archive_names_the_sending_system_of_a_file_from_x_source_system_or_else_the_token_subject(ingest) -> None:
+    _post_csv(ingest, messages.text("community_contacts.csv").encode())
+    ingest.client.post("/ingest/community", content=b"not,a\ncsv,file\n",
+                       headers=ingest.feed(data.COMMUNITY_ODS, **{"Content-Type": "text/csv"}))
+    listed = ingest.client.get("/ingest/raw", headers=ingest.admin()).json()
+    assert sorted((r["status"], r["sender_system"]) for r in listed) == [
+        ("processed", "SystmOne"), ("rejected", f"feed-{data.COMMUNITY_ODS}")]
+
 def test_a_later_file_extends_the_episode_without_duplicating_contacts(ingest) -> None:
     content = messages.text("community_contacts.csv").encode()
     _post_csv(ingest, content)

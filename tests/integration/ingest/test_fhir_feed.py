@@ -235,3 +235,20 @@ def test_feed_endpoints_need_a_system_token_with_a_create_scope_and_an_ods_code(
     assert ingest.client.get("/ingest/raw", headers=ingest.admin()).status_code == 200
     with ingest.sessions() as session:
         assert session.scalar(select(Resource.source_org)) == data.GP_ODS
+
+
+def test_the_archive_names_the_sending_system_from_x_source_system_or_else_the_token_subject(ingest) -> None:
+    bundle = messages.load_json("gp_record_bundle.json")
+    named = ingest.client.post("/ingest/fhir", json=bundle, headers=ingest.feed(**{"X-Source-System": "EMIS Web"}))
+    unnamed = ingest.post_fhir(bundle)
+    refused = ingest.client.post("/ingest/fhir", content=b"{not json", headers=ingest.feed())
+    senders = {r.id: r.sender_system for r in _raws(ingest)}
+    assert senders[named.headers["x-raw-message-id"]] == "EMIS Web"
+    assert senders[unnamed.headers["x-raw-message-id"]] == f"feed-{data.GP_ODS}"  # the token's sub
+    assert senders[refused.headers["x-raw-message-id"]] == f"feed-{data.GP_ODS}"
+    assert {r.source_system for r in ingest.rows("Patient")} == {"EMIS Web", f"feed-{data.GP_ODS}"}
+
+
+def _raws(ingest) -> list[RawMessage]:
+    with ingest.sessions() as session:
+        return list(session.scalars(select(RawMessage)))

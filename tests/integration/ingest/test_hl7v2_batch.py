@@ -108,3 +108,13 @@ def test_each_message_of_a_batch_is_read_in_the_character_set_its_own_msh18_decl
     with ingest.sessions() as session:
         archived = {raw.content for raw in session.scalars(select(RawMessage))}
     assert archived == {latin.encode("latin-1"), utf8.encode("utf-8")}
+
+
+def test_each_message_of_a_batch_is_archived_under_its_own_msh3_at_msh4(ingest) -> None:
+    epr = messages.adt("A28", control="C2", mrn="RR8000999").replace("|PAS|RR8|", "|EPR|RR8|", 1)
+    response = ingest.post_hl7(_batch(messages.adt("A28", control="C1"), epr, NO_PATIENT))
+    assert response.status_code == 207, response.text
+    with ingest.sessions() as session:
+        archived = session.execute(select(RawMessage.status, RawMessage.sender_system)
+                                   .order_by(RawMessage.received_at)).all()
+    assert archived == [("processed", "PAS@RR8"), ("processed", "EPR@RR8"), ("rejected", "PAS@RR8")]

@@ -38,6 +38,24 @@ def test_an_admission_is_stored_and_acknowledged(ingest) -> None:
     assert {"RelatedPerson", "AllergyIntolerance"} <= {e["resource_type"] for e in ingest.events()}
 
 
+
+def test_the_archive_names_the_sender_of_each_message_by_msh3_at_msh4_refused_or_not(ingest) -> None:
+    unsupported = messages.adt("A28", control="C2").replace("ADT^A28^ADT_A05", "ORU^R01", 1)
+    for message in (messages.adt("A28", control="C1"), unsupported, "garbage that is not HL7"):
+        ingest.post_hl7(message)
+    listed = ingest.client.get("/ingest/raw", headers=ingest.admin()).json()
+    assert sorted((r["status"], r["sender_system"] or "") for r in listed) == [
+        ("processed", "PAS@RR8"), ("rejected", ""), ("rejected", "PAS@RR8")]
+
+
+def test_a_message_without_msh3_keeps_the_channel_as_its_records_source_system(ingest) -> None:
+    """The archive's `@RR8` is for operators: the key of the records a message writes is what it always was."""
+    response = ingest.post_hl7(messages.adt("A28").replace("|PAS|RR8|", "||RR8|", 1))
+    assert response.status_code == 200, response.text
+    assert ingest.get(RawMessage, RawMessage.id == response.headers["x-raw-message-id"]).sender_system == "@RR8"
+    (patient,) = ingest.rows("Patient")
+    assert patient.source_system == "hl7v2"
+
 def test_the_encounter_follows_admit_transfer_discharge_and_cancellations(ingest) -> None:
     steps = [("A01", "20240301100000", {"ward": "WARD01"}), ("A02", "20240302090000", {"ward": "CCU"}),
              ("A12", "20240302093000", {"ward": "WARD01"}),

@@ -231,3 +231,16 @@ def test_a_character_set_not_read_here_is_refused_naming_msh18(mllp) -> None:
     raw = ingest.get(RawMessage, RawMessage.channel == "mllp")
     assert (raw.status, raw.content) == ("rejected", content)
     assert ingest.rows("Patient") == []
+
+
+def test_each_message_is_archived_under_msh3_at_msh4_and_unreadable_input_under_none(mllp) -> None:
+    port, ingest = mllp
+    other_engine = messages.adt("A28", control="M2").replace("|PAS|RR8|", "|EPR^2.16.840.1^ISO|RR8|", 1)
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(b"".join(frame(m.encode()) for m in [messages.adt("A28", control="M1"), other_engine,
+                                                            "garbage that is not HL7"]))
+        _read_acks(sock, 3)
+    listed = ingest.client.get("/ingest/raw", headers=ingest.admin()).json()
+    assert sorted((r["status"], r["sender_org"], r["sender_system"] or "") for r in listed) == [
+        ("processed", None, "EPR@RR8"), ("processed", None, "PAS@RR8"), ("rejected", None, "")]
+    assert {r.source_system for r in ingest.rows("Patient")} == {"EPR", "PAS"}  # records keep MSH-3 alone
