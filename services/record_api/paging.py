@@ -24,9 +24,15 @@ class Cursor:
     direction: str  # "n": the page after `key`; "p": the page before `key`
     key: Key
     fingerprint: str
+    # The page from `key` on ("n") or up to `key` ("p"), its item included: the link out of an empty page, whose
+    # cursor's item (if it still exists) is on no other page (`paginate`).
+    inclusive: bool = False
 
     def encode(self) -> str:
-        raw = json.dumps({"d": self.direction, "k": list(self.key), "q": self.fingerprint}, separators=(",", ":"))
+        data: dict[str, object] = {"d": self.direction, "k": list(self.key), "q": self.fingerprint}
+        if self.inclusive:
+            data["i"] = 1  # only when set: every cursor issued before it existed reads as it did
+        raw = json.dumps(data, separators=(",", ":"))
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -44,8 +50,8 @@ def decode_cursor(text: str, expected_fingerprint: str, *, key_length: int | Non
     try:
         padded = text + "=" * (-len(text) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        direction, key, bound = data["d"], data["k"], data["q"]
-        valid = direction in ("n", "p") and _is_key(key, key_length, numeric)
+        direction, key, bound, inclusive = data["d"], data["k"], data["q"], data.get("i", 0)
+        valid = direction in ("n", "p") and inclusive in (0, 1) and _is_key(key, key_length, numeric)
     except (ValueError, KeyError, TypeError, UnicodeError):
         valid = False
     if not valid:
@@ -53,7 +59,7 @@ def decode_cursor(text: str, expected_fingerprint: str, *, key_length: int | Non
     if bound != expected_fingerprint:
         raise InvalidInput("parameter '_cursor' belongs to a different search; follow the links of this search",
                            expression=["_cursor"])
-    return Cursor(direction, tuple(key), bound)
+    return Cursor(direction, tuple(key), bound, inclusive == 1)
 
 
 _LARGEST_ROW_ID = 2**63 - 1  # a bigint: a larger number would fail in SQL, not as a bad cursor
@@ -72,28 +78,52 @@ class Page(Generic[T]):
     items: list[T]
     next_key: Key | None
     previous_key: Key | None
+    inclusive: bool = False  # the links lead through their key's item (an empty page's: see `paginate`)
+
+    def cursor(self, direction: str, fingerprint: str) -> str | None:
+        """The encoded cursor of the page after ("n") or before ("p") this one; None where there is none."""
+        key = self.next_key if direction == "n" else self.previous_key
+        return Cursor(direction, key, fingerprint, self.inclusive).encode() if key is not None else None
 
 
 def paginate(ordered: Sequence[T], key: Callable[[T], Key], descending: bool, count: int,
              cursor: Cursor | None) -> Page[T]:
-    """One page of `ordered` (already in presentation order, visible items only) at the cursor's position. Keys
-    are made only for the items compared with the cursor and the page's two ends: a first page of a long record
-    needs two, not one per item."""
-    def after(k: Key, mark: Key) -> bool:
-        return k < mark if descending else k > mark
+    """One page of `ordered` (already in presentation order, visible items only, each key unique and ordered as
+    the items are) at the cursor's position. Keys are made only for the items compared with the cursor and the
+    page's two ends: a first page of a long record needs two, not one per item.
 
+    A page links onward from its last item and back from its first, exclusive, so under stable data each item is
+    on exactly one page either way. An empty page (the items beyond a stale or forged cursor are gone) has no item
+    to link from: it links from the cursor's key inclusive, as the item there, if it still exists, ends (or
+    begins) no other page the client can reach."""
+    if count <= 0:
+        return Page([], None, None)  # a total only: there are no pages to link
     if cursor is None:
-        start = 0
-    elif cursor.direction == "n":
-        start = next((i for i, item in enumerate(ordered) if after(key(item), cursor.key)), len(ordered))
-    else:
-        end = next((i for i, item in enumerate(ordered) if not after(cursor.key, key(item))), len(ordered))
-        start = max(0, end - count)
-        return _page(ordered, key, start, min(end, start + count))
-    page = _page(ordered, key, start, start + count)
-    if not page.items and cursor is not None and start > 0:
-        page.previous_key = cursor.key  # past the end: still offer the way back
+        return _page(ordered, key, 0, count)
+    split = _split(ordered, key, descending, cursor)
+    if cursor.direction == "n":
+        page = _page(ordered, key, split, split + count)
+        if not page.items and split > 0:
+            return Page([], None, cursor.key, inclusive=True)
+        return page
+    page = _page(ordered, key, max(0, split - count), split)
+    if not page.items and split < len(ordered):
+        return Page([], cursor.key, None, inclusive=True)
     return page
+
+
+def _split(ordered: Sequence[T], key: Callable[[T], Key], descending: bool, cursor: Cursor) -> int:
+    """Where the cursor's key falls in `ordered`: the index of the first item of the page after it ("n") or the
+    one past the last item of the page before it ("p"), the item at the key on the side `inclusive` puts it."""
+    def beyond(k: Key) -> bool:  # whether k comes after the cursor's key in presentation order
+        return k < cursor.key if descending else k > cursor.key
+
+    def reached(k: Key) -> bool:  # ... or is the cursor's key itself
+        return k == cursor.key or beyond(k)
+
+    # "n" starts after the key, "n" inclusive at it; "p" ends before it, "p" inclusive after it.
+    test = beyond if (cursor.direction == "n") != cursor.inclusive else reached
+    return next((i for i, item in enumerate(ordered) if test(key(item))), len(ordered))
 
 
 def _page(ordered: Sequence[T], key: Callable[[T], Key], start: int, end: int) -> Page[T]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.record_api import bundles, duplicates, store
 from services.record_api.enforcement import Grant, Guard
-from services.record_api.paging import Cursor, Key, decode_cursor, fingerprint, paginate
+from services.record_api.paging import Cursor, Key, Page, decode_cursor, fingerprint, paginate
 from services.record_api.patient import last_updated as person_last_updated
 from services.record_api.patient import person_patient, version_of
 from services.record_api.query import PATIENT_REFERENCE_PARAMS, Include, Reference, SearchQuery, Sort, is_valid_id
@@ -232,8 +232,8 @@ def history(session: Session, guard: Guard, request: Request, settings: RecordAp
         grant.returned(f"{r.ref}/_history/{r.version_id}" for r in page.items if not r.deleted)
         issues = [bundles.withheld_issue()] if grant.withheld_count else []
     return bundles.bundle("history", request, entries, total=len(visible), issues=issues,
-                          next_cursor=_cursor(page.next_key, "n", params.fingerprint),
-                          previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
+                          next_cursor=page.cursor("n", params.fingerprint),
+                          previous_cursor=page.cursor("p", params.fingerprint))
 
 
 def _history_rows(session: Session, guard: Guard, resource_type: str, resource_id: str | None,
@@ -327,8 +327,8 @@ def search(session: Session, guard: Guard, request: Request, settings: RecordApi
     if unreadable:
         issues.append(bundles.unreadable_issue(unreadable))
     return bundles.bundle("searchset", request, entries, total=len(visible), issues=issues,
-                          next_cursor=_cursor(page.next_key, "n", fingerprint_),
-                          previous_cursor=_cursor(page.previous_key, "p", fingerprint_))
+                          next_cursor=page.cursor("n", fingerprint_),
+                          previous_cursor=page.cursor("p", fingerprint_))
 
 
 def _patient_of(query: SearchQuery) -> str | None:
@@ -611,7 +611,7 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     entries: list[dict[str, Any]] = []
     # Asked for on every page, as the total counts the Patient only when the caller may see one.
     patient = person_view(session, guard, grant)
-    if patient is not None and params.cursor is None and params.count:
+    if patient is not None and params.count and _first_page(params.cursor, page):
         entries.append(bundles.entry(base, patient.body))
     for row in page.items:
         body: dict[str, Any] | bundles.StoredJson
@@ -626,8 +626,14 @@ def everything(session: Session, guard: Guard, request: Request, person_id: str,
     issues = ([bundles.withheld_issue()] if grant.withheld_count else []) + \
         ([bundles.ignored_issue(params.ignored)] if params.ignored else [])
     return bundles.bundle("searchset", request, entries, total=len(presented) + (1 if patient else 0), issues=issues,
-                          next_cursor=_cursor(page.next_key, "n", params.fingerprint),
-                          previous_cursor=_cursor(page.previous_key, "p", params.fingerprint))
+                          next_cursor=page.cursor("n", params.fingerprint),
+                          previous_cursor=page.cursor("p", params.fingerprint))
+
+
+def _first_page(cursor: Cursor | None, page: Page[CensusRow]) -> bool:
+    """Whether this `$everything` page is the first, which the Patient leads: asked for without a cursor, or
+    reached walking back to the start (a next page starting there follows a first page that showed it)."""
+    return cursor is None or (cursor.direction == "p" and page.previous_key is None)
 
 
 def new_fingerprint(request: Request) -> str:
