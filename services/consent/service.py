@@ -185,7 +185,8 @@ class ConsentService:
 
     def import_source_consent(self, resource_id: str) -> str:
         """Record a Consent that ingest stored from a source system; re-delivery changes nothing. Returns what
-        happened: created | updated | unchanged | held (it would end an objection and its sender has no standing:
+        happened: created | updated | relinked (its source record now belongs to another person: it moved to
+        them, see `_move_off`) | unchanged | held (it would end an objection and its sender has no standing:
         kept, not in force; see `_import_refusal`) | skipped (no person to key it by) | ignored (not a sharing
         choice: see professional.import_kind)."""
         now = _now()
@@ -194,39 +195,62 @@ class ConsentService:
             nhs_number = store.nhs_number_of_person(session, source.person_id) if source and source.person_id \
                 else None
             if source is None or nhs_number is None:
-                return "skipped"  # no person with an NHS number to key it by (yet)
-            outcome, change = self._import(session, source, nhs_number, now)
-        if change:
+                # No person with an NHS number to key it by (yet). A consent already imported stays where it is:
+                # a person without a number is most often the same one under another record (an A40 survivor).
+                return "skipped"
+            outcome, changes = self._import(session, source, nhs_number, now)
+        for change in changes:
             self._after_commit(change)
         return outcome
 
-    def _import(self, session: Session, source: Any, nhs_number: str,
-                now: datetime) -> tuple[str, Change | None]:
+    def _import(self, session: Session, source: Any, nhs_number: str, now: datetime) -> tuple[str, list[Change]]:
         consent_id = f"src-{source.id}"
         row = store.get(session, consent_id, for_update=True)
         sharing_kind = professional.import_kind(source.body)
         kind = sharing_kind or (row.kind if row is not None else None)
         if kind is None:
-            return "ignored", None  # not a sharing choice (e.g. a treatment consent): a clinical record only
+            return "ignored", []  # not a sharing choice (e.g. a treatment consent): a clinical record only
+        filed_under = row.nhs_number if row is not None else nhs_number
+        moved = self._move_off(session, source, row, now) if row and filed_under != nhs_number else []
         body = _imported_body(source, consent_id, kind, nhs_number, retired=sharing_kind is None)
         if row is not None and _same_content(row.body, body):
-            return "unchanged", None
+            return "unchanged", moved
         candidate = facts_from(id=consent_id, version_id=row.version_id + 1 if row else 1, kind=kind,
                                status=body["status"], author_kind="professional", author_ods=source.source_org,
                                author_role=None, recorded_at=now, body=body)
         if refusal := _import_refusal(session, source, nhs_number, candidate, now):
-            return self._hold(session, source, nhs_number, kind, body, refusal, now), None
+            return self._hold(session, source, nhs_number, kind, body, refusal, now), moved
         change = self._put_in_force(session, source, row, Change(nhs_number, consent_id, 1, kind, now), body)
-        return ("created" if row is None else "updated"), change
+        outcome = "created" if row is None else "relinked" if filed_under != nhs_number else "updated"
+        return outcome, [*moved, change]
+
+    def _move_off(self, session: Session, source: Any, row: ConsentRecord, now: datetime) -> list[Change]:
+        """Take an imported consent off the record of the person it was filed under: ingest relinked its source
+        record to another person (an A40 merge, a corrected NHS number, a reviewed match), so it was never theirs.
+        It stays in their history, made `inactive` by a version of its own under their NHS number (audited and
+        announced to them, naming no one else); the caller then files it under the new person. No standing is
+        needed: this is not a withdrawal of their objection but the correction of whose it was, and a citizen's
+        own choices (keyed by their token) never move. Nothing to write when it is already inactive."""
+        body = row.body | {"status": "inactive"}
+        if _same_content(row.body, body):
+            return []
+        if not store.new_version(session, row, recorded=now, body=body):
+            raise Conflict("the imported consent changed while it was being moved")
+        change = Change(row.nhs_number, row.id, row.version_id, row.kind, now)
+        self._record(session, _import_principal(source), change, f"An imported {row.kind} recorded at source no "
+                     "longer applies: the source record it came with was linked to another person")
+        return [change]
 
     def _put_in_force(self, session: Session, source: Any, row: ConsentRecord | None, change: Change,
                       body: dict[str, Any]) -> Change:
-        """Store the imported version as the current one of `src-<resource id>`, audit it and announce it."""
+        """Store the imported version as the current one of `src-<resource id>`, filed under the person its source
+        record belongs to now, audit it and announce it."""
         author = _import_author(source)
         if row is None:
             store.insert(session, consent_id=change.consent_id, nhs_number=change.nhs_number, kind=change.kind,
                          author=author, recorded=change.changed_at, body=body)
-        elif store.new_version(session, row, recorded=change.changed_at, body=body, author=author):
+        elif store.new_version(session, row, recorded=change.changed_at, body=body, author=author,
+                               nhs_number=change.nhs_number):
             change = replace(change, version_id=row.version_id)
         else:
             raise Conflict("the imported consent changed while it was being updated")
@@ -248,7 +272,7 @@ class ConsentService:
         if row is None:
             version = store.insert(session, consent_id=held_id, nhs_number=nhs_number, kind=kind, author=author,
                                    recorded=now, body=held).version_id
-        elif store.new_version(session, row, recorded=now, body=held, author=author):
+        elif store.new_version(session, row, recorded=now, body=held, author=author, nhs_number=nhs_number):
             version = row.version_id
         else:
             raise Conflict("the held imported consent changed while it was being updated")

@@ -56,13 +56,18 @@ def insert(session: Session, *, consent_id: str, nhs_number: str, kind: str, aut
 
 
 def new_version(session: Session, row: ConsentRecord, *, recorded: datetime, body: dict[str, Any],
-                author: Author | None = None) -> bool:
+                author: Author | None = None, nhs_number: str | None = None) -> bool:
     """Replace the current version if it is still `row.version_id` (compare-and-set); False if someone else
-    wrote first."""
+    wrote first. `nhs_number`: the person the new version is about, when it is another than the row's (an imported
+    consent following its source record to another person: it and its history are read by NHS number)."""
+    nhs_number = nhs_number or row.nhs_number
+    if nhs_number != row.nhs_number and row.author_kind == "citizen":
+        # A citizen's choices belong to the NHS number of their token; nothing a feed does may move them.
+        raise ValueError("a citizen's consent is never filed under another NHS number")
     version = row.version_id + 1
     stamped = _stamp(body, version, recorded)
     values: dict[str, Any] = {"version_id": version, "status": stamped["status"], "recorded_at": recorded,
-                              "body": stamped, **_period(stamped)}
+                              "body": stamped, "nhs_number": nhs_number, **_period(stamped)}
     if author:
         values |= {"author_kind": author.kind, "author_ods": author.ods, "author_role": author.role,
                    "author_user": author.user}
@@ -71,7 +76,7 @@ def new_version(session: Session, row: ConsentRecord, *, recorded: datetime, bod
                              .values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
         return False
-    session.add(ConsentVersion(id=row.id, version_id=version, nhs_number=row.nhs_number, recorded_at=recorded,
+    session.add(ConsentVersion(id=row.id, version_id=version, nhs_number=nhs_number, recorded_at=recorded,
                                body=stamped))
     session.flush()
     session.expire(row)

@@ -122,7 +122,8 @@ def store_source_consent(session: Session, resource_id: str, person_id: str, *, 
                        source_system="GP", source_org=source_org, source_key=f"consent:{resource_id}",
                        content_hash="0" * 64, labels=[], last_updated=now)
         session.add(row)
-    row.version_id, row.deleted, row.body, row.source_updated = version, deleted, body, now
+    # A later version with another person is a relink (ingest re-points the resource with its source record).
+    row.version_id, row.deleted, row.body, row.source_updated, row.person_id = version, deleted, body, now, person_id
     raw_id = str(uuid.uuid4())
     session.add(RawMessage(id=raw_id, channel=channel, received_at=now, content_hash="0" * 64, content=b"{}",
                            content_type="application/fhir+json", sender_org=sender, status="processed"))
