@@ -25,7 +25,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
-from shared import nhs_number
+from shared import nhs_number, ods
 from shared.errors import Forbidden, Unauthenticated
 from shared.roles import job_role
 
@@ -107,7 +107,7 @@ class Principal:
     kind: Kind
     subject: str
     scopes: tuple[Scope, ...] = ()
-    ods_code: str | None = None
+    ods_code: str | None = None  # normalised (shared.ods): no surrounding spaces, upper case
     role: str | None = None  # the national RBAC job role (R-code)
     nhs_number: str | None = None
     identity_proofing_level: str | None = None
@@ -128,13 +128,14 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
                          identity_proofing_level=claims.get("identity_proofing_level"), claims=claims)
     contexts = {s.context for s in scopes}
     role = job_role(claims.get("role_code"))
-    ods = claims.get("ods_code")
+    # Normalised once here, so every service compares the caller's organisation with stored codes the same way.
+    organisation = ods.normalise(claims.get("ods_code") or "") or None
     if "user" in contexts or "patient" in contexts:
-        if not role or not ods:
+        if not role or not organisation:
             raise Forbidden("a user token must carry ods_code and role_code claims")
-        return Principal("clinician", subject, scopes, ods_code=ods, role=role, claims=claims)
+        return Principal("clinician", subject, scopes, ods_code=organisation, role=role, claims=claims)
     if "system" in contexts:
-        return Principal("system", subject, scopes, ods_code=ods, claims=claims)
+        return Principal("system", subject, scopes, ods_code=organisation, claims=claims)
     raise InsufficientScope("token carries no recognised SMART scope")
 
 

@@ -9,6 +9,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
+from shared.ods import normalise as normalise_ods
 
 
 class SourcePatient(Protocol):
@@ -50,7 +51,7 @@ def practices_named(body: dict[str, Any]) -> tuple[set[str], list[str]]:
     for gp in body.get("generalPractitioner") or []:
         identifier = gp.get("identifier") or {}
         if canonical_system(identifier.get("system")) == ODS_ORG_SYSTEM and identifier.get("value"):
-            codes.add(str(identifier["value"]).strip().upper())
+            codes.add(normalise_ods(str(identifier["value"])))
             continue  # the reference's Organization would only say the same code again: no need to read it
         reference = str(gp.get("reference") or "")
         if reference.startswith("Organization/"):

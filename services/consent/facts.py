@@ -13,6 +13,7 @@ from typing import Any
 
 from services.consent import codes
 from shared.fhir import ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, ODS_ORG_SYSTEM, canonical_system
+from shared.ods import normalise as normalise_ods
 
 BASE = "Consent.provision"
 # FHIR partial dates: a year, a year and month, or a day, each meaning the whole of that period.
@@ -142,7 +143,7 @@ def is_about_sharing(body: dict[str, Any]) -> bool:
 
 def ods_code(value: str) -> str:
     """An ODS organisation code as compared everywhere: no surrounding spaces, upper case ("rh8 " is RH8)."""
-    return value.strip().upper()
+    return normalise_ods(value)
 
 
 def stance_of(kind: str, provision: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -37,6 +37,7 @@ from shared.db import conflict_backoff, transaction, transient_conflict
 from shared.errors import Conflict, NotFound, ScrError
 from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
+from shared.ods import normalise as normalise_ods
 from shared.schema import RawMessage
 
 log = structlog.get_logger("scr.ingest")
@@ -338,7 +339,9 @@ class Pipeline:
             _same_sender(mapped.source_org, sender_org, "provider.ods_code", None)
         else:
             raise AdapterError(Issue(f"unknown channel {channel!r}", code="not-supported"))
-        mapped.source_org = mapped.source_org or sender_org
+        # Stored normalised, as tokens' ods_code claims are (shared.auth): MSH-4 is as the sender wrote it, and a
+        # record API caller's "own organisation" and the consent service's sender are compared by equality.
+        mapped.source_org = normalise_ods(mapped.source_org or sender_org or "") or None
         mapped.source_system = mapped.source_system or sender_system or channel
         if not mapped.source_org:
             raise AdapterError(Issue("the sending organisation's ODS code is unknown", code="required"))
@@ -504,6 +507,6 @@ def _msh(content: bytes) -> Segment | None:
 def _same_sender(claimed: str | None, authenticated: str | None, where: str,
                  hl7_location: tuple[str, int, int] | None) -> None:
     """Over HTTP the token names the sender; the message may not claim another organisation."""
-    if authenticated and claimed and claimed.upper() != authenticated.upper():
+    if authenticated and claimed and normalise_ods(claimed) != normalise_ods(authenticated):
         raise AdapterError(Issue(f"{where} {claimed!r} is not the organisation the token was issued to",
                                  where, code="forbidden"), hl7_location=hl7_location, hl7_code="204")

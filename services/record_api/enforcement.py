@@ -43,6 +43,7 @@ from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, ServiceUnavailable
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
+from shared.ods import normalise as normalise_ods
 from shared.registration import registered_practice
 from shared.schema import Person, Resource
 
@@ -109,7 +110,7 @@ class Grant:
         """Why this row may not be shown, or None. Nothing is counted."""
         if row.person_id != self.person.id:
             return "other-person"
-        own = row.source_org == self.actor_ods  # an organisation always sees what it recorded
+        own = row.source_org == self.actor_ods  # both normalised: the claim by shared.auth, source_org by ingest
         if self.decision.own_organisation_only and not own:
             return "objection"
         allowed = self.decision.allowed_types
@@ -461,7 +462,6 @@ def _registered_with(session: Session, sources: Sequence[Resource], ods: str) ->
     relationship, through what it recorded). The sources are already loaded for the read: only a practice named by
     reference to a stored Organization costs a query."""
     codes, organisation_ids = registered_practice(sources)
-    ods = ods.strip().upper()
-    if ods in codes:
+    if ods in codes:  # the caller's code is normalised with its token (shared.auth), the practice's by the rule
         return True
-    return ods in {code.strip().upper() for code in organization_ods_codes(session, organisation_ids).values()}
+    return ods in {normalise_ods(code) for code in organization_ods_codes(session, organisation_ids).values()}

@@ -32,6 +32,7 @@ from shared.audit import AuditRecord, write_audit
 from shared.auth import ConfigurationError, Principal
 from shared.db import create_db_engine, make_session_factory
 from shared.errors import ScrError
+from shared.ods import normalise as normalise_ods
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _principal(subject: str, organisation: str | None) -> Principal:
-    return Principal("system", subject, ods_code=organisation)
+    # As a token's ods_code is (shared.auth): the recipient's pseudonyms and its jobs are keyed by the code.
+    return Principal("system", subject, ods_code=normalise_ods(organisation) if organisation else None)
 
 
 def _aggregates(population: Population, args: argparse.Namespace) -> int:

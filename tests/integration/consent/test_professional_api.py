@@ -201,8 +201,8 @@ def test_a_denied_organisation_can_neither_record_nor_read_the_persons_consents(
     assert client.get(search, headers=other).json()["total"] == 1
     reads = db.scalars(select(AuditEventRow).where(AuditEventRow.action == "consent-read")
                        .order_by(AuditEventRow.id)).all()
-    assert [(r.actor_ods, r.outcome) for r in reads] == [("RH8", "denied"), ("RH8", "denied"), ("rh8", "denied"),
-                                                         ("rh8", "denied"), ("RR8", "success")]
+    # The token's code is normalised where it is read (shared.auth), so the audit names one organisation.
+    assert [(r.actor_ods, r.outcome) for r in reads] == [("RH8", "denied")] * 4 + [("RR8", "success")]
     assert version_count(db, A) == 1
 
 

@@ -78,6 +78,17 @@ def test_clinician_citizen_and_feed_tokens_become_principals(tokens: TokenFactor
     assert feed.can("Bundle", "c") and not feed.can("Patient", "r")
 
 
+def test_the_ods_claim_is_normalised_once_for_every_service(tokens: TokenFactory, validator: TokenValidator) -> None:
+    """Identity providers differ in how they write a code; the services compare it with stored codes by equality."""
+    assert validator.validate(tokens.clinician(ods=" rr8 ")).ods_code == "RR8"
+    assert validator.validate(tokens.feed(ods="y12345")).ods_code == "Y12345"
+    assert validator.validate(tokens.system(ods="Rh8 ")).ods_code == "RH8"
+    assert validator.validate(tokens.clinician(ods=" rr8 ")).claims["ods_code"] == " rr8 "  # the token as sent
+    with pytest.raises(Forbidden, match="ods_code"):  # only spaces: no organisation at all
+        validator.validate(tokens.clinician(ods="   "))
+    assert validator.validate(tokens.feed(ods=" ")).ods_code is None
+
+
 @pytest.mark.parametrize("bad", ["expired", "wrong_issuer", "wrong_audience", "wrong_key", "alg_none"])
 def test_bad_tokens_are_unauthenticated(bad: str, tokens: TokenFactory, validator: TokenValidator) -> None:
     with pytest.raises(Unauthenticated):
