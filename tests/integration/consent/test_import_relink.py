@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from services.consent import store
 from services.consent.consumers import import_handler
 from services.ingest.app import create_app as create_ingest_app
 from shared.events import CONSENT_CHANGED, RECORD_CHANGED, Event
@@ -163,3 +164,13 @@ def test_a_relink_to_a_person_without_an_nhs_number_leaves_the_consent_where_it_
     assert service.import_source_consent("gp-1") == "skipped"
     assert (_row(db, "src-gp-1").nhs_number, _rule(client, tokens, A)) == (A, "objection")
 
+
+
+def test_a_citizens_own_consent_is_never_refiled_under_another_number(client, tokens, db) -> None:
+    assert client.put("/consent/me", headers=bearer(tokens.citizen(A)),
+                      json=DOC | {"direct_care": "object"}).status_code == 201
+    row = db.scalars(select(ConsentRecord).where(ConsentRecord.nhs_number == A)).one()
+    with pytest.raises(ValueError, match="citizen"):
+        store.new_version(db, row, recorded=datetime.now(UTC), body=row.body, nhs_number=B)
+    db.rollback()
+    assert _row(db, row.id).nhs_number == A
