@@ -268,11 +268,11 @@ def socialcare_event_schema(_principal: Principal = Depends(require("system", "c
 # ----------------------------------------------------------------------------------- admin
 
 @router.get("/raw")
-def list_raw(status: str | None = Query(None, pattern="^(received|processed|failed|rejected)$"),
+def list_raw(status: str | None = Query(None, pattern="^(received|processed|failed|rejected|unfinished)$"),
              limit: int = Query(50, ge=1, le=500),
              _principal: Principal = Depends(require("system", check=_admin("r"))),
              pipe: Pipeline = Depends(pipeline)) -> list[dict[str, Any]]:
-    """Archived messages, newest first (e.g. ?status=failed)."""
+    """Archived messages, newest first (e.g. ?status=failed; `unfinished`: left `received`, cut off mid-way)."""
     return pipe.list_raw(status, limit)
 
 
@@ -281,7 +281,6 @@ def retry_raw(raw_id: str, _principal: Principal = Depends(require("system", che
               pipe: Pipeline = Depends(pipeline)) -> Response:
     """Process an archived message again (after a fault, or a fix to code lists or mappings)."""
     outcome = pipe.retry(raw_id)
-    pipe.refresh_gauges()
     if outcome.status != "processed":
         return _refusal(outcome)
     return JSONResponse({"raw_id": raw_id, "status": outcome.status,

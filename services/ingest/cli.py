@@ -1,8 +1,8 @@
 """Operator commands for ingest, run against SCR_DATABASE_URL (and Kafka when configured):
 
-    python -m services.ingest.cli list [--status failed] [--limit 50]
+    python -m services.ingest.cli list [--status failed|unfinished|...] [--limit 50]
     python -m services.ingest.cli retry RAW_ID [RAW_ID ...]
-    python -m services.ingest.cli retry --all-failed
+    python -m services.ingest.cli retry --all-failed          # failed and unfinished messages
     python -m services.ingest.cli reviews [--status open]
     python -m services.ingest.cli review REVIEW_ID link|reject --reviewer USER_ID
     python -m services.ingest.cli undo-merge MERGE_ID
@@ -24,7 +24,7 @@ from typing import Any
 
 from services.ingest import maintenance
 from services.ingest.labelling import load_code_lists
-from services.ingest.service import Pipeline
+from services.ingest.service import UNFINISHED, Outcome, Pipeline
 from services.ingest.settings import IngestSettings
 from shared.db import create_db_engine, make_session_factory
 from shared.errors import ScrError
@@ -49,11 +49,13 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     listing = commands.add_parser("list", help="archived raw messages, newest first")
-    listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--status", choices=[*STATUSES, UNFINISHED],
+                         help="unfinished: still received SCR_RAW_UNFINISHED_AFTER_SECONDS after arrival")
     listing.add_argument("--limit", type=int, default=50)
     retry = commands.add_parser("retry", help="process archived messages again")
     retry.add_argument("raw_ids", nargs="*")
-    retry.add_argument("--all-failed", action="store_true", help="every message whose processing failed")
+    retry.add_argument("--all-failed", action="store_true",
+                       help="every message whose processing failed, or was cut off (unfinished)")
     reviews = commands.add_parser("reviews", help="possible matches and their explanations")
     reviews.add_argument("--status", default="open", choices=["open", "linked", "rejected"])
     reviews.add_argument("--limit", type=int, default=50)
@@ -107,15 +109,7 @@ def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
             _print(item)
         return 0
     if args.command == "retry":
-        ids = list(args.raw_ids) + ([r["id"] for r in pipeline.list_raw("failed", 10_000)] if args.all_failed else [])
-        status = 0
-        for raw_id in ids:
-            outcome = pipeline.retry(raw_id)
-            _print({"raw_id": raw_id, "status": outcome.status, "changes": len(outcome.changes),
-                    "error": outcome.error_text or None})
-            status |= outcome.status != "processed"
-        pipeline.refresh_gauges()
-        return status
+        return _retry(args, pipeline)
     if args.command == "review":
         changes = pipeline.admin_change("review", review_id=args.review_id, decision=args.decision,
                                         reviewer=args.reviewer)
@@ -123,6 +117,31 @@ def run(args: argparse.Namespace, pipeline: Pipeline) -> int:
         changes = pipeline.admin_change("undo-merge", merge_id=args.merge_id)
     _print({"command": args.command, "changes": len(changes)})
     return 0
+
+
+def _retry(args: argparse.Namespace, pipeline: Pipeline) -> int:
+    """Named messages, then with --all-failed every failed one and every unfinished one. An unfinished message is
+    claimed as it is processed (Pipeline.recover): one that another replica or operator is at is passed over."""
+    status = 0
+    for raw_id in args.raw_ids:
+        status |= _report(raw_id, pipeline.retry(raw_id))
+    if args.all_failed:
+        for raw in pipeline.list_raw("failed", 10_000):
+            status |= _report(raw["id"], pipeline.retry(raw["id"]))
+        for raw in pipeline.list_raw(UNFINISHED, 10_000):
+            status |= _report(raw["id"], pipeline.recover(raw["id"]))
+    return status
+
+
+def _report(raw_id: str, outcome: Outcome | None) -> int:
+    """Print what became of one message; 1 unless it was stored (or passed over: someone else is at it)."""
+    if outcome is None:
+        _print({"raw_id": raw_id, "status": "skipped", "changes": 0,
+                "error": "being processed elsewhere, or finished meanwhile"})
+        return 0
+    _print({"raw_id": raw_id, "status": outcome.status, "changes": len(outcome.changes),
+            "error": outcome.error_text or None})
+    return int(outcome.status != "processed")
 
 
 def _replay(args: argparse.Namespace, pipeline: Pipeline) -> int:
@@ -139,8 +158,6 @@ def _replay(args: argparse.Namespace, pipeline: Pipeline) -> int:
         _print(raw | {"status": outcome_status, "changes": changes, "error": error})
         totals[outcome_status] = totals.get(outcome_status, 0) + 1
     _print({"command": "replay", "dry_run": args.dry_run, "messages": sum(totals.values())} | totals)
-    if not args.dry_run:
-        pipeline.refresh_gauges()
     return int(not args.dry_run and totals.get("failed", 0) > 0)
 
 

@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -44,6 +44,8 @@ log = structlog.get_logger("scr.ingest")
 
 HL7_CHANNELS = ("hl7v2", "mllp")
 RETRYABLE = frozenset({"failed", "received", "rejected"})
+# Not a status of its own: a `received` row older than SCR_RAW_UNFINISHED_AFTER_SECONDS, its processing cut off.
+UNFINISHED = "unfinished"
 _ATTEMPTS = 3  # a concurrent first sighting of the same record loses a unique race; the retry then finds it
 # Why a message failed for a transient database fault (answered 503 with Retry-After, not 500 as a fault here is).
 _COLLIDED = "concurrent changes to the same records kept colliding"
@@ -136,10 +138,22 @@ class Pipeline:
         whole, so it is made again: after a unique race at once (it then finds the winner's rows), after a transient
         conflict (a deadlock: two batches touching the same records in opposite orders) once the short jittered
         pause has let the other finish. Only when the attempts run out is the message recorded failed."""
+        outcome = self._process(raw_id, claim=False)
+        assert outcome is not None  # only a claim (recover) ever passes a message over
+        return outcome
+
+    def recover(self, raw_id: str) -> Outcome | None:
+        """Process a message left `received` unless another process is at it: the row is claimed in the processing
+        transaction with FOR UPDATE SKIP LOCKED, so of two replicas or operators recovering it at once one processes
+        it and the other passes it over, as it passes over a message still being processed where it arrived (that
+        transaction holds the row) or finished meanwhile. None when passed over."""
+        return self._process(raw_id, claim=True)
+
+    def _process(self, raw_id: str, *, claim: bool) -> Outcome | None:
         races = conflicts = 0
         while True:
             try:
-                return self._process_once(raw_id)
+                return self._process_once(raw_id, claim=claim)
             except IntegrityError:
                 races += 1
                 if races == _ATTEMPTS:
@@ -151,14 +165,22 @@ class Pipeline:
                 _pause_after(raw_id, conflict, conflicts)
 
     def retry(self, raw_id: str) -> Outcome:
+        """Process a failed, rejected or unfinished message again; Conflict for any other, or for one being processed
+        right now."""
         with self.sessions() as session:
             raw = store.get_raw(session, raw_id)
             if raw is None:
                 raise NotFound(f"no raw message {raw_id}")
-            if raw.status not in RETRYABLE:
-                raise Conflict(f"raw message {raw_id} is {raw.status}; only failed, rejected or unfinished "
+            status = raw.status
+            if status not in RETRYABLE:
+                raise Conflict(f"raw message {raw_id} is {status}; only failed, rejected or unfinished "
                                "messages are retried")
-        return self.process(raw_id)
+        if status != "received":
+            return self.process(raw_id)
+        outcome = self.recover(raw_id)  # it may still be in the hands of the process it arrived at
+        if outcome is None:
+            raise Conflict(f"raw message {raw_id} is being processed (or has just been); list it again")
+        return outcome
 
     def received(self, since: datetime, until: datetime | None, *, channels: list[str] | None = None,
                  statuses: list[str] | None = None, page: int = 500) -> Iterator[dict[str, Any]]:
@@ -177,11 +199,13 @@ class Pipeline:
 
     # ----------------------------------------------------------------------------------- processing
 
-    def _process_once(self, raw_id: str) -> Outcome:
+    def _process_once(self, raw_id: str, *, claim: bool = False) -> Outcome | None:
         channel = "unknown"
         try:
             with transaction(self.sessions) as session:
-                raw = store.get_raw(session, raw_id, lock=True)
+                raw = store.get_raw(session, raw_id, lock=True, skip_locked=claim)
+                if claim and (raw is None or raw.status != "received"):
+                    return None  # held by the process working on it, or finished: not ours to process
                 if raw is None:
                     raise LookupError(f"raw message {raw_id} vanished")
                 channel = raw.channel
@@ -312,8 +336,7 @@ class Pipeline:
                 store.finish_raw(session, raw_id, "failed", error=f"{kind}: {text}"[:2000])
                 raw = store.get_raw(session, raw_id)
                 channel = raw.channel if raw else channel
-                metrics.RAW_FAILED.set(store.count_raw(session, "failed"))
-        except Exception as exc:  # the database itself is down: the raw row stays `received` (replay recovers it)
+        except Exception as exc:  # the database itself is down: the raw row stays `received`, later unfinished
             log.error("could not record the failure", raw_id=raw_id, error_type=type(exc).__name__)
         metrics.MESSAGES.labels(channel, "failed").inc()
         if transient:
@@ -365,11 +388,26 @@ class Pipeline:
         return changes
 
     def list_raw(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+        """Archived messages, newest first, of a status or `unfinished`."""
+        stored, received_before = self._raw_filter(status) if status else (None, None)
         with self.sessions() as session:
             return [{"id": r.id, "channel": r.channel, "received_at": r.received_at.isoformat(), "status": r.status,
                      "attempts": r.attempts, "error": r.error, "content_hash": r.content_hash,
                      "sender_org": r.sender_org, "sender_system": r.sender_system}
-                    for r in store.list_raw(session, status, limit)]
+                    for r in store.list_raw(session, stored, limit, received_before=received_before)]
+
+    def count_raw(self, status: str) -> int:
+        """Archived messages of a status or `unfinished` (for the gauges, read at each scrape)."""
+        stored, received_before = self._raw_filter(status)
+        with self.sessions() as session:
+            return store.count_raw(session, stored, received_before=received_before)
+
+    def _raw_filter(self, status: str) -> tuple[str, datetime | None]:
+        """A status as the archive holds it, and for `unfinished` the moment before which `received` means cut off:
+        younger, it may be in the hands of a process (this one or another replica) right now."""
+        if status != UNFINISHED:
+            return status, None
+        return "received", datetime.now(UTC) - timedelta(seconds=self.settings.raw_unfinished_after_seconds)
 
     def list_reviews(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         with self.sessions() as session:
@@ -379,8 +417,8 @@ class Pipeline:
                     for r in store.list_reviews(session, status, limit)]
 
     def refresh_gauges(self) -> None:
+        """Recount open reviews (the raw archive's gauges are read at each scrape: app.py)."""
         with self.sessions() as session:
-            metrics.RAW_FAILED.set(store.count_raw(session, "failed"))
             metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
 
     def _publish(self, changes: list[Change]) -> None:

@@ -37,6 +37,10 @@ class IngestSettings(ServiceSettings):
     # How often processing a message is made again after a transient database conflict with a concurrent one (a
     # deadlock, a serialization failure, a lock timeout), after a short jittered pause, before it is recorded failed.
     conflict_retries: int = Field(4, ge=0)
+    # A raw message still `received` this long after it arrived is unfinished: its processing was cut off (the
+    # process killed, the database gone before the failure could be recorded). Longer than any processing takes, so
+    # a message another replica is still working through never counts.
+    raw_unfinished_after_seconds: float = Field(300.0, gt=0)
     # record.changed leaves through the outbox relay; after relaying a batch it lets the next gather this long.
     outbox_linger_seconds: float = 0.05
 

@@ -80,10 +80,14 @@ def archive_many(session: Session, messages: list[Inbound]) -> list[RawMessage]:
 # cache key afresh for each message cost more Python than PostgreSQL took to run it.
 _RAWS = select(RawMessage).where(RawMessage.id.in_(bindparam("ids", expanding=True)))
 _RAWS_LOCKED = _RAWS.with_for_update()
+_RAWS_UNLESS_LOCKED = _RAWS.with_for_update(skip_locked=True)
 
 
-def get_raw(session: Session, raw_id: str, *, lock: bool = False) -> RawMessage | None:
-    return session.scalar(_RAWS_LOCKED if lock else _RAWS, {"ids": [raw_id]})
+def get_raw(session: Session, raw_id: str, *, lock: bool = False, skip_locked: bool = False) -> RawMessage | None:
+    """The archived message (locked for this transaction when `lock`). With `skip_locked`, None while another
+    transaction holds it (a process working on it), rather than waiting for it: PostgreSQL; SQLite locks nothing."""
+    query = (_RAWS_UNLESS_LOCKED if skip_locked else _RAWS_LOCKED) if lock else _RAWS
+    return session.scalar(query, {"ids": [raw_id]})
 
 
 def get_raws(session: Session, raw_ids: list[str], *, lock: bool = False) -> list[RawMessage]:
@@ -126,10 +130,14 @@ def raw_received(session: Session, since: datetime, until: datetime | None, *, c
     return list(session.scalars(query))
 
 
-def list_raw(session: Session, status: str | None, limit: int) -> list[RawMessage]:
+def list_raw(session: Session, status: str | None, limit: int, *,
+             received_before: datetime | None = None) -> list[RawMessage]:
+    """Archived messages, newest first: of one status, and received before a moment, when given."""
     query = select(RawMessage).order_by(RawMessage.received_at.desc()).limit(limit)
     if status:
         query = query.where(RawMessage.status == status)
+    if received_before is not None:
+        query = query.where(RawMessage.received_at < received_before)
     return list(session.scalars(query))
 
 
@@ -156,8 +164,12 @@ _WITH_KEY = select(RawMessage.id, RawMessage.status, RawMessage.detail).where(
     RawMessage.message_key == bindparam("key"), RawMessage.id != bindparam("id"))
 
 
-def count_raw(session: Session, status: str) -> int:
-    return session.scalar(select(func.count()).select_from(RawMessage).where(RawMessage.status == status)) or 0
+def count_raw(session: Session, status: str, *, received_before: datetime | None = None) -> int:
+    """Archived messages of one status (received before a moment, when given): a range of ix_raw_status."""
+    query = select(func.count()).select_from(RawMessage).where(RawMessage.status == status)
+    if received_before is not None:
+        query = query.where(RawMessage.received_at < received_before)
+    return session.scalar(query) or 0
 
 
 # ------------------------------------------------------------------------------------------- resources

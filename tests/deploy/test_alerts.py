@@ -166,7 +166,7 @@ def test_the_alerts_cover_what_on_call_needs() -> None:
     for needed in ("scr_ingest_consumer_lag", "scr_ingest_dlq_total", "scr_ingest_raw_failed",
                    "scr_ingest_match_reviews_open", "scr_consent_decision_seconds_bucket", "scr_break_glass_total",
                    "scr_audit_write_failures_total", "scr_http_request_duration_seconds_bucket", "up",
-                   "scr_ingest_messages_total", "scr_ingest_conflicts_retried_total"):
+                   "scr_ingest_messages_total", "scr_ingest_conflicts_retried_total", "scr_ingest_raw_unfinished"):
         assert needed in by_metric, f"no alert on {needed}"
     assert any("histogram_quantile(0.95" in e and "route" in e
                for e in by_metric["scr_http_request_duration_seconds_bucket"]), "p95 latency per route"
