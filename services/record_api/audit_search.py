@@ -84,13 +84,25 @@ def page(session: Session, clauses: list[Any], count: int, ascending: bool, curs
     """One page of AuditEvents with the cursors of the pages after and before it (None where there are none)."""
     events, first, last = search(session, clauses, count, ascending, cursor)
     forwards = cursor is None or cursor.direction == "n"
-    if last is None:  # an empty page: past the end (or the start) of the trail
-        back = Cursor("p" if forwards else "n", cursor.key, stamp).encode() if cursor else None
-        return events, None if forwards else back, back if forwards else None
+    if first is None or last is None:  # an empty page: past the end (or the start) of the trail
+        return (events, *_links_from_empty(session, clauses, ascending, cursor, stamp))
     more_after = not forwards or has_more(session, clauses, ascending, last, True)
     more_before = cursor is not None and (forwards or has_more(session, clauses, ascending, first, False))
     return (events, Cursor("n", (str(last),), stamp).encode() if more_after else None,
             Cursor("p", (str(first),), stamp).encode() if more_before else None)
+
+
+def _links_from_empty(session: Session, clauses: list[Any], ascending: bool, cursor: Cursor | None,
+                      stamp: str) -> tuple[str | None, str | None]:
+    """(next, previous) cursors of an empty page: back whence its cursor came, from the cursor's row inclusive. A
+    cursor past the end (or start) of the trail is forged, as rows are never removed; the row at it, if it is one
+    this search finds, is on no page reached walking back from there exclusive."""
+    if cursor is None or not has_more(session, clauses, ascending, int(cursor.key[0]), cursor.direction == "p",
+                                      inclusive=True):
+        return None, None
+    forwards = cursor.direction == "n"
+    back = Cursor("p" if forwards else "n", cursor.key, stamp, inclusive=True).encode()
+    return (None, back) if forwards else (back, None)
 
 
 def search(session: Session, clauses: list[Any], count: int, ascending: bool,
@@ -99,9 +111,7 @@ def search(session: Session, clauses: list[Any], count: int, ascending: bool,
     statement: Select[Any] = select(AuditEventRow).where(*clauses)
     backwards = cursor is not None and cursor.direction == "p"
     if cursor is not None:
-        mark = int(cursor.key[0])
-        later = (AuditEventRow.id > mark) if ascending != backwards else (AuditEventRow.id < mark)
-        statement = statement.where(later)
+        statement = statement.where(_beyond(int(cursor.key[0]), ascending != backwards, cursor.inclusive))
     newest_first = not ascending if not backwards else ascending
     order = AuditEventRow.id.desc() if newest_first else AuditEventRow.id.asc()
     rows = list(session.scalars(statement.order_by(order).limit(count)))
@@ -111,7 +121,17 @@ def search(session: Session, clauses: list[Any], count: int, ascending: bool,
     return resources, rows[0].id if rows else None, rows[-1].id if rows else None
 
 
-def has_more(session: Session, clauses: list[Any], ascending: bool, beyond: int, forwards: bool) -> bool:
-    """Is there any row on the far side of `beyond` in the given direction of presentation?"""
-    later = AuditEventRow.id > beyond if ascending == forwards else AuditEventRow.id < beyond
+def has_more(session: Session, clauses: list[Any], ascending: bool, beyond: int, forwards: bool,
+             inclusive: bool = False) -> bool:
+    """Is there any row on the far side of `beyond` (or at it, `inclusive`) in the given direction of
+    presentation?"""
+    later = _beyond(beyond, ascending == forwards, inclusive)
     return session.scalar(select(AuditEventRow.id).where(*clauses, later).limit(1)) is not None
+
+
+def _beyond(mark: int, upwards: bool, inclusive: bool) -> Any:
+    """Rows past `mark` in id order, up or down; `inclusive`: the row at it too."""
+    column = AuditEventRow.id
+    if inclusive:
+        return column >= mark if upwards else column <= mark
+    return column > mark if upwards else column < mark

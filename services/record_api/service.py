@@ -371,10 +371,6 @@ def _as_text(value: Any) -> Any:
 _BEFORE_ANY_DATE = datetime.min.replace(tzinfo=UTC)
 
 
-def _cursor(key: Key | None, direction: str, fingerprint_: str) -> str | None:
-    return Cursor(direction, key, fingerprint_).encode() if key is not None else None
-
-
 def _included(session: Session, guard: Guard, grant: Grant, base: str, query: SearchQuery,
               matches: Sequence[CensusRow]) -> tuple[list[dict[str, Any]], set[str]]:
     """_include and _revinclude targets of one page, in batched queries, each through the same grant; and the
@@ -439,7 +435,8 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
     counting = query.summary == "count" or query.count == 0
     forwards = cursor is None or cursor.direction == "n"
     # The walk goes the way of the sort for a next page, against it for a previous one.
-    walk = _Walk(mark=cursor.key[0] if cursor else None, ascending=forwards != query.sort.descending)
+    walk = _Walk(mark=cursor.key[0] if cursor else None, ascending=forwards != query.sort.descending,
+                 inclusive=bool(cursor and cursor.inclusive))
     wanted = settings.patient_search_scan_limit if counting else query.count
     shown, last_examined, exhausted = _walk_persons(session, guard, query, settings, walk, wanted)
     exhausted = exhausted or last_examined is None or not _more_persons(session, query, last_examined,
@@ -449,22 +446,32 @@ def patient_search(session: Session, guard: Guard, request: Request, settings: R
             raise TooLarge("too many patients match to count; narrow the search", expression=["_summary"])
         withheld = [bundles.withheld_issue()] if guard.withheld_count else []
         return bundles.bundle("searchset", request, [], total=len(shown), issues=withheld + issues)
+    onward = Cursor("n" if forwards else "p", (last_examined,), fingerprint_) \
+        if last_examined is not None and not exhausted else None
+    back = _way_back(session, query, walk, forwards, shown[0][0].person.id if shown else last_examined, fingerprint_)
     if not forwards:
         shown.reverse()
     entries = _patient_entries(session, guard, request, query, shown, issues)
-    # A page's ends, for the link back whence the walk came. An empty page (everyone it examined was left out)
-    # spans the mark to the last person it examined: linking back from the mark would skip the person at it.
-    first, last = (shown[0][0].person.id, shown[-1][0].person.id) if shown else (last_examined or walk.mark,) * 2
-    if forwards:
-        next_key = last_examined if not exhausted else None
-        earlier = cursor and first and _more_persons(session, query, first, not walk.ascending)
-        previous_key = first if earlier else None
-    else:
-        previous_key = last_examined if not exhausted else None
-        next_key = last
+    next_cursor, previous_cursor = (onward, back) if forwards else (back, onward)
     return bundles.bundle("searchset", request, entries, issues=issues,
-                          next_cursor=_cursor((next_key,) if next_key else None, "n", fingerprint_),
-                          previous_cursor=_cursor((previous_key,) if previous_key else None, "p", fingerprint_))
+                          next_cursor=next_cursor.encode() if next_cursor else None,
+                          previous_cursor=previous_cursor.encode() if previous_cursor else None)
+
+
+def _way_back(session: Session, query: SearchQuery, walk: _Walk, forwards: bool, nearest: str | None,
+              fingerprint_: str) -> Cursor | None:
+    """The link whence a page's walk came (`previous` from a next page), from `nearest`, the first person the walk
+    showed or, all it examined left out, the last it examined (linking from the mark would skip the person there),
+    exclusive. A walk that examined no one (all beyond a stale cursor merged or made inactive since) links from
+    the mark inclusive: the person there ended (or began) the page the cursor came from, and is on no other page."""
+    direction = "p" if forwards else "n"
+    if nearest is None:
+        if walk.mark is None or not _more_persons(session, query, walk.mark, not walk.ascending, inclusive=True):
+            return None
+        return Cursor(direction, (walk.mark,), fingerprint_, inclusive=True)
+    if forwards and (walk.mark is None or not _more_persons(session, query, nearest, not walk.ascending)):
+        return None  # the first page, or only persons gone lie before it
+    return Cursor(direction, (nearest,), fingerprint_)
 
 
 def _patient_entries(session: Session, guard: Guard, request: Request, query: SearchQuery,
@@ -489,10 +496,12 @@ def _patient_entries(session: Session, guard: Guard, request: Request, query: Se
 
 @dataclass(frozen=True)
 class _Walk:
-    """Where a Patient search's walk through person ids starts (exclusive; None: from the first) and which way."""
+    """Where a Patient search's walk through person ids starts (None: from the first; past the person there, or at
+    them when `inclusive`) and which way."""
 
     mark: str | None
     ascending: bool
+    inclusive: bool = False
 
 
 def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: RecordApiSettings, walk: _Walk,
@@ -506,7 +515,7 @@ def _walk_persons(session: Session, guard: Guard, query: SearchQuery, settings: 
     for batch_size in _batch_sizes(wanted, scan_limit):
         asked = min(batch_size, scan_limit - examined)
         batch = store.candidates(session, query.criteria, beyond=last or walk.mark, ascending=walk.ascending,
-                                 limit=asked)
+                                 inclusive=walk.inclusive and last is None, limit=asked)
         for candidate in batch:
             last, examined = candidate.person.id, examined + 1
             if (shown_one := _shown_person(session, guard, query, candidate)) is not None:
@@ -556,8 +565,9 @@ def _found_by(session: Session, query: SearchQuery) -> Callable[[Grant], bool]:
     return found
 
 
-def _more_persons(session: Session, query: SearchQuery, beyond: str, ascending: bool) -> bool:
-    return bool(store.matching_persons(session, query.criteria, beyond=beyond, ascending=ascending, limit=1))
+def _more_persons(session: Session, query: SearchQuery, beyond: str, ascending: bool, inclusive: bool = False) -> bool:
+    return bool(store.matching_persons(session, query.criteria, beyond=beyond, ascending=ascending,
+                                       inclusive=inclusive, limit=1))
 
 
 def _patient_revincludes(session: Session, grant: Grant, base: str,

@@ -402,12 +402,14 @@ def matches_on(session: Session, criteria: Sequence[Criterion], person_id: str, 
 
 
 def matching_persons(session: Session, criteria: Sequence[Criterion], *, beyond: str | None = None,
-                     ascending: bool = True, limit: int) -> list[Person]:
-    """Active persons with source Patients satisfying every criterion, in id order from `beyond` (exclusive).
+                     ascending: bool = True, inclusive: bool = False, limit: int) -> list[Person]:
+    """Active persons with source Patients satisfying every criterion, in id order from `beyond` (exclusive unless
+    `inclusive`).
 
     Criteria are ANDed over the person: a criterion is met if any of the person's source records meets it,
     so a merged person is found by any source's identifiers and demographics."""
-    return list(session.scalars(persons_statement(criteria, beyond=beyond, ascending=ascending, limit=limit)))
+    return list(session.scalars(persons_statement(criteria, beyond=beyond, ascending=ascending, inclusive=inclusive,
+                                                  limit=limit)))
 
 
 @dataclass
@@ -420,10 +422,11 @@ class Candidate:
 
 
 def candidates(session: Session, criteria: Sequence[Criterion], *, beyond: str | None, ascending: bool,
-               limit: int) -> list[Candidate]:
+               inclusive: bool = False, limit: int) -> list[Candidate]:
     """`matching_persons` with each one's source Patients and their first channels, in one query: admitting a
     candidate needs both, and reading them candidate by candidate cost a round trip each."""
-    found = persons_statement(criteria, beyond=beyond, ascending=ascending, limit=limit).with_only_columns(Person.id)
+    found = persons_statement(criteria, beyond=beyond, ascending=ascending, inclusive=inclusive,
+                              limit=limit).with_only_columns(Person.id)
     rows = session.execute(
         select(Person, Resource, _FIRST_CHANNEL).where(Person.id.in_(found))
         .outerjoin(Resource, and_(Resource.person_id == Person.id, Resource.resource_type == "Patient",
@@ -440,9 +443,11 @@ def candidates(session: Session, criteria: Sequence[Criterion], *, beyond: str |
 
 
 def persons_statement(criteria: Sequence[Criterion], *, beyond: str | None = None, ascending: bool = True,
-                      limit: int, sources: Sequence[str] | None = None) -> Select[tuple[Person]]:
+                      inclusive: bool = False, limit: int, sources: Sequence[str] | None = None
+                      ) -> Select[tuple[Person]]:
     """Active persons meeting every criterion on any of their source Patients (only on `sources`, when given),
-    in id order (`ascending` or not) from `beyond`, exclusive: keyset paging either way."""
+    in id order (`ascending` or not) from `beyond`, exclusive (`inclusive`: from the person there, for a page
+    whose cursor's person is on no other page): keyset paging either way."""
     statement = select(Person).where(Person.status == "active")
     within = Resource.id.in_(sources) if sources is not None else None
     for criterion in criteria:
@@ -460,7 +465,10 @@ def persons_statement(criteria: Sequence[Criterion], *, beyond: str | None = Non
             owners = owners.where(within)
         statement = statement.where(Person.id.in_(owners))
     if beyond is not None:
-        statement = statement.where(Person.id > beyond if ascending else Person.id < beyond)
+        if inclusive:
+            statement = statement.where(Person.id >= beyond if ascending else Person.id <= beyond)
+        else:
+            statement = statement.where(Person.id > beyond if ascending else Person.id < beyond)
     return statement.order_by(Person.id.asc() if ascending else Person.id.desc()).limit(limit)
 
 

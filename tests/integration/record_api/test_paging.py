@@ -1,10 +1,13 @@
 """Paging links followed after the data moved under them: an empty page reached with a stale cursor (what lay
-beyond it deleted or sealed since the link was made) still leads, both ways, to every item left, each once, on
-searches, type history and `$everything`."""
+beyond it deleted or sealed since the link was made, persons merged) or a forged one still leads, both ways, to
+every item left, each once, on searches, type history, `$everything`, Patient searches and the audit trail."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -123,3 +126,120 @@ def test_a_link_followed_with_another_count_is_refused_naming_the_cursor(api, re
     first = api.get(URLS[name].format(p=person), headers=callers.acute()).json()
     changed = api.get(_links(first)["next"].replace("_count=2", "_count=3"), headers=callers.acute())
     assert changed.status_code == 400 and changed.json()["issue"][0]["expression"] == ["_cursor"]
+
+
+def _pagestale(record_store: RecordStore) -> list[str]:
+    """Seven persons called Pagestale in a known id order, all treated by the acute trust (a page examines no
+    stranger): their ids in that order."""
+    persons = [record_store.person(person_id=f"pagestale-{n:02d}") for n in range(7)]
+    for n, person in enumerate(persons):
+        record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", family="Pagestale", given=f"P{n}")
+    return persons
+
+
+def _nth_page(api, url: str, n: int, headers: dict) -> dict:
+    page = api.get(url, headers=headers).json()
+    for _ in range(n):
+        page = api.get(_links(page)["next"], headers=headers).json()
+    return page
+
+
+PATIENT_SORTS = ["_id", "-_id"]
+
+
+@pytest.mark.parametrize("sort", PATIENT_SORTS)
+def test_patient_search_the_way_back_from_an_empty_page_past_the_end_reaches_the_cursors_person(
+        api, record_store, callers, sort) -> None:
+    """The persons after the second page merged (into the first person) since its next link was made: the walk
+    has no one to examine, and the way back starts at the cursor's own person, who ends the second page."""
+    order = _pagestale(record_store)[::-1 if sort.startswith("-") else 1]
+    url = f"/fhir/Patient?family=pagestale&_count=2&_sort={sort}"
+    forwards = _walk(api, url, "next", callers.acute())
+    assert forwards == [order[0:2], order[2:4], order[4:6], order[6:]]
+    stale = _links(_nth_page(api, url, 1, callers.acute()))["next"]
+    for retired in order[4:]:
+        record_store.merge(retired, order[0])
+    empty = api.get(stale, headers=callers.acute()).json()
+    assert _ids(empty) == [] and "next" not in _links(empty)
+    assert _walk(api, _links(empty)["previous"], "previous", callers.acute()) == forwards[1::-1]
+
+
+@pytest.mark.parametrize("sort", PATIENT_SORTS)
+def test_patient_search_the_way_on_from_an_empty_page_before_the_start_reaches_the_cursors_person(
+        api, record_store, callers, sort) -> None:
+    """The mirror: the persons before the third page merged (into the last person) since its previous link was
+    made."""
+    order = _pagestale(record_store)[::-1 if sort.startswith("-") else 1]
+    url = f"/fhir/Patient?family=pagestale&_count=2&_sort={sort}"
+    forwards = _walk(api, url, "next", callers.acute())
+    stale = _links(_nth_page(api, url, 2, callers.acute()))["previous"]
+    for retired in order[:4]:
+        record_store.merge(retired, order[-1])
+    empty = api.get(stale, headers=callers.acute()).json()
+    assert _ids(empty) == [] and "previous" not in _links(empty)
+    assert _walk(api, _links(empty)["next"], "next", callers.acute()) == forwards[2:]
+
+
+@pytest.mark.parametrize("sort", PATIENT_SORTS)
+@pytest.mark.parametrize("relation,page,at", [("next", 1, 3), ("previous", 2, 4)])
+def test_patient_search_an_empty_page_leads_to_the_cursors_person_left_alone(api, record_store, callers, sort,
+                                                                            relation, page, at) -> None:
+    """Everyone else merged into the cursor's person (the second page's last, the third page's first): the empty
+    page the link leads to still leads to them."""
+    order = _pagestale(record_store)[::-1 if sort.startswith("-") else 1]
+    url = f"/fhir/Patient?family=pagestale&_count=2&_sort={sort}"
+    stale = _links(_nth_page(api, url, page, callers.acute()))[relation]
+    for retired in order[:at] + order[at + 1:]:
+        record_store.merge(retired, order[at])
+    empty = api.get(stale, headers=callers.acute()).json()
+    back = "previous" if relation == "next" else "next"
+    assert _ids(empty) == [] and relation not in _links(empty)
+    assert _walk(api, _links(empty)[back], back, callers.acute()) == [[order[at]]]
+
+
+def _forged(link: str, key: int, direction: str) -> str:
+    """`link` with its cursor moved to another row and direction: what a client could write for itself (a cursor
+    is bound to its query, not signed)."""
+    parts = urlsplit(link)
+    query = dict(parse_qsl(parts.query))
+    text = query["_cursor"]
+    cursor = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    cursor |= {"d": direction, "k": [str(key)]}
+    query["_cursor"] = base64.urlsafe_b64encode(json.dumps(cursor).encode()).decode().rstrip("=")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _audited(api, record_store: RecordStore, callers) -> tuple[str, list[list[str]]]:
+    """A person read five times by the acute trust; the URL of their audit trail two to a page, and its pages."""
+    person = record_store.person()
+    record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", family="Audited")
+    for _ in range(5):
+        assert api.get(f"/fhir/Patient/{person}", headers=callers.acute()).status_code == 200
+    url = f"/fhir/AuditEvent?patient={person}&_count=2"
+    return url, _walk(api, url, "next", callers.privacy_officer())
+
+
+def test_audit_search_the_way_back_from_an_empty_page_past_the_end_reaches_the_cursors_event(
+        api, record_store, callers) -> None:
+    """A next cursor forged at the oldest event (whose page, had it been issued, would be empty): the way back
+    starts at that event, so it is on a page."""
+    url, forwards = _audited(api, record_store, callers)
+    shown = [i for page in forwards for i in page]
+    assert len(shown) == 5 and len(forwards) == 3
+    first = api.get(url, headers=callers.privacy_officer()).json()
+    empty = api.get(_forged(_links(first)["next"], int(shown[-1]), "n"), headers=callers.privacy_officer()).json()
+    assert _ids(empty) == [] and "next" not in _links(empty)
+    backwards = _walk(api, _links(empty)["previous"], "previous", callers.privacy_officer())
+    assert [i for page in backwards[::-1] for i in page] == shown
+    assert backwards == [shown[3:], shown[1:3], shown[:1]]
+
+
+def test_audit_search_the_way_on_from_an_empty_page_before_the_start_reaches_the_cursors_event(
+        api, record_store, callers) -> None:
+    """The mirror: a previous cursor forged at the newest event."""
+    url, forwards = _audited(api, record_store, callers)
+    shown = [i for page in forwards for i in page]
+    first = api.get(url, headers=callers.privacy_officer()).json()
+    empty = api.get(_forged(_links(first)["next"], int(shown[0]), "p"), headers=callers.privacy_officer()).json()
+    assert _ids(empty) == [] and "previous" not in _links(empty)
+    assert _walk(api, _links(empty)["next"], "next", callers.privacy_officer()) == forwards
