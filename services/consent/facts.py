@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from services.consent import codes
 from shared.fhir import ACT_CODE_SYSTEM, ACT_REASON_SYSTEM, ODS_ORG_SYSTEM, canonical_system
+from shared.local_time import LONDON
 from shared.ods import normalise as normalise_ods
 
 BASE = "Consent.provision"
-# FHIR partial dates: a year, a year and month, or a day, each meaning the whole of that period.
+# FHIR partial dates: a year, a year and month, or a day, each meaning the whole of that period in England (a day
+# written by an English GP or hospital is a day in London: in summer it ends at 23:00 UTC).
 _PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
 
@@ -67,15 +69,15 @@ def utc(moment: datetime) -> datetime:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """A FHIR date or dateTime as an aware datetime, or None: the start of a partial date ("2020" is
-    2020-01-01T00:00Z, dates are UTC days) and naive times as UTC."""
+    """A FHIR date or dateTime as an aware UTC datetime, or None: the start of a partial date, which names a period
+    in England ("2026-07-01" starts at midnight in London, 2026-06-30T23:00Z), and naive times as UTC."""
     bounds = _bounds(value)
     return bounds[0] if bounds else None
 
 
 def range_end(value: Any) -> datetime | None:
     """The end of a FHIR date or dateTime, exclusive: the moment after the whole year, month or day a partial
-    date names ("2020" ends at 2021-01-01T00:00Z), or the dateTime itself."""
+    date names in England ("2026-07-01" ends at midnight in London, 2026-07-01T23:00Z), or the dateTime itself."""
     bounds = _bounds(value)
     return bounds[1] if bounds else None
 
@@ -96,14 +98,22 @@ def _bounds(value: Any) -> tuple[datetime, datetime] | None:
 
 def _partial_bounds(year: str, month: str | None, day: str | None) -> tuple[datetime, datetime] | None:
     try:
-        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=UTC)
+        first = date(int(year), int(month or 1), int(day or 1))
         if day:
-            return start, start + timedelta(days=1)
-        if month:
-            return start, start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-        return start, start.replace(year=start.year + 1)
+            after = first + timedelta(days=1)
+        elif month:
+            after = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+        else:
+            after = first.replace(year=first.year + 1)
+        return _midnight_in_england(first), _midnight_in_england(after)
     except (ValueError, OverflowError):
         return None
+
+
+def _midnight_in_england(day: date) -> datetime:
+    """The moment `day` begins in London, in UTC. Midnight is never skipped or repeated there (the clocks change at
+    01:00 UTC), so it is one unambiguous instant: a day at a clock change is 23 or 25 hours long."""
+    return datetime.combine(day, time(), tzinfo=LONDON).astimezone(UTC)
 
 
 def facts_from(*, id: str, version_id: int, kind: str, status: str, author_kind: str, author_ods: str | None,
@@ -127,8 +137,8 @@ def facts_from(*, id: str, version_id: int, kind: str, status: str, author_kind:
 def _stated_at(claimed: tuple[datetime, datetime], recorded: datetime) -> datetime:
     """When a statement was made, for ordering. A statement cannot have been made after this service received
     it, so a future dateTime cannot leapfrog statements recorded after it; a date without a time means "some
-    time that day", so it is placed at the last moment of the day, or when we received it if that was earlier
-    (a GP dissent dated today and recorded after the citizen's save today is the newer statement)."""
+    time that day" (in England), so it is placed at the last moment of the day, or when we received it if that was
+    earlier (a GP dissent dated today and recorded after the citizen's save today is the newer statement)."""
     latest_possible = claimed[1] - timedelta(microseconds=1) if claimed[1] > claimed[0] else claimed[1]
     return min(latest_possible, recorded)
 

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from services.consent import codes
+from shared.local_time import LONDON
 from shared.schema import AuditEventRow
 from tests.integration.consent.conftest import (
     DOC,
@@ -210,7 +211,7 @@ def test_a_date_only_dissent_recorded_after_the_citizens_share_today_is_the_newe
     register_with_practice(db, "person-a", A, data.GP_ODS)  # the consent after it ends an objection: see below
     client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC)
     dated_today = professional_body("deny", code="9Nd1.", system=codes.READ_V2)
-    dated_today["dateTime"] = datetime.now(UTC).date().isoformat()
+    dated_today["dateTime"] = datetime.now(LONDON).date().isoformat()  # a date is a day in England
     assert _record(client, tokens, dated_today).status_code == 201
     assert _decide(client, tokens)["rule"] == "objection"
     then_consent = professional_body("permit", code="9Nd7.", system=codes.READ_V2)

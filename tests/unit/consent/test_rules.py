@@ -359,6 +359,22 @@ def test_the_newest_statement_wins(scenario: str) -> None:
         assert decide(request(), listing, ON, now=NOW).rule == rule
 
 
+def test_a_date_alone_is_a_day_in_england_when_ordering() -> None:
+    # 00:10 BST on 2 June the citizen shares; at 00:20 BST a GP dissent dated 1 June is recorded. 1 June in England
+    # ended at 23:00 UTC, before the citizen's share, so the share is the newer statement (read as a UTC day, the
+    # dissent would have been placed at 00:20 BST and won).
+    share, dated = citizen("share", since=datetime(2026, 6, 1, 23, 10, tzinfo=UTC)), _dissent_on(
+        TODAY, datetime(2026, 6, 1, 23, 20, tzinfo=UTC))
+    for listing in ([share, dated], [dated, share]):
+        assert decide(request(), listing, ON, now=datetime(2026, 6, 1, 23, 30, tzinfo=UTC)).rule == "share"
+    # In winter a day in England is the UTC day: a dissent dated 15 January and recorded at 00:20 on the 16th
+    # was made before a share at 00:10 on the 16th, and one dated the 16th is the newer.
+    share = citizen("share", since=datetime(2027, 1, 16, 0, 10, tzinfo=UTC))
+    at = datetime(2027, 1, 16, 0, 30, tzinfo=UTC)
+    for day, rule in (("2027-01-15", "share"), ("2027-01-16", "objection")):
+        assert decide(request(), [share, _dissent_on(day, at - timedelta(minutes=10))], ON, now=at).rule == rule
+
+
 def test_a_future_dated_consent_is_not_in_force_before_its_date() -> None:
     ahead = _consent_on((NOW + timedelta(days=1)).isoformat(), NOW - timedelta(hours=1))
     assert decide(request(), [dissent(), ahead], ON, now=NOW).rule == "objection"
@@ -381,11 +397,21 @@ def _dissent_for(period: dict) -> list:
     ({"start": "2099-01"}, NOW, "default-share"),  # not in force until January 2099
     ({"start": "2026-07"}, NOW, "default-share"),
     ({"start": "2026-06"}, NOW, "objection"),
-    ({"end": "2026-06"}, datetime(2026, 6, 30, 23, 59, tzinfo=UTC), "objection"),
-    ({"end": "2026-06"}, datetime(2026, 7, 1, tzinfo=UTC), "default-share"),
+    # A partial date is a period in England: June ends at midnight BST, 23:00 UTC on 30 June.
+    ({"end": "2026-06"}, datetime(2026, 6, 30, 22, 59, tzinfo=UTC), "objection"),
+    ({"end": "2026-06"}, datetime(2026, 6, 30, 23, tzinfo=UTC), "default-share"),
     ({"end": TODAY}, NOW, "objection"),  # an end date includes that whole day
-    ({"end": TODAY}, datetime(2026, 6, 1, 23, 59, 59, tzinfo=UTC), "objection"),
-    ({"end": TODAY}, datetime(2026, 6, 2, tzinfo=UTC), "default-share"),
+    ({"end": TODAY}, datetime(2026, 6, 1, 22, 59, 59, tzinfo=UTC), "objection"),
+    ({"end": TODAY}, datetime(2026, 6, 1, 23, tzinfo=UTC), "default-share"),  # midnight in London
+    ({"start": "2026-07-01"}, datetime(2026, 6, 30, 22, 59, 59, tzinfo=UTC), "default-share"),
+    ({"start": "2026-07-01"}, datetime(2026, 6, 30, 23, tzinfo=UTC), "objection"),  # 00:00 BST on 1 July
+    # Around the clock changes (29 March and 25 October 2026) and in winter, when London is on UTC.
+    ({"end": "2026-03-29"}, datetime(2026, 3, 29, 22, 59, tzinfo=UTC), "objection"),
+    ({"end": "2026-03-29"}, datetime(2026, 3, 29, 23, tzinfo=UTC), "default-share"),
+    ({"end": "2026-10-25"}, datetime(2026, 10, 25, 23, 59, tzinfo=UTC), "objection"),
+    ({"end": "2026-10-25"}, datetime(2026, 10, 26, tzinfo=UTC), "default-share"),
+    ({"end": "2027-01-15"}, datetime(2027, 1, 15, 23, 59, tzinfo=UTC), "objection"),
+    ({"end": "2027-01-15"}, datetime(2027, 1, 16, tzinfo=UTC), "default-share"),
     ({"end": "2026-06-01T11:00:00Z"}, NOW, "default-share"),
 ])
 def test_periods_written_as_partial_dates_cover_the_whole_period(period: dict, at: datetime, rule: str) -> None:
