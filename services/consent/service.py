@@ -1,6 +1,7 @@
 """Recording consents: the citizen's preferences (with optimistic concurrency), consents professionals record
 on a patient's behalf, and choices imported from source records (one that would end an objection only from the
-person's registered practice). Every change is audited in its own transaction and announced on `consent.changed`:
+person's registered practice). Changes for one person are serialised (`store.lock_people`, taken before any consent is
+read or timed). Every change is audited in its own transaction and announced on `consent.changed`:
 the event is written in the change's own transaction and sent once committed (shared/outbox.py), so a committed
 change is always announced (CONTRACTS §2)."""
 
@@ -75,9 +76,10 @@ class ConsentService:
         """Replace the citizen's preferences; returns the new view and whether anything changed."""
         wanted = preferences.parse(document)
         nhs_number = principal.nhs_number or ""
-        now = _now()
         try:
             with self._sessions() as session, session.begin():
+                store.lock_people(session, nhs_number)
+                now = _now()  # after the lock: later than every change for this person committed before ours
                 row = store.preferences_of(session, nhs_number, for_update=True)
                 _check_precondition(row, if_match)
                 current = _view(session, nhs_number, now)
@@ -118,16 +120,18 @@ class ConsentService:
         checked = professional.check(resource)
         try:
             _authorise_recorder(principal, checked.kind)
-            change, stored = self._record_professional(principal, checked, _now())
+            change, stored = self._record_professional(principal, checked)
         except Forbidden as refusal:
             self._audit_refusal(principal, checked.nhs_number, refusal)
             raise
         self._after_commit(change)
         return stored
 
-    def _record_professional(self, principal: Principal, checked: professional.CheckedConsent,
-                             now: datetime) -> tuple[Change, dict[str, Any]]:
+    def _record_professional(self, principal: Principal,
+                             checked: professional.CheckedConsent) -> tuple[Change, dict[str, Any]]:
         with self._sessions() as session, session.begin():
+            store.lock_people(session, checked.nhs_number)
+            now = _now()  # after the lock, so whether this ends an objection is judged on what is in force now
             person_id = store.person_id_for(session, checked.nhs_number)
             consent_id = str(uuid.uuid4())
             stored = professional.for_storage(_as_of(checked, now), consent_id=consent_id, kind=checked.kind,
@@ -189,7 +193,6 @@ class ConsentService:
         them, see `_move_off`) | unchanged | held (it would end an objection and its sender has no standing:
         kept, not in force; see `_import_refusal`) | skipped (no person to key it by) | ignored (not a sharing
         choice: see professional.import_kind)."""
-        now = _now()
         with self._sessions() as session, session.begin():
             source = store.source_resource(session, "Consent", resource_id)
             nhs_number = store.nhs_number_of_person(session, source.person_id) if source and source.person_id \
@@ -198,7 +201,8 @@ class ConsentService:
                 # No person with an NHS number to key it by (yet). A consent already imported stays where it is:
                 # a person without a number is most often the same one under another record (an A40 survivor).
                 return "skipped"
-            outcome, changes = self._import(session, source, nhs_number, now)
+            _lock_for_import(session, f"src-{source.id}", nhs_number)
+            outcome, changes = self._import(session, source, nhs_number, _now())
         for change in changes:
             self._after_commit(change)
         return outcome
@@ -312,6 +316,18 @@ class ConsentService:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _lock_for_import(session: Session, consent_id: str, nhs_number: str) -> None:
+    """Serialise an import with every other change for the person it is for and, when it moves the consent (or its
+    held version) off another person after a relink, for that person too. Where it is filed is read before the
+    lock, so it is read again after: another import that moved it meanwhile to someone whose changes this one has
+    not locked makes this one fail, to be retried (the consumer retries every failed event)."""
+    ids = (consent_id, f"{consent_id}{HELD_SUFFIX}")
+    locked = {nhs_number, *store.filed_under(session, *ids)}
+    store.lock_people(session, *locked)
+    if not set(store.filed_under(session, *ids)) <= locked:
+        raise Conflict("the imported consent was moved to another person while it was being imported")
 
 
 def _view(session: Session, nhs_number: str, now: datetime) -> CitizenView:

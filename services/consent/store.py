@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from services.consent.facts import ods_code, parse_datetime, range_end
@@ -22,6 +22,31 @@ class Author:
     ods: str | None = None
     role: str | None = None
     user: str | None = None
+
+
+# pg_advisory_xact_lock(int, int): two-key locks are a key space of their own, so these never meet the one-key locks
+# of the audit chains (shared.audit) and the outbox relay (shared.outbox). The first key says they are consent's.
+_PERSON_LOCK_SPACE = 0x5C0C
+# SQLite: its one write lock, taken by a write that changes nothing. The driver begins the transaction at this first
+# write (earlier reads ran outside one), so every read after it sees the latest commit and no one else can commit.
+_SQLITE_WRITE_LOCK = text("UPDATE consent SET id = id WHERE id = ''")
+
+
+def lock_people(session: Session, *nhs_numbers: str) -> None:
+    """Serialise every change to these people's consents until this transaction ends. Taken first in each change, so
+    a change judges what is in force, and takes its time, only after every earlier change for them has committed.
+    PostgreSQL: an advisory lock per NHS number (a hash collision only serialises two people), taken in one order so
+    two changes naming the same two people cannot deadlock; SQLite serialises all writers."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(_SQLITE_WRITE_LOCK)
+        return
+    for number in sorted(set(nhs_numbers)):
+        session.execute(select(func.pg_advisory_xact_lock(_PERSON_LOCK_SPACE, func.hashtext(number))))
+
+
+def filed_under(session: Session, *consent_ids: str) -> list[str]:
+    """The NHS numbers these consents are filed under now (those that exist), in order."""
+    return sorted(set(session.scalars(select(ConsentRecord.nhs_number).where(ConsentRecord.id.in_(consent_ids)))))
 
 
 def consents_for(session: Session, nhs_number: str) -> list[ConsentRecord]:
