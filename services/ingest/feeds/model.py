@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from shared.fhir import Issue
+from shared.local_time import LONDON
 
 # Times without a zone from English systems (HL7 v2 timestamps, CSV contact times) are local time in England.
-LOCAL_ZONE = ZoneInfo("Europe/London")
+LOCAL_ZONE = LONDON
 # A function from the stored body (None when new) to the new body: for feeds that send changes, not states.
 Merge = Callable[[dict[str, Any] | None], dict[str, Any]]
 
