@@ -276,19 +276,23 @@ class Pipeline:
                            ) -> tuple[str | None, str | None]:
         """The archive's key for the sender's own id of the message (None when it has none), and the processed
         message this one repeats (None when it is the first with that id). Refused when the sender gave the id to a
-        different message. One processed message holds each key (unique index, migration ingest_0004): of two
-        deliveries of one id processed at once, the second to commit fails on the index, and its retry (`process`)
-        finds the first."""
+        different message, unless this one was stored before (a replay or retry of it). One processed message holds
+        each key (unique index, migration ingest_0004): of two deliveries of one id processed at once, the second to
+        commit fails on the index, and its retry (`process`) finds the first."""
         if mapped.message_id is None:
             return None, None
         key = f"{raw.channel}:{mapped.source_org}:{mapped.message_id.value}"
         earlier = store.processed_with_key(session, key, raw.id)
         if earlier is None:
             return key, None
-        if self._digest_of(session, *earlier) != mapped.message_id.digest:
-            raise AdapterError(Issue(f"event_id already used for a different event (raw message {earlier[0]})",
-                                     "event_id", code="duplicate"))
-        return None, earlier[0]
+        if self._digest_of(session, *earlier) == mapped.message_id.digest:
+            return None, earlier[0]
+        if _stored_before(raw):
+            # Stored when it arrived, before the check (ingest_0004 gave the id to an earlier event): refused now, the
+            # archive would call `rejected` an event the store holds. Processed again; the id stays with its holder.
+            return None, None
+        raise AdapterError(Issue(f"event_id already used for a different event (raw message {earlier[0]})",
+                                 "event_id", code="duplicate"))
 
     def _digest_of(self, session: Session, raw_id: str, detail: dict[str, Any]) -> str | None:
         """What a processed message's id stood for. Messages processed before ingest_0003 recorded no digest (their
@@ -473,6 +477,13 @@ def _mark_rejected(session: Session, raw_id: str, channel: str, refusal: Adapter
 
 
 _DIGEST = "message_digest"  # in a processed message's detail: what its sender's id for it stood for
+
+
+def _stored_before(raw: RawMessage) -> bool:
+    """Whether the message was processed before: it is now (a replay), or a later attempt failed or was refused after
+    it had been (a replay cut off, or one that refused it before the check let it be), which keeps the summary of
+    what it stored in its detail."""
+    return raw.status == "processed" or "changes" in raw.detail
 
 
 def _resent(session: Session, raw: RawMessage, original: str) -> Outcome:

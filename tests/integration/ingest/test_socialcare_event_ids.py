@@ -17,6 +17,7 @@ from alembic.config import Config
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.ingest import cli
 from services.ingest.service import Outcome, Pipeline
 from services.ingest.store import Inbound
 from shared.db import MIGRATIONS_DIR, create_db_engine, make_session_factory, migrate, transaction
@@ -25,6 +26,7 @@ from shared.schema import RawMessage, Resource
 from tests.fixtures.ingest import messages
 from tests.integration.ingest.conftest import Ingest, ingest_settings
 from tests.support import data
+from tests.support.services import service_env
 
 pytestmark = pytest.mark.integration
 
@@ -133,11 +135,19 @@ def test_an_event_id_posted_and_consumed_at_once_is_stored_once_and_never_a_serv
     assert _statuses(sessions) == ["processed"] * ROUNDS + ["rejected"] * ROUNDS
 
 
-def _upgrade(url: str, revision: str) -> None:
+def _config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    return config
+
+
+def _upgrade(url: str, revision: str) -> None:
+    command.upgrade(_config(url), revision)
+
+
+def _downgrade(url: str, revision: str) -> None:
+    command.downgrade(_config(url), revision)
 
 
 def _archived(sessions: sessionmaker[Session], rows: list[tuple[str, dict[str, Any], str, str | None]]) -> None:
@@ -175,4 +185,60 @@ def test_events_stored_before_ingest_0003_hold_their_ids_after_ingest_0004(which
     again, reused = pipeline.receive_many([_inbound(old)]), pipeline.receive_many([_inbound(other)])
     assert (again[0].status, again[0].duplicate_of) == ("processed", "a-old")
     assert reused[0].status == "rejected" and "(raw message a-old)" in reused[0].error_text
+    engine.dispose()
+
+
+
+def _as_before_ingest_0003(sessions: sessionmaker[Session], raw_id: str) -> None:
+    """Leave a processed event as an ingest before ingest_0003 did: no key, no digest recorded."""
+    with transaction(sessions) as session:
+        raw = session.get(RawMessage, raw_id)
+        raw.message_key, raw.detail = None, {k: v for k, v in raw.detail.items() if k != "message_digest"}
+
+
+def _replay(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, tokens: Any
+            ) -> tuple[int, list[dict[str, Any]]]:
+    """`python -m services.ingest.cli replay` of everything archived, in this process; its exit status and lines."""
+    for name, value in service_env(tokens, url).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = cli.main(["replay", "--since", "2000-01-01"])
+    return code, [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def test_a_replay_keeps_an_event_stored_under_a_reused_id_before_the_check_processed(
+        pg_url, tokens, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A provider that reused an event_id before the check existed: both events were stored, and ingest_0004 leaves
+    the id with the first. A replay must not refuse the second (it was accepted when it arrived, and its contact stays
+    in the record), or the archive would say `rejected` of an event the store holds."""
+    engine = create_db_engine(pg_url)
+    sessions = make_session_factory(engine)
+    pipeline = Pipeline(sessions, DatabaseEventLog(engine), ingest_settings(tokens, pg_url))
+    raw_ids = []
+    for contact in ("CON-1", "CON-2"):
+        (outcome,) = pipeline.receive_many([_inbound(_contact("evt-1", contact))])
+        assert outcome.status == "processed"
+        _as_before_ingest_0003(sessions, outcome.raw_id)
+        raw_ids.append(outcome.raw_id)
+    _downgrade(pg_url, "ingest_0003")
+    migrate(pg_url)  # ingest_0004 again: the key back on the first, none on the second
+    with sessions() as session:
+        assert [session.get(RawMessage, raw_id).message_key for raw_id in raw_ids] == [
+            f"socialcare:{data.SOCIAL_CARE_ODS}:evt-1", None]
+
+    code, lines = _replay(monkeypatch, capsys, pg_url, tokens)
+    assert code == 0
+    assert [(line["id"], line["status"], line["error"]) for line in lines[:-1]] == [
+        (raw_ids[0], "processed", None), (raw_ids[1], "processed", None)]
+    assert _statuses(sessions) == ["processed", "processed"]
+    assert _related_people(sessions) == ["contact:CON-1", "contact:CON-2"]
+    with sessions() as session:  # the id stays with the first: a new event under it is still refused
+        assert [session.get(RawMessage, raw_id).message_key for raw_id in raw_ids] == [
+            f"socialcare:{data.SOCIAL_CARE_ODS}:evt-1", None]
+    assert pipeline.receive_many([_inbound(_contact("evt-1", "CON-3"))])[0].status == "rejected"
+
+    with transaction(sessions) as session:  # as a replay before this fix left it: refused, its contact stored
+        session.get(RawMessage, raw_ids[1]).status = "rejected"
+    assert pipeline.retry(raw_ids[1]).status == "processed"  # the operator's retry puts the archive right
+    assert _related_people(sessions) == ["contact:CON-1", "contact:CON-2"]
     engine.dispose()
