@@ -38,6 +38,8 @@ PACKAGE_ENDED, CONCERN_CLOSED = "care_package.ended", "safeguarding.concern_clos
 _PROFILE = "https://fhir.hl7.org.uk/StructureDefinition/UKCore-{}"
 _ENDED_STATUSES = ("finished", "completed")  # EpisodeOfCare, CarePlan
 _HOURS, _ENDED_BECAUSE, _CONCERN = " hours per week", "Ended: ", "Safeguarding concern: "  # how texts begin or end
+# The fraction of a date-time's seconds as sent (schemas._DATE_TIME): the only ":ss" followed by a dot.
+_SENT_FRACTION = re.compile(r":[0-9]{2}(\.[0-9]+)")
 T = TypeVar("T")
 
 
@@ -52,7 +54,7 @@ def map_event(payload: Any) -> MappedMessage:
     occurred = event.occurred_at.astimezone(UTC)
     message.items.append(Mapped(_patient(event), f"person:{event.person.local_id}", occurred,
                                 refs=(PATIENT_REF,), restricted=event.person.restricted, where="person"))
-    for change, key in _map(event):
+    for change, key in _map(event, payload["occurred_at"]):
         message.items.append(Mapped(change(None), key, occurred, patient_ref=PATIENT_REF, merge=change,
                                     confidential=event.confidential, where=event.event_type))
     return message
@@ -116,8 +118,9 @@ def _patient(event: Any) -> dict[str, Any]:
     return patient
 
 
-def _map(event: Any) -> list[tuple[Merge, str]]:
-    """Each resource the event gives, as a change to the stored one (None when new), with its source key."""
+def _map(event: Any, occurred_at_sent: str) -> list[tuple[Merge, str]]:
+    """Each resource the event gives, as a change to the stored one (None when new), with its source key;
+    `occurred_at_sent` is the text of the event's time, whose fraction a parsed datetime does not keep as sent."""
     if isinstance(event, AssessmentCompleted):
         return [(_replacing(_assessment(event)), f"assessment:{event.assessment.id}")]
     if isinstance(event, CarePackageEvent):
@@ -129,7 +132,7 @@ def _map(event: Any) -> list[tuple[Merge, str]]:
     if isinstance(event, ContactRecorded):
         return [(_replacing(_related_person(event)), f"contact:{event.contact.id}")]
     if isinstance(event, DischargeSupportRequested):
-        return [(_replacing(_service_request(event)), f"discharge-support:{event.request.id}")]
+        return [(_replacing(_service_request(event, occurred_at_sent)), f"discharge-support:{event.request.id}")]
     raise AdapterError(Issue(f"event type {event.event_type!r} has no mapping", "event_type",
                              code="not-supported"))
 
@@ -305,13 +308,13 @@ def _day(value: Any) -> date | None:
         return None
 
 
-def _fhir_date_time(moment: datetime) -> str:
+def _fhir_date_time(moment: datetime, sent: str) -> str:
     """A FHIR dateTime at the precision sent: seconds always (FHIR requires them with a time, so an event sent to the
-    minute gets :00), a fraction only as far as it was sent (not padded to microseconds), the sender's offset."""
-    if not moment.microsecond:
-        return moment.isoformat(timespec="seconds")
-    text = moment.isoformat(timespec="microseconds")
-    return text[:26].rstrip("0") + text[26:]
+    minute gets :00), the fraction of a second digit for digit as sent, the sender's offset. The fraction comes from
+    the text: a datetime keeps neither trailing zeros (.120) nor digits past the microsecond, and FHIR allows both."""
+    text = moment.isoformat(timespec="seconds")  # YYYY-MM-DDThh:mm:ss, then the offset
+    fraction = _SENT_FRACTION.search(sent)
+    return text[:19] + (fraction.group(1) if fraction else "") + text[19:]
 
 
 def _related_person(event: ContactRecorded) -> dict[str, Any]:
@@ -333,14 +336,14 @@ def _related_person(event: ContactRecorded) -> dict[str, Any]:
     return person
 
 
-def _service_request(event: DischargeSupportRequested) -> dict[str, Any]:
+def _service_request(event: DischargeSupportRequested, occurred_at_sent: str) -> dict[str, Any]:
     request = event.request
     service: dict[str, Any] = {
         "resourceType": "ServiceRequest", "status": "active", "intent": "order", "subject": _subject(),
         "category": [SOCIAL_CARE],
         "code": {"coding": [{"system": "urn:scr:socialcare:service", "code": "hospital-discharge-support",
                              "display": "Hospital discharge support"}], "text": "Hospital discharge support"},
-        "authoredOn": _fhir_date_time(event.occurred_at),
+        "authoredOn": _fhir_date_time(event.occurred_at, occurred_at_sent),
         "identifier": [{"system": f"urn:scr:socialcare:{event.provider.ods_code}:discharge-support",
                         "value": request.id}],
         "performer": [{"identifier": {"system": ODS_ORG_SYSTEM, "value": event.provider.ods_code}}],
