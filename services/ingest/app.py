@@ -12,7 +12,7 @@ from services.ingest.consumer import SocialCareConsumer
 from services.ingest.feeds.hl7v2_message import build_ack
 from services.ingest.hl7_ack import ack_for, reject
 from services.ingest.mllp import MllpServer, Timeouts
-from services.ingest.service import UNFINISHED, Pipeline
+from services.ingest.service import Pipeline
 from services.ingest.settings import IngestSettings
 from shared import outbox
 from shared.events import RECORD_CHANGED
@@ -52,8 +52,7 @@ def _watch_raw_archive(pipeline: Pipeline) -> None:
     """The raw archive's backlog gauges are counted in the database at each scrape: a message cut off mid-processing
     (left `received`) is recorded by no event here, and a failure recorded by another replica or retried from the CLI
     would leave this replica's count stale. Each replica reports the whole archive (the alerts take the max)."""
-    metrics.read_at_scrape(metrics.RAW_FAILED, lambda: pipeline.count_raw("failed"))
-    metrics.read_at_scrape(metrics.RAW_UNFINISHED, lambda: pipeline.count_raw(UNFINISHED))
+    metrics.RAW_BACKLOG.watch(pipeline.count_backlog, pipeline.settings.raw_gauges_wait_seconds)
 
 
 def _start_mllp(pipeline: Pipeline, settings: IngestSettings) -> MllpServer | None:

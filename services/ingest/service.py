@@ -400,18 +400,20 @@ class Pipeline:
                      "sender_org": r.sender_org, "sender_system": r.sender_system}
                     for r in store.list_raw(session, stored, limit, received_before=received_before)]
 
-    def count_raw(self, status: str) -> int:
-        """Archived messages of a status or `unfinished` (for the gauges, read at each scrape)."""
-        stored, received_before = self._raw_filter(status)
+    def count_backlog(self) -> tuple[int, int]:
+        """Archived messages failed, and unfinished (for the gauges, read at each scrape)."""
         with self.sessions() as session:
-            return store.count_raw(session, stored, received_before=received_before)
+            return store.count_backlog(session, self._unfinished_before())
 
     def _raw_filter(self, status: str) -> tuple[str, datetime | None]:
         """A status as the archive holds it, and for `unfinished` the moment before which `received` means cut off:
         younger, it may be in the hands of a process (this one or another replica) right now."""
         if status != UNFINISHED:
             return status, None
-        return "received", datetime.now(UTC) - timedelta(seconds=self.settings.raw_unfinished_after_seconds)
+        return "received", self._unfinished_before()
+
+    def _unfinished_before(self) -> datetime:
+        return datetime.now(UTC) - timedelta(seconds=self.settings.raw_unfinished_after_seconds)
 
     def list_reviews(self, status: str | None, limit: int) -> list[dict[str, Any]]:
         with self.sessions() as session:

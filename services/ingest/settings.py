@@ -41,6 +41,9 @@ class IngestSettings(ServiceSettings):
     # process killed, the database gone before the failure could be recorded). Longer than any processing takes, so
     # a message another replica is still working through never counts.
     raw_unfinished_after_seconds: float = Field(300.0, gt=0)
+    # How long a scrape of /metrics waits for the raw archive's gauges to be counted before it reports their last
+    # values: well inside Prometheus's scrape timeout (10 s), whatever the database does.
+    raw_gauges_wait_seconds: float = Field(2.0, gt=0)
     # record.changed leaves through the outbox relay; after relaying a batch it lets the next gather this long.
     outbox_linger_seconds: float = 0.05
 
