@@ -1,14 +1,16 @@
 """Which GP practice a person is registered with, read from their linked source Patient records: one rule for the
-consent service (who may review or lift an objection) and the record API (the `registered` relationship)."""
+consent service (who may review or lift an objection: the practice's own record only) and the record API (the
+`registered` relationship: any feed's record)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Protocol
 
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
+from shared.ods import is_gp_practice
 from shared.ods import normalise as normalise_ods
 
 
@@ -20,27 +22,43 @@ class SourcePatient(Protocol):
     @property
     def body(self) -> dict[str, Any]: ...
     @property
+    def source_org(self) -> str: ...
+    @property
     def source_updated(self) -> datetime | None: ...
     @property
     def last_updated(self) -> datetime: ...
 
 
-def registered_practice(records: Iterable[SourcePatient]) -> tuple[set[str], list[str]]:
-    """The practice named in `Patient.generalPractitioner` by the newest of the (not deleted) records that names
-    one: its ODS codes (normalised: stripped, capitals) and the ids of the stored Organizations it refers to for
-    one. Newest by the sender's own time, else when stored, then id. A registration changes when the person moves,
-    and a hospital or community record keeps the practice of its day, so a union of every record would count a
-    practice the person has left. Records with `active: false` name no one. Empty when none names a practice."""
+# The ODS codes of stored Organizations, given their ids (normalised; an id not stored gives nothing).
+OrganisationCodes = Callable[[list[str]], set[str]]
+
+
+def registered_practice(records: Iterable[SourcePatient], *, own_record_only: bool,
+                        organisation_codes: OrganisationCodes) -> set[str]:
+    """The ODS codes (normalised) of the practice named in `Patient.generalPractitioner` by the newest of the (not
+    deleted) records that names one, by ODS identifier or by reference to a stored Organization. Empty when none
+    names one, or when the newest one's Organization is not stored (nothing older is trusted in its place).
+
+    `own_record_only`: count only a practice's own record (sent by an organisation with a GP practice's code)
+    naming that practice: the practice's own system saying "registered here". What a hospital or community record
+    names is its sender's belief, and a PAS may name itself; standing over a person's objection needs the former.
+    Whether the sender was who the record says is the caller's to check: this sees only the record.
+
+    Newest by the sender's own time, no later than when stored, then when stored, then id. A registration changes
+    when the person moves, and a hospital or community record keeps the practice of its day, so a union of every
+    record would count a practice the person has left. Records with `active: false` name no one."""
     # Newest first, ties by id ascending: sort by id, then stably by time, newest first (datetimes compared as they
     # are: a read pays for this on every request, and timestamps cost more than the rest together).
     for record in sorted(sorted(records, key=attrgetter("id")), key=_when, reverse=True):
         body = record.body
-        if body.get("active") is False:
+        sender = normalise_ods(record.source_org or "")
+        if body.get("active") is False or (own_record_only and not is_gp_practice(sender)):
             continue
         codes, organisation_ids = practices_named(body)
         if codes or organisation_ids:
-            return codes, organisation_ids
-    return set(), []
+            named = codes | (organisation_codes(organisation_ids) if organisation_ids else set())
+            return named & {sender} if own_record_only else named
+    return set()
 
 
 def practices_named(body: dict[str, Any]) -> tuple[set[str], list[str]]:
@@ -62,7 +80,9 @@ def practices_named(body: dict[str, Any]) -> tuple[set[str], list[str]]:
 def _when(record: SourcePatient) -> tuple[datetime, datetime]:
     stored = _utc(record.last_updated)
     sent = record.source_updated
-    return (_utc(sent) if sent else stored), stored
+    # The sender's clock is its own: a record dated ahead of its arrival (2099) would otherwise stay the newest, and
+    # its practice registered, whatever was sent after it.
+    return (min(_utc(sent), stored) if sent else stored), stored
 
 
 def _utc(moment: datetime) -> datetime:

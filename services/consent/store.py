@@ -168,17 +168,32 @@ def feed_sender(session: Session, source: Resource) -> str | None:
 
 
 def registered_practices(session: Session, nhs_number: str) -> set[str]:
-    """ODS codes of the GP practice the person is registered with now (`shared.registration`: the practice named
-    by the newest of their linked source Patient records that names one, by ODS identifier or a reference to a
-    stored Organization). Empty when no practice is known (or the newest one's Organization is not stored)."""
+    """ODS codes of the GP practice the person is registered with now, as the practice's own records say
+    (`shared.registration` with `own_record_only`: the newest of their linked source Patient records sent by a
+    practice that names one, by ODS identifier or a reference to a stored Organization, counted only if it names
+    its sender). Only records a feed token vouches for count: one that came over MLLP names its sender only by
+    MSH-4, which anyone on the network can write. Empty when no practice is known."""
     person_id = person_id_for(session, nhs_number)
     if person_id is None:
         return set()
-    rows = session.execute(select(Resource.body, Resource.source_updated, Resource.last_updated, Resource.id)
+    rows = session.execute(select(Resource.body, Resource.source_org, Resource.source_updated, Resource.last_updated,
+                                  Resource.id)
                            .where(Resource.resource_type == "Patient", Resource.person_id == person_id,
-                                  Resource.deleted.is_(False))).all()
-    codes, organisation_ids = registered_practice(rows)
-    return codes | _organisation_ods_codes(session, organisation_ids)
+                                  Resource.deleted.is_(False), _VOUCHED_BY_ITS_SENDER)).all()
+    return registered_practice(rows, own_record_only=True,
+                               organisation_codes=lambda ids: _organisation_ods_codes(session, ids))
+
+
+# Some version of the record was written by a message whose feed token named the record's sender. Any version, not
+# the current one: a relink or merge re-points the record with a version another message (or none) wrote, and the
+# record is still the sender's.
+_VOUCHED_BY_ITS_SENDER = (select(ResourceVersion.version_id)
+                          .join(RawMessage, RawMessage.id == ResourceVersion.raw_message_id)
+                          .where(ResourceVersion.resource_type == Resource.resource_type,
+                                 ResourceVersion.id == Resource.id,
+                                 func.upper(func.trim(RawMessage.sender_org)) == func.upper(func.trim(
+                                     Resource.source_org)))
+                          .exists())
 
 
 def _organisation_ods_codes(session: Session, ids: list[str]) -> set[str]:

@@ -457,11 +457,17 @@ def _describe(grant: Grant, basis: str | None) -> str:
 
 def _registered_with(session: Session, sources: Sequence[Resource], ods: str) -> bool:
     """Is the caller's organisation the practice the person is registered with now: the one the newest of their
-    linked source Patient records naming a practice names (`shared.registration`, the consent service's rule)? A
-    practice the person has left, still named on an older hospital record, is not (it may still have a `care`
-    relationship, through what it recorded). The sources are already loaded for the read: only a practice named by
-    reference to a stored Organization costs a query."""
-    codes, organisation_ids = registered_practice(sources)
-    if ods in codes:  # the caller's code is normalised with its token (shared.auth), the practice's by the rule
-        return True
-    return ods in {normalise_ods(code) for code in organization_ods_codes(session, organisation_ids).values()}
+    linked source Patient records naming a practice names, whichever feed sent it (`shared.registration`, the
+    consent service's rule without `own_record_only`). A practice the person has left, still named on an older
+    hospital record, is not (it may still have a `care` relationship, through what it recorded). Any feed's record
+    counts here, unlike for standing over an objection: this only admits the caller to a consent decision, and a
+    practice with no feed of its own would otherwise have to self-claim to see its own patient (RECORD_API.md
+    "Enforcement"). The sources are already loaded for the read: only a practice named by reference to a stored
+    Organization costs a query."""
+    # The caller's code is normalised with its token (shared.auth), the practice's by the rule.
+    return ods in registered_practice(sources, own_record_only=False,
+                                      organisation_codes=lambda ids: _organisation_codes(session, ids))
+
+
+def _organisation_codes(session: Session, ids: list[str]) -> set[str]:
+    return {normalise_ods(code) for code in organization_ods_codes(session, ids).values()}

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_EXT, ODS_ORG_SYSTEM, canonical_system
 from shared.labels import security_coding
+from shared.ods import is_gp_practice
 from shared.schema import Person, Resource
 
 SOURCE_KINDS = ("gp", "acute", "community", "social-care", "other")
-_GP_PRACTICE = re.compile(r"^[A-Z]\d{5}$")  # ODS "G frame" practice code, e.g. Y12345
 _CHANNEL_KINDS = {"hl7v2": "acute", "mllp": "acute", "community": "community", "socialcare": "social-care"}
 _VERIFIED_CODES = frozenset({"01", "number-present-and-verified"})
 # Elements taken whole from one source; choice types travel together so a merge never mixes variants.
@@ -36,7 +35,7 @@ MERGED_ELEMENTS: tuple[tuple[str, ...], ...] = (
 
 def source_kind(row: Resource, channel: str | None) -> str:
     """GP, acute, community or social care, from the channel the record came by and the sender's ODS code."""
-    if _GP_PRACTICE.match(row.source_org or ""):
+    if is_gp_practice(row.source_org or ""):
         return "gp"
     if channel in _CHANNEL_KINDS:
         return _CHANNEL_KINDS[channel]

@@ -81,9 +81,10 @@ def register_with_practice(session: Session, person_id: str, nhs_number: str, pr
 
 def add_source_patient(session: Session, person_id: str, record_id: str, practice: str | None, *, source_org: str,
                        source_system: str = "PAS", updated: datetime | None = None, active: bool = True,
-                       gp: dict[str, Any] | None = None) -> None:
+                       gp: dict[str, Any] | None = None, vouched: bool = True) -> None:
     """A source Patient record linked to the person, sent by `source_org` at `updated` (the sender's time), naming
-    `practice` as the registered GP by ODS code (or `gp` as given)."""
+    `practice` as the registered GP by ODS code (or `gp` as given). `vouched`: the message that sent it came with a
+    feed token naming `source_org` (False: none did, as over MLLP, where `source_org` is only MSH-4's claim)."""
     now = datetime.now(UTC)
     body: dict[str, Any] = {"resourceType": "Patient", "id": record_id}
     if gp or practice:
@@ -95,6 +96,13 @@ def add_source_patient(session: Session, person_id: str, record_id: str, practic
                          source_patient_id=record_id, source_system=source_system, source_org=source_org,
                          source_key=f"patient:{record_id}", source_updated=updated, content_hash="0" * 64,
                          labels=[], last_updated=now, body=body))
+    raw_id = str(uuid.uuid4())
+    session.add(RawMessage(id=raw_id, channel="fhir" if vouched else "mllp", received_at=now, content_hash="0" * 64,
+                           content=b"{}", content_type="application/fhir+json",
+                           sender_org=source_org if vouched else None, status="processed"))
+    session.add(ResourceVersion(resource_type="Patient", id=record_id, version_id=1, person_id=person_id,
+                                source_org=source_org, raw_message_id=raw_id, labels=[], last_updated=now,
+                                deleted=False, body=body))
     session.commit()
 
 

@@ -93,14 +93,26 @@ def test_without_a_known_sender_at_the_registered_practice_there_is_no_standing(
     sender: str | None = GP
     if case == "no feed token (MLLP)":
         sender = None  # MSH-4 names the practice, but nothing vouches for it
-    else:  # a newer record names another practice: the person moved
-        add_source_patient(db, "person-a", "pat-new", data.OTHER_TRUST_ODS, source_org=ACUTE,
-                           updated=datetime.now(UTC))
+    else:  # the person moved: the new practice's own record says they are registered there
+        add_source_patient(db, "person-a", "pat-new", "A81001", source_org="A81001", updated=datetime.now(UTC))
     _object(client, tokens)
     store_source_consent(db, "gp-consent", "person-a", body=_consent_now(), sender=sender,
                          channel="mllp" if sender is None else "fhir")
 
     assert client.app.state.consent_service.import_source_consent("gp-consent") == "held"
+    assert _rule(client, tokens) == "objection"
+
+
+def test_a_hospital_naming_itself_as_the_practice_gains_no_standing(client, tokens, db) -> None:
+    # A PAS may put its own code in PD1-3: its record is then the newest naming a practice, but it is no practice's
+    # own record, so its ZU8-2 = 1 is still held (docs/CONSENT.md "The registered practice").
+    register_with_practice(db, "person-a", A, GP)
+    _object(client, tokens)
+    add_source_patient(db, "person-a", "pas-a", ACUTE, source_org=ACUTE, updated=datetime.now(UTC))
+    store_source_consent(db, "zu8", "person-a", body=_consent_now(), source_org=ACUTE, sender=ACUTE,
+                         channel="hl7v2")
+
+    assert client.app.state.consent_service.import_source_consent("zu8") == "held"
     assert _rule(client, tokens) == "objection"
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from services.consent import codes
+from services.consent import codes, store
 from shared.local_time import LONDON
 from shared.schema import AuditEventRow
 from tests.integration.consent.conftest import (
@@ -309,15 +309,16 @@ def test_a_share_between_an_objection_and_its_review_needs_standing(client, toke
     assert _record(client, tokens, _share_now(), role="R8000", ods="RR8").status_code == 403
 
 
-# ---------------------------------------------------------------- the registered practice is the newest one named
+# ------------------------------------------ the registered practice is the newest one a practice's own record names
 
 
-def _hospital_record_then_gp_record(db, *, hospital_practice: str, gp_practice: str | None, **gp_record) -> None:
+def _older_then_newer_practice_record(db, *, older_practice: str, newer_practice: str | None, **newer) -> None:
+    """Each practice's own record naming it (or the newer naming no practice: sent by Y11111)."""
     add_person(db, "person-a", A)
-    add_source_patient(db, "person-a", "pas-1", hospital_practice, source_org="RR8",
+    add_source_patient(db, "person-a", "gp-0", older_practice, source_org=older_practice,
                        updated=datetime(2019, 4, 1, tzinfo=UTC))
-    add_source_patient(db, "person-a", "gp-1", gp_practice, source_org=gp_practice or "Y11111",
-                       updated=datetime(2025, 9, 1, tzinfo=UTC), **gp_record)
+    add_source_patient(db, "person-a", "gp-1", newer_practice, source_org=newer_practice or "Y11111",
+                       updated=datetime(2025, 9, 1, tzinfo=UTC), **newer)
 
 
 def _objection_and_review(client, tokens, ods: str) -> int:
@@ -326,29 +327,54 @@ def _objection_and_review(client, tokens, ods: str) -> int:
 
 
 def test_a_practice_the_person_has_left_may_not_review_or_lift_their_objection(client, tokens, db) -> None:
-    _hospital_record_then_gp_record(db, hospital_practice="A81001", gp_practice=data.GP_ODS)
+    _older_then_newer_practice_record(db, older_practice="A81001", newer_practice=data.GP_ODS)
     assert _objection_and_review(client, tokens, "A81001") == 403
     assert _record(client, tokens, _share_now(), ods="A81001").status_code == 403
     assert _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS).status_code == 201
 
 
 def test_a_newer_record_naming_no_practice_leaves_the_last_one_named(client, tokens, db) -> None:
-    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice=None)
+    _older_then_newer_practice_record(db, older_practice=data.GP_ODS, newer_practice=None)
     assert _objection_and_review(client, tokens, data.GP_ODS) == 201
 
 
 def test_an_inactive_record_names_no_practice(client, tokens, db) -> None:
-    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice="A81001", active=False)
+    _older_then_newer_practice_record(db, older_practice=data.GP_ODS, newer_practice="A81001", active=False)
     assert _objection_and_review(client, tokens, data.GP_ODS) == 201
 
 
 def test_a_newest_practice_that_cannot_be_identified_is_not_replaced_by_an_older_one(client, tokens, db) -> None:
-    _hospital_record_then_gp_record(db, hospital_practice=data.GP_ODS, gp_practice=None,
+    _older_then_newer_practice_record(db, older_practice=data.GP_ODS, newer_practice=None,
                                     gp={"reference": "Organization/not-stored"})
     client.put("/consent/me", headers=bearer(tokens.citizen(A)), json=DOC | {"direct_care": "object"})
     refused = _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS)
     assert refused.status_code == 403
     assert "no registered practice is known" in refused.json()["issue"][0]["diagnostics"]
+
+
+def test_a_hospital_naming_itself_as_the_practice_may_not_review_or_lift_an_objection(client, tokens, db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    add_source_patient(db, "person-a", "pas-1", "RR8", source_org="RR8", updated=datetime.now(UTC))
+    assert _objection_and_review(client, tokens, "RR8") == 403
+    assert _record(client, tokens, _share_now(), ods="RR8").status_code == 403
+    assert _record(client, tokens, review_body(codes.DECLINED), ods=data.GP_ODS).status_code == 201
+
+
+def test_only_a_practices_own_record_vouched_for_by_its_feed_token_registers_the_person(db) -> None:
+    register_with_practice(db, "person-a", A, data.GP_ODS)
+    now = datetime.now(UTC)
+    add_source_patient(db, "person-a", "pas-1", "A81001", source_org="RR8", updated=now)  # the hospital's claim
+    add_source_patient(db, "person-a", "mllp-1", "B86001", source_org="B86001", updated=now, vouched=False)
+    assert store.registered_practices(db, A) == {data.GP_ODS}
+
+
+def test_a_record_dated_ahead_of_when_it_was_stored_is_not_newest_for_ever(db) -> None:
+    add_person(db, "person-a", A)
+    add_source_patient(db, "person-a", "gp-1", data.GP_ODS, source_org=data.GP_ODS,
+                       updated=datetime(2099, 1, 1, tzinfo=UTC))
+    # Sent after the first was stored, by the practice the person moved to.
+    add_source_patient(db, "person-a", "gp-2", "A81001", source_org="A81001", updated=datetime.now(UTC))
+    assert store.registered_practices(db, A) == {"A81001"}
 
 
 # ---------------------------------------------------------------- ODS codes are normalised as a citizen's are
