@@ -5,13 +5,14 @@ consent service (who may review or lift an objection: the practice's own record 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, Protocol
 
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
 from shared.ods import is_gp_practice
 from shared.ods import normalise as normalise_ods
+from shared.sender_clock import believed, utc
 
 
 class SourcePatient(Protocol):
@@ -78,12 +79,7 @@ def practices_named(body: dict[str, Any]) -> tuple[set[str], list[str]]:
 
 
 def _when(record: SourcePatient) -> tuple[datetime, datetime]:
-    stored = _utc(record.last_updated)
-    sent = record.source_updated
+    stored = utc(record.last_updated)
     # The sender's clock is its own: a record dated ahead of its arrival (2099) would otherwise stay the newest, and
     # its practice registered, whatever was sent after it.
-    return (min(_utc(sent), stored) if sent else stored), stored
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite hands back naive UTC
+    return believed(record.source_updated, stored) or stored, stored

@@ -24,6 +24,9 @@ MLLP_FRAMES_DROPPED = Counter("scr_ingest_mllp_frames_dropped_total",
 CONFLICTS_RETRIED = Counter("scr_ingest_conflicts_retried_total",
                             "Processing attempts rolled back by a transient database conflict and made again, by kind",
                             ["kind"])
+SENDER_TIMES_CLAMPED = Counter("scr_ingest_sender_time_clamped_total",
+                               "Messages stored with a sender's time later than their receipt (beyond the tolerated "
+                               "clock skew), ordered as received: a sender with a clock set wrong", ["channel"])
 
 
 

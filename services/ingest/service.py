@@ -31,7 +31,7 @@ from services.ingest.person_index import Thresholds
 from services.ingest.records import Change, WriteContext
 from services.ingest.settings import IngestSettings
 from services.ingest.store import Inbound
-from services.ingest.writer import MessageWriter
+from services.ingest.writer import MessageWriter, believe_sender_times
 from shared import outbox
 from shared.db import conflict_backoff, transaction, transient_conflict
 from shared.errors import Conflict, NotFound, ScrError
@@ -81,6 +81,8 @@ class Outcome:
     # Failed only for a transient database fault (a lost connection, or conflicts that outlasted their retries):
     # answered 503, since the sender's resend will do.
     transient: bool = False
+    # Items whose sender's time was later than the message's receipt, so ordered as received: a clock set wrong.
+    sender_times_clamped: int = 0
 
     @property
     def error_text(self) -> str:
@@ -110,9 +112,8 @@ class Pipeline:
         self._savepoints = sessions.kw["bind"].dialect.name == "postgresql"
         self.writer = MessageWriter(load_code_lists(settings.label_code_lists),
                                     Thresholds(settings.match_link_threshold, settings.match_review_threshold),
-                                    remap=lambda raw: self._map(raw.channel, raw.content, raw.sender_org,
-                                                                raw.sender_system),
-                                    replay_channels=frozenset(HL7_CHANNELS))
+                                    remap=self._remap, replay_channels=frozenset(HL7_CHANNELS),
+                                    sender_clock_skew=timedelta(seconds=settings.sender_clock_skew_seconds))
 
     # ----------------------------------------------------------------------------------- entry points
 
@@ -261,6 +262,7 @@ class Pipeline:
         message_key, original = self._sender_message_id(session, raw, mapped)
         if original is not None:
             return _resent(session, raw, original)
+        clamped = self._believe_sender_times(raw, mapped)
         # Never processed before (an attempt that failed counted itself): no earlier Provenance of it to update.
         first_attempt = raw.status == "received" and raw.attempts == 0
         changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
@@ -270,7 +272,23 @@ class Pipeline:
             detail[_DIGEST] = mapped.message_id.digest
         store.finish_raw(session, raw.id, "processed", detail=detail, message_key=message_key)
         return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel,
-                       reviews_opened=store.reviews_opened(session))
+                       reviews_opened=store.reviews_opened(session), sender_times_clamped=clamped)
+
+    def _believe_sender_times(self, raw: RawMessage, mapped: MappedMessage) -> int:
+        """Order the message's items by their sender's time no later than its receipt (writer.believe_sender_times),
+        saying so when it was later: one sender's clock set wrong shows as a run of these, naming it."""
+        clamped = believe_sender_times(mapped, raw.received_at, self.writer.skew)
+        if clamped:
+            log.warning("sender's time later than the receipt; ordered as received", raw_id=raw.id,
+                        channel=raw.channel, source_org=mapped.source_org, source_system=mapped.source_system,
+                        items=clamped)
+        return clamped
+
+    def _remap(self, raw: RawMessage) -> MappedMessage:
+        """An archived message mapped again for a stay's replay, its times believed as when it was first stored."""
+        mapped = self._map(raw.channel, raw.content, raw.sender_org, raw.sender_system)
+        believe_sender_times(mapped, raw.received_at, self.writer.skew)
+        return mapped
 
     def _sender_message_id(self, session: Session, raw: RawMessage, mapped: MappedMessage
                            ) -> tuple[str | None, str | None]:
@@ -315,6 +333,8 @@ class Pipeline:
                 metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
         for outcome in outcomes:
             metrics.MESSAGES.labels(outcome.channel, "accepted").inc()
+            if outcome.sender_times_clamped:
+                metrics.SENDER_TIMES_CLAMPED.labels(outcome.channel).inc()
             for change in outcome.changes:
                 metrics.RESOURCES.labels(outcome.channel, "unchanged" if change.change == "stale"
                                          else change.change).inc()

@@ -44,6 +44,10 @@ class IngestSettings(ServiceSettings):
     # How long a scrape of /metrics waits for the raw archive's gauges to be counted before it reports their last
     # values: well inside Prometheus's scrape timeout (10 s), whatever the database does.
     raw_gauges_wait_seconds: float = Field(2.0, gt=0)
+    # A sender's time (meta.lastUpdated, MSH-7, occurred_at, a CSV's last_updated) later than the message's receipt by
+    # more than this is not believed for ordering: it counts as the receipt time (docs/INGEST.md, "The sender's
+    # clock"). A little is tolerated so a clock slightly ahead keeps its messages in the order it sent them.
+    sender_clock_skew_seconds: float = Field(300.0, ge=0)
     # record.changed leaves through the outbox relay; after relaying a batch it lets the next gather this long.
     outbox_linger_seconds: float = 0.05
 

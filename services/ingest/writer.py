@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,6 +28,7 @@ from services.ingest.records import Change, WriteContext
 from shared.fhir import Issue
 from shared.labels import RESTRICTED
 from shared.schema import RawMessage
+from shared.sender_clock import believed, utc
 
 # Maps an archived message again (the pipeline's adapters), for replaying a stay when a late event arrives.
 Remap = Callable[[RawMessage], MappedMessage]
@@ -37,9 +38,10 @@ class MessageWriter:
     """Identity, labelling and the store for mapped messages."""
 
     def __init__(self, code_lists: CodeLists, thresholds: Thresholds, remap: Remap | None = None,
-                 replay_channels: frozenset[str] = frozenset()) -> None:
+                 replay_channels: frozenset[str] = frozenset(), sender_clock_skew: timedelta = timedelta(0)) -> None:
         self.code_lists, self.thresholds = code_lists, thresholds
         self.remap, self.replay_channels = remap, replay_channels
+        self.skew = sender_clock_skew  # as the pipeline believed senders' times (believe_sender_times)
 
     def write(self, session: Session, raw_id: str, channel: str, mapped: MappedMessage, *,
               first_attempt: bool = False) -> list[Change]:
@@ -117,7 +119,7 @@ class MessageWriter:
                             restricted=restricted)
         digest = records.content_hash(body, flags=("R",) if restricted else ())
         if existing is not None:
-            verdict = _verdict(existing, item, digest)
+            verdict = _verdict(existing, item, digest, self.skew)
             if verdict:
                 return _located(Change("Patient", existing.id, existing.version_id, existing.person_id, verdict,
                                        existing.source_org), item), []
@@ -159,10 +161,10 @@ class MessageWriter:
     def _store_other(self, session: Session, ctx: WriteContext, channel: str, item: Mapped, existing: Any,
                      resource_id: str, persons: dict[str, tuple[str | None, str]], refs: dict[str, str]) -> Change:
         source_patient_id, person_id = persons[item.patient_ref] if item.patient_ref else (None, None)
-        body, labels, digest = self._prepared(_merged(item, existing), channel, item, refs)
+        body, labels, digest = self._prepared(_merged(item, existing, self.skew), channel, item, refs)
         source_updated = item.source_updated
         if existing is not None:
-            verdict = _verdict(existing, item, digest)
+            verdict = _verdict(existing, item, digest, self.skew)
             if verdict == "stale" and (replayed := self._replayed(session, channel, item, existing)) is not None:
                 # A late event of a stay: the stay as if its events had arrived in the order they happened.
                 body, labels, digest = self._prepared(replayed, channel, item, refs)
@@ -206,7 +208,7 @@ class MessageWriter:
             events += [(other.source_updated, raw.received_at, other.merge) for other in earlier.items
                        if other.merge and other.resource_type == item.resource_type
                        and other.source_key == item.source_key]
-        ordered = sorted(events, key=lambda e: (_aware(e[0]) if e[0] else _FIRST, _aware(e[1])))
+        ordered = sorted(events, key=lambda e: (utc(e[0]) if e[0] else _FIRST, utc(e[1])))
         if ordered[0][2] is item.merge and item.refused_first and len(ordered) > 1:
             raise item.refused_first(ordered[1][0])  # e.g. a discharge older than the admission: it ends nothing
         body: dict[str, Any] | None = None
@@ -244,7 +246,21 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)  # the late message is the last received
 
 
-def _merged(item: Mapped, existing: Any) -> dict[str, Any]:
+def believe_sender_times(mapped: MappedMessage, received_at: datetime, skew: timedelta) -> int:
+    """Each item's sender time as ordering believes it (shared.sender_clock): one later than the message's receipt
+    by more than `skew` counts as the receipt, so a message dated ahead (2099) cannot pass for newer than every update
+    sent after it. Only the ordering time changes: the bodies keep what the sender sent, the archive the message.
+    How many items' times were not believed."""
+    clamped = 0
+    for item in mapped.items:
+        sent = item.source_updated
+        item.source_updated = believed(sent, received_at, skew=skew)
+        if sent is not None and item.source_updated != sent:
+            clamped += 1
+    return clamped
+
+
+def _merged(item: Mapped, existing: Any, skew: timedelta) -> dict[str, Any]:
     """The item applied to the stored body. An event the stored state rules out is refused, unless it is older than
     that state and replayable: then the replay, which puts it where it belongs by event time, decides."""
     if not item.merge or existing is None:
@@ -252,28 +268,25 @@ def _merged(item: Mapped, existing: Any) -> dict[str, Any]:
     try:
         return item.merge(records.unstamped(existing))
     except StateConflict:
-        if item.replay_when_late and _older(existing, item):
+        if item.replay_when_late and _older(existing, item, skew):
             return item.resource  # only hashed: an older item is never written as merged
         raise
 
 
-def _older(existing: Any, item: Mapped) -> bool:
-    newer = existing.source_updated
-    return bool(item.source_updated and newer and _aware(item.source_updated) < _aware(newer))
+def _older(existing: Any, item: Mapped, skew: timedelta) -> bool:
+    # The stored time believed as the item's was: a record stored with a time ahead of its arrival before the clamp
+    # existed (2099) counts as when it was stored, so updates sent after it are no longer ignored as older.
+    newer = believed(existing.source_updated, existing.last_updated, skew=skew)
+    return bool(item.source_updated and newer and utc(item.source_updated) < newer)
 
 
-def _verdict(existing: Any, item: Mapped, digest: str) -> str | None:
+def _verdict(existing: Any, item: Mapped, digest: str, skew: timedelta) -> str | None:
     """`stale` for an update older than what is stored, `unchanged` for a re-send, None to write."""
-    if _older(existing, item):
+    if _older(existing, item, skew):
         return "stale"
     if existing.content_hash == digest:
         return "unchanged"
     return None
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were stored as UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _s_flag(item: Mapped, existing: Any) -> bool:

@@ -4,7 +4,7 @@ Patient records (docs/RECORD_API.md, "Demographic precedence").
 Each demographic element comes whole from the first source, in precedence order, that has it:
 1. a source whose NHS number is the person's and is verified (UK Core verification status 01);
 2. then by kind of source: GP, acute, community, social care, anything else;
-3. then the most recently updated.
+3. then the most recently updated (by the sender's time, no later than when the record was stored).
 Identifiers are the union of every source's (deduplicated, the NHS number first); `Patient.link` points at
 each source record (`seealso`), and those records stay readable by their own ids.
 """
@@ -21,6 +21,7 @@ from shared.fhir import NHS_NUMBER_SYSTEM, NHS_VERIFICATION_EXT, ODS_ORG_SYSTEM,
 from shared.labels import security_coding
 from shared.ods import is_gp_practice
 from shared.schema import Person, Resource
+from shared.sender_clock import believed, utc
 
 SOURCE_KINDS = ("gp", "acute", "community", "social-care", "other")
 _CHANNEL_KINDS = {"hl7v2": "acute", "mllp": "acute", "community": "community", "socialcare": "social-care"}
@@ -61,10 +62,17 @@ def in_precedence_order(person: Person, sources: Sequence[Resource], channels: d
     def rank(row: Resource) -> tuple[int, int, float]:
         verified = has_verified_nhs_number(row.body, person.nhs_number)
         kind = SOURCE_KINDS.index(source_kind(row, channels.get(row.id)))
-        updated = row.source_updated or row.last_updated
-        return (0 if verified else 1, kind, -updated.timestamp())
+        return (0 if verified else 1, kind, -_updated(row).timestamp())
 
     return sorted(sources, key=rank)
+
+
+def _updated(row: Resource) -> datetime:
+    """Most recently updated by the sender's time, no later than when stored (as the registered practice is read):
+    a source dated ahead of its arrival (2099) would otherwise give the person its details for ever, whatever the
+    other sources send after it."""
+    stored = utc(row.last_updated)
+    return believed(row.source_updated, stored) or stored
 
 
 def person_patient(person: Person, sources: Sequence[Resource], channels: dict[str, str]) -> dict[str, Any]:

@@ -78,3 +78,21 @@ def test_the_version_changes_with_the_person_or_any_source() -> None:
     assert version_of(person, [gp]) != version_of(person, [gp, acute])
     person.version = 2
     assert version_of(person, [gp]) != first
+
+
+def test_a_source_dated_ahead_of_when_it_was_stored_ranks_as_stored() -> None:
+    """A PAS clock set to 2099 does not make its record the most recent for ever: the acute record stored later,
+    with its own sender's time, gives the person's name."""
+    wrong_clock = _source("wrong-clock", "RR8", family="Twentyninetynine", updated=2)
+    wrong_clock.source_updated = datetime(2099, 1, 1, tzinfo=UTC)
+    later = _source("later", "RX1", family="Corrected", updated=5)
+    channels = {"wrong-clock": "hl7v2", "later": "hl7v2"}
+    assert [r.id for r in in_precedence_order(_person(), [wrong_clock, later], channels)] == ["later", "wrong-clock"]
+    assert person_patient(_person(), [wrong_clock, later], channels)["name"] == [{"family": "Corrected"}]
+    # Without a sender's time, or with naive times as SQLite gives them, when stored ranks.
+    unsent = _source("unsent", "RX1", updated=9)
+    unsent.source_updated = None
+    naive = _source("naive", "RR8", updated=7)
+    naive.source_updated, naive.last_updated = datetime(2099, 1, 1), datetime(2026, 1, 7)
+    ordered = in_precedence_order(_person(), [later, naive, unsent], channels | {"unsent": "hl7v2", "naive": "hl7v2"})
+    assert [r.id for r in ordered] == ["unsent", "naive", "later"]
