@@ -4,6 +4,7 @@ authorise, call the pipeline, shape the answer."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -116,7 +117,8 @@ def _response_bundle(bundle: dict[str, Any], outcome: Outcome) -> dict[str, Any]
     entries: list[dict[str, Any]] = [{"response": {"status": "400 Bad Request"}} for _ in bundle["entry"]]
     for change in outcome.changes:
         if change.entry is not None and change.where and change.where.startswith("Bundle.entry"):
-            entries[change.entry] = {"response": _entry_response(change)}
+            warning = outcome.sender_clock_warning if change.entry in outcome.clamped_entries else None
+            entries[change.entry] = {"response": _entry_response(change, warning)}
     for rejected in outcome.rejected:
         if rejected.index is not None:
             entries[rejected.index] = {"response": {"status": "400 Bad Request",
@@ -125,14 +127,18 @@ def _response_bundle(bundle: dict[str, Any], outcome: Outcome) -> dict[str, Any]
     return {"resourceType": "Bundle", "type": kind, "entry": entries}
 
 
-def _entry_response(change: Change) -> dict[str, Any]:
+def _entry_response(change: Change, warning: Issue | None = None) -> dict[str, Any]:
+    """An entry's answer; its outcome says why nothing changed, and warns of a sender's time not believed."""
     response: dict[str, Any] = {"status": _STATUS[change.change],
                                 "location": f"{change.resource_type}/{change.id}/_history/{change.version_id}",
                                 "etag": f'W/"{change.version_id}"'}
+    issues = [warning] if warning else []
     if change.change in ("unchanged", "stale"):
         why = "identical to the stored version" if change.change == "unchanged" else \
             "older than the stored version; not applied"
-        response["outcome"] = operation_outcome(Issue(why, severity="information", code="informational"))
+        issues.append(Issue(why, severity="information", code="informational"))
+    if issues:
+        response["outcome"] = operation_outcome(issues)
     return response
 
 
@@ -200,7 +206,7 @@ async def ingest_community(request: Request, principal: Principal = Depends(requ
     accepted = len({c.entry for c in outcome.changes if c.entry is not None})
     summary = Issue(f"{accepted} row(s) accepted, {len(outcome.rejected)} row(s) rejected; archived as raw message "
                     f"{outcome.raw_id}", severity="information", code="informational")
-    issues = [summary] + [issue for rejected in outcome.rejected for issue in rejected.issues]
+    issues = [summary] + _warnings(outcome) + [issue for rejected in outcome.rejected for issue in rejected.issues]
     return JSONResponse(operation_outcome(issues), status_code=200 if accepted else 400, media_type=FHIR_JSON,
                         headers={"X-Raw-Message-Id": outcome.raw_id})
 
@@ -222,6 +228,7 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
         where = f"event[{index}]" if len(events) > 1 else "event"
         if outcome.status == "processed":
             issues.append(Issue(_accepted(where, outcome), where, "information", "informational"))
+            issues += [dataclasses.replace(w, expression=f"{where}.occurred_at") for w in _warnings(outcome)]
         else:
             issues += [Issue(i.diagnostics, f"{where}.{i.expression}" if i.expression else where, code=i.code)
                        for i in outcome.issues]
@@ -229,6 +236,11 @@ async def ingest_socialcare(request: Request, principal: Principal = Depends(req
     status = 200 if accepted == len(results) else 207 if accepted else _refusal_status(results[0])
     return JSONResponse(operation_outcome(issues), status_code=status, media_type=FHIR_JSON,
                         headers=_headers(status, ", ".join(o.raw_id for o in results)))
+
+
+def _warnings(outcome: Outcome) -> list[Issue]:
+    """A stored message's warnings for its sender: a time not believed (stored and 200, so nothing else says so)."""
+    return [outcome.sender_clock_warning] if outcome.sender_clock_warning else []
 
 
 def _accepted(where: str, outcome: Outcome) -> str:

@@ -10,11 +10,15 @@ from services.ingest.service import Outcome
 _REJECT_CODES = frozenset({"100", "200", "201", "203"})
 # So is a character set that cannot be read (MSH-18): like an unsupported version, nothing else can be trusted.
 _REJECT_FIELDS = frozenset({MSH_18})
+_MSH_7 = ("MSH", 7, 0)  # date/time of message: the sender's time ingest orders by
 
 
 def ack_for(outcome: Outcome, text: str) -> tuple[str, str]:
     """(MSA-1, the ACK message) for one inbound message."""
     if outcome.status == "processed":
+        if outcome.sender_clock_warning:
+            # Still AA (stored, not refused), but the engine that sent it learns its clock is wrong, at MSH-7.
+            return "AA", build_ack(text, "AA", outcome.sender_clock_warning.diagnostics, _MSH_7, "0", severity="W")
         note = "duplicate of a message already processed" if outcome.duplicate_of else ""
         return "AA", build_ack(text, "AA", note)
     if outcome.status == "rejected":

@@ -39,6 +39,7 @@ from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
 from shared.ods import normalise as normalise_ods
 from shared.schema import RawMessage
+from shared.sender_clock import utc
 
 log = structlog.get_logger("scr.ingest")
 
@@ -81,8 +82,11 @@ class Outcome:
     # Failed only for a transient database fault (a lost connection, or conflicts that outlasted their retries):
     # answered 503, since the sender's resend will do.
     transient: bool = False
-    # Items whose sender's time was later than the message's receipt, so ordered as received: a clock set wrong.
-    sender_times_clamped: int = 0
+    # When a sender's time in it was later than its receipt (ordered as received: a clock set wrong), the warning
+    # its answer carries back, so the sender learns of it (an ACK's ERR with severity W, an OperationOutcome issue),
+    # and the entries (Bundle entries, CSV rows) whose time it was.
+    sender_clock_warning: Issue | None = None
+    clamped_entries: frozenset[int] = frozenset()
 
     @property
     def error_text(self) -> str:
@@ -96,6 +100,21 @@ def _refusal(exc: AdapterError | ScrError) -> AdapterError:
     location = ("MRG", 1, 0) if exc.expression and exc.expression[0].startswith("MRG") else None
     return AdapterError(Issue(exc.message, exc.expression[0] if exc.expression else None, code=exc.code),
                         hl7_location=location, hl7_code="204")
+
+
+# The sender's time each feed orders by, as its sender knows the field.
+_SENDER_TIME = {"hl7v2": "MSH-7", "mllp": "MSH-7", "fhir": "meta.lastUpdated", "community": "last_updated",
+                "socialcare": "occurred_at"}
+
+
+def _sender_clock_warning(channel: str, received_at: datetime, skew: timedelta) -> Issue:
+    """The words for a sender whose time was later than its message's arrival: it was stored, not refused, so
+    nothing else tells the sender (an AA, a 200) that its clock is wrong and its messages are ordered as received."""
+    arrival = utc(received_at).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    field_name = _SENDER_TIME.get(channel, "the sender's time")
+    return Issue(f"{field_name} is more than {skew.total_seconds():g} seconds "
+                 f"later than the message's arrival ({arrival}); stored, and ordered as received: check the sending "
+                 "system's clock", severity="warning", code="informational")
 
 
 def describe(issues: list[Issue]) -> str:
@@ -262,7 +281,7 @@ class Pipeline:
         message_key, original = self._sender_message_id(session, raw, mapped)
         if original is not None:
             return _resent(session, raw, original)
-        clamped = self._believe_sender_times(raw, mapped)
+        warning, clamped = self._believe_sender_times(raw, mapped)
         # Never processed before (an attempt that failed counted itself): no earlier Provenance of it to update.
         first_attempt = raw.status == "received" and raw.attempts == 0
         changes = self.writer.write(session, raw.id, raw.channel, mapped, first_attempt=first_attempt)
@@ -272,17 +291,21 @@ class Pipeline:
             detail[_DIGEST] = mapped.message_id.digest
         store.finish_raw(session, raw.id, "processed", detail=detail, message_key=message_key)
         return Outcome(raw.id, "processed", changes, mapped.rejected, channel=raw.channel,
-                       reviews_opened=store.reviews_opened(session), sender_times_clamped=clamped)
+                       reviews_opened=store.reviews_opened(session), sender_clock_warning=warning,
+                       clamped_entries=clamped)
 
-    def _believe_sender_times(self, raw: RawMessage, mapped: MappedMessage) -> int:
+    def _believe_sender_times(self, raw: RawMessage, mapped: MappedMessage) -> tuple[Issue | None, frozenset[int]]:
         """Order the message's items by their sender's time no later than its receipt (writer.believe_sender_times),
-        saying so when it was later: one sender's clock set wrong shows as a run of these, naming it."""
+        saying so when it was later: one sender's clock set wrong shows as a run of these, naming it. The warning
+        for the answer, and the entries whose time was not believed."""
         clamped = believe_sender_times(mapped, raw.received_at, self.writer.skew)
-        if clamped:
-            log.warning("sender's time later than the receipt; ordered as received", raw_id=raw.id,
-                        channel=raw.channel, source_org=mapped.source_org, source_system=mapped.source_system,
-                        items=clamped)
-        return clamped
+        if not clamped:
+            return None, frozenset()
+        log.warning("sender's time later than the receipt; ordered as received", raw_id=raw.id,
+                    channel=raw.channel, source_org=mapped.source_org, source_system=mapped.source_system,
+                    items=len(clamped))
+        entries = frozenset(item.entry for item in clamped if item.entry is not None)
+        return _sender_clock_warning(raw.channel, raw.received_at, self.writer.skew), entries
 
     def _remap(self, raw: RawMessage) -> MappedMessage:
         """An archived message mapped again for a stay's replay, its times believed as when it was first stored."""
@@ -333,7 +356,7 @@ class Pipeline:
                 metrics.REVIEWS_OPEN.set(store.count_open_reviews(session))
         for outcome in outcomes:
             metrics.MESSAGES.labels(outcome.channel, "accepted").inc()
-            if outcome.sender_times_clamped:
+            if outcome.sender_clock_warning:
                 metrics.SENDER_TIMES_CLAMPED.labels(outcome.channel).inc()
             for change in outcome.changes:
                 metrics.RESOURCES.labels(outcome.channel, "unchanged" if change.change == "stale"

@@ -246,17 +246,17 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)  # the late message is the last received
 
 
-def believe_sender_times(mapped: MappedMessage, received_at: datetime, skew: timedelta) -> int:
+def believe_sender_times(mapped: MappedMessage, received_at: datetime, skew: timedelta) -> list[Mapped]:
     """Each item's sender time as ordering believes it (shared.sender_clock): one later than the message's receipt
     by more than `skew` counts as the receipt, so a message dated ahead (2099) cannot pass for newer than every update
     sent after it. Only the ordering time changes: the bodies keep what the sender sent, the archive the message.
-    How many items' times were not believed."""
-    clamped = 0
+    The items whose times were not believed (the answer warns the sender at each)."""
+    clamped = []
     for item in mapped.items:
         sent = item.source_updated
         item.source_updated = believed(sent, received_at, skew=skew)
         if sent is not None and item.source_updated != sent:
-            clamped += 1
+            clamped.append(item)
     return clamped
 
 

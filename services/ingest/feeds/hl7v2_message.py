@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
+from typing import Literal
 
 from hl7apy import load_reference
 from hl7apy.consts import VALIDATION_LEVEL
@@ -221,9 +222,10 @@ def control_id_of(text: str) -> str:
 
 
 def build_ack(text: str, code: str, message: str = "", location: tuple[str, int, int] | None = None,
-              error_code: str = "207") -> str:
+              error_code: str = "207", *, severity: Literal["E", "W"] = "E") -> str:
     """An ACK for `text`: MSA-1 AA/AE/AR, MSA-2 its control id, and for errors an ERR segment naming the
-    segment and field at fault (v2.4 ERR-1 and the v2.5 ERR-2/3/4 fields both)."""
+    segment and field at fault (v2.4 ERR-1 and the v2.5 ERR-2/3/4 fields both). An AA carries an ERR only as a
+    warning (`severity` W, HL70516): accepted and stored, but something in it the sender should put right."""
     header = text.replace("\n", "\r").split("\r", 1)[0]
     parts = header.split("|") if header.startswith("MSH|") else []
     sending_app, sending_facility = (parts[2], parts[3]) if len(parts) > 3 else ("", "")
@@ -236,24 +238,26 @@ def build_ack(text: str, code: str, message: str = "", location: tuple[str, int,
         f"|P|2.4",
         f"MSA|{code}|{_escape(control)}|{_escape(message)[:200]}",
     ]
-    if code != "AA":
-        lines.append(_err_segment(message, location, error_code))
+    if code != "AA" or severity == "W":
+        lines.append(_err_segment(message, location, error_code, severity))
     return "\r".join(lines) + "\r"
 
 
-def _err_segment(message: str, location: tuple[str, int, int] | None, error_code: str) -> str:
+def _err_segment(message: str, location: tuple[str, int, int] | None, error_code: str, severity: str) -> str:
     """ERR-1 (v2.4 segment^sequence^field^condition), ERR-2 (v2.5 location, with the component),
-    ERR-3 (condition), ERR-4 (severity), ERR-8 (words for a person)."""
+    ERR-3 (condition), ERR-4 (severity: E error, W warning), ERR-8 (words for a person)."""
     segment, field_no, component = location or ("", 0, 0)
     text = _CONDITIONS.get(error_code, "Application error")
     legacy = f"{segment}^1^{field_no}^{error_code}&{text}&HL70357" if segment else f"^^^{error_code}&{text}&HL70357"
     erl = f"{segment}^1^{field_no}^1" + (f"^{component}" if component else "") if segment else ""
-    return f"ERR|{legacy}|{erl}|{error_code}^{text}^HL70357|E||||{_escape(message)[:200]}"
+    return f"ERR|{legacy}|{erl}|{error_code}^{text}^HL70357|{severity}||||{_escape(message)[:200]}"
 
 
-_CONDITIONS = {"100": "Segment sequence error", "101": "Required field missing", "102": "Data type error",
-               "103": "Table value not found", "200": "Unsupported message type", "201": "Unsupported event code",
-               "203": "Unsupported version id", "204": "Unknown key identifier",
+# HL70357. A warning on an AA is condition 0 (the table has no code for "accepted, but"): its severity (ERR-4 W),
+# location (ERR-2) and words (ERR-8) say what to put right; 102 would claim the field unreadable, 207 a fault here.
+_CONDITIONS = {"0": "Message accepted", "100": "Segment sequence error", "101": "Required field missing",
+               "102": "Data type error", "103": "Table value not found", "200": "Unsupported message type",
+               "201": "Unsupported event code", "203": "Unsupported version id", "204": "Unknown key identifier",
                "205": "Duplicate key identifier", "206": "Application record locked",
                "207": "Application internal error"}
 

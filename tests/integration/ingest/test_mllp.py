@@ -5,6 +5,7 @@ the listener closed when the service stops."""
 import socket
 import time
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -91,6 +92,20 @@ def test_several_messages_on_one_connection_get_one_ack_each(mllp) -> None:
     assert encounter.body["status"] == "finished"
     assert ingest.count(RawMessage, RawMessage.channel == "mllp") == 5
     assert ingest.count(RawMessage, RawMessage.status == "rejected") == 2
+
+
+def test_an_adt_dated_ahead_over_mllp_gets_aa_with_a_warning_and_one_on_time_a_plain_aa(mllp) -> None:
+    port, _ingest = mllp
+    now = datetime.now(UTC)
+    sent = [messages.adt("A01", control="AHEAD", ts=(now + timedelta(days=1)).strftime("%Y%m%d%H%M%S+0000")),
+            messages.adt("A08", control="ONTIME", ts=now.strftime("%Y%m%d%H%M%S+0000"))]
+    with open_connection("127.0.0.1", port) as sock:
+        sock.sendall(b"".join(frame(m.encode()) for m in sent))
+        ahead, on_time = _read_acks(sock, 2)
+    assert [parse(a).first("MSA").get(1) for a in (ahead, on_time)] == ["AA", "AA"]
+    (err,) = [line.split("|") for line in ahead.split("\r") if line.startswith("ERR|")]
+    assert err[2:5] == ["MSH^1^7^1", "0^Message accepted^HL70357", "W"] and "ordered as received" in err[8]
+    assert "\rERR|" not in on_time
 
 
 def test_a_late_adt_event_over_mllp_is_replayed_into_the_stay_or_refused_as_over_http(mllp) -> None:

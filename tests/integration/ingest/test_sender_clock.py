@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import update
 
 from services.ingest import metrics
+from services.ingest.feeds.hl7v2_message import parse
 from shared.schema import RawMessage, Resource
 from tests.fixtures.ingest import messages
 from tests.support import data
@@ -25,6 +26,22 @@ def _hl7_ts(moment: datetime) -> str:
 
 def _clamped(channel: str) -> float:
     return metrics.SENDER_TIMES_CLAMPED.labels(channel)._value.get()
+
+
+def _warning(ack: str) -> list[str] | None:
+    """The ACK's ERR split by field (ERR-n at [n]: read from the text, since hl7apy's v2.4 ERR has ERR-1 alone and
+    renumbers the rest), after checking it is still an AA."""
+    assert parse(ack).first("MSA").get(1) == "AA", ack
+    return next((line.split("|") for line in ack.split("\r") if line.startswith("ERR|")), None)
+
+
+def _assert_clock_warning(err: list[str] | None) -> None:
+    """A v2.5 warning at MSH-7 (with the v2.4 ERR-1 beside it), in words an integration engineer can act on."""
+    assert err is not None
+    assert err[1] == "MSH^1^7^0&Message accepted&HL70357" and err[2] == "MSH^1^7^1"
+    assert err[3] == "0^Message accepted^HL70357" and err[4] == "W"
+    assert err[8].startswith("MSH-7 is more than 300 seconds later than the message's arrival (20")
+    assert err[8].endswith("Z); stored, and ordered as received: check the sending system's clock")
 
 
 def _received(ingest, response) -> datetime:
@@ -106,3 +123,65 @@ def test_a_social_care_event_dated_2099_does_not_hold_off_the_next(ingest) -> No
         assert response.status_code == 200, response.text
     (plan,) = ingest.rows("CarePlan")
     assert plan.version_id == 2 and plan.body["activity"][0]["detail"]["scheduledString"] == "3 visits daily"
+
+
+def test_an_adt_dated_ahead_is_acknowledged_aa_with_a_warning_at_msh7_and_one_on_time_without(ingest) -> None:
+    ahead = ingest.post_hl7(messages.adt("A01", ts=_hl7_ts(Y2099), control="AHEAD-1"))
+    assert ahead.status_code == 200, ahead.text
+    _assert_clock_warning(_warning(ahead.text))
+    on_time = ingest.post_hl7(messages.adt("A08", ts=_hl7_ts(datetime.now(UTC)), control="ONTIME-2"))
+    assert on_time.status_code == 200 and _warning(on_time.text) is None, on_time.text
+
+
+def test_a_batch_warns_only_on_the_message_dated_ahead(ingest) -> None:
+    batch = ("BHS|^~\\&|PAS|RR8|SCR|ICS|20240301120000||||BATCH-9\r"
+             + messages.adt("A01", ts=_hl7_ts(datetime.now(UTC)), control="B1")
+             + messages.adt("A28", ts=_hl7_ts(Y2099), control="B2", mrn="RR8000456", nhs=data.NHS_NUMBERS[1])
+             + "BTS|2\r")
+    response = ingest.post_hl7(batch)
+    assert response.status_code == 200, response.text  # every ACK is still AA
+    acks = ["MSH|" + part for part in response.text.split("\rMSH|")[1:]]
+    acks = [a.split("\rBTS|")[0] + "\r" for a in acks]
+    assert [parse(a).first("MSA").get(2) for a in acks] == ["B1", "B2"]
+    assert _warning(acks[0]) is None
+    _assert_clock_warning(_warning(acks[1]))
+
+
+def test_a_bundle_entry_dated_ahead_carries_a_warning_in_its_outcome(ingest) -> None:
+    wrong = messages.bundle([messages.patient()], "batch", last_updated=Y2099.isoformat())
+    (entry,) = ingest.post_fhir(wrong).json()["entry"]
+    assert entry["response"]["status"] == "201 Created"
+    (issue,) = entry["response"]["outcome"]["issue"]
+    assert issue["severity"] == "warning" and issue["code"] == "informational"
+    assert issue["diagnostics"].startswith("meta.lastUpdated is more than 300 seconds later than the message's")
+    on_time = messages.bundle([messages.condition("44054006", "Diabetes", ident="P1")], "batch",
+                              last_updated=datetime.now(UTC).isoformat())
+    on_time["entry"].insert(0, messages.bundle([messages.patient()])["entry"][0])
+    entries = ingest.post_fhir(on_time).json()["entry"]
+    assert [e["response"]["status"] for e in entries] == ["200 OK", "201 Created"]
+    assert "outcome" not in entries[1]["response"]  # believed: nothing to warn of
+    assert [i["severity"] for i in entries[0]["response"]["outcome"]["issue"]] == ["information"]  # unchanged
+
+
+def test_a_social_care_event_dated_ahead_is_accepted_with_a_warning(ingest) -> None:
+    event = messages.event("care_package.started", messages.EVENT_BODIES["care_package.started"],
+                           occurred_at=Y2099.isoformat())
+    response = ingest.client.post("/ingest/socialcare", json=event, headers=ingest.feed(data.SOCIAL_CARE_ODS))
+    assert response.status_code == 200, response.text
+    accepted, warning = response.json()["issue"]
+    assert accepted["severity"] == "information"
+    assert warning["severity"] == "warning" and warning["expression"] == ["event.occurred_at"]
+    assert warning["diagnostics"].startswith("occurred_at is more than 300 seconds later")
+
+
+def test_a_community_file_with_a_row_dated_ahead_is_accepted_with_a_warning(ingest) -> None:
+    header, first, second = messages.text("community_contacts.csv").splitlines()[:3]
+    content = "\n".join([f"{header},last_updated", f"{first},{Y2099.isoformat()}",
+                         f"{second},{datetime.now(UTC).isoformat()}"]) + "\n"
+    response = ingest.client.post("/ingest/community", content=content.encode(),
+                                  headers=ingest.feed(data.COMMUNITY_ODS, **{"Content-Type": "text/csv"}))
+    assert response.status_code == 200, response.text
+    summary, warning = response.json()["issue"]
+    assert summary["diagnostics"].startswith("2 row(s) accepted, 0 row(s) rejected")
+    assert warning["severity"] == "warning"
+    assert warning["diagnostics"].startswith("last_updated is more than 300 seconds later")

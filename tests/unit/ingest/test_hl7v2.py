@@ -184,6 +184,15 @@ def test_acks_carry_the_control_id_and_for_errors_an_err_segment_with_the_locati
     assert "Modulus 11" in error.first("MSA").get(3)
 
 
+def test_an_aa_carries_an_err_only_as_a_warning() -> None:
+    text = messages.adt("A01", control="CTRL-78")
+    assert "\rERR|" not in build_ack(text, "AA", "duplicate of a message already processed")
+    ack = build_ack(text, "AA", "MSH-7 is ahead", ("MSH", 7, 0), "0", severity="W")
+    msa, err = ack.split("\r")[1:3]
+    assert msa == "MSA|AA|CTRL-78|MSH-7 is ahead"
+    assert err == "ERR|MSH^1^7^0&Message accepted&HL70357|MSH^1^7^1|0^Message accepted^HL70357|W||||MSH-7 is ahead"
+
+
 NULL = '""'  # the HL7 null: delete the value
 
 

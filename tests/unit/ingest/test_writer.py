@@ -22,7 +22,7 @@ def test_only_times_ahead_of_the_receipt_beyond_the_skew_are_replaced_and_counte
     before, slightly_ahead = RECEIVED - timedelta(hours=1), RECEIVED + timedelta(seconds=60)
     message = MappedMessage(items=[_item(before), _item(slightly_ahead), _item(Y2099), _item(None)])
     body = dict(message.items[2].resource)
-    assert believe_sender_times(message, RECEIVED, SKEW) == 1
+    assert believe_sender_times(message, RECEIVED, SKEW) == [message.items[2]]
     assert [i.source_updated for i in message.items] == [before, slightly_ahead, RECEIVED, None]
     assert message.items[2].resource == body  # what the sender sent stays in the body
 
