@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from services.consent.facts import ods_code, parse_datetime, range_end
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
-from shared.registration import registered_practice
+from shared.registration import VOUCHED_BY_ITS_SENDER, registered_practice
 from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, RawMessage, Resource, ResourceVersion
 
 
@@ -179,21 +179,9 @@ def registered_practices(session: Session, nhs_number: str) -> set[str]:
     rows = session.execute(select(Resource.body, Resource.source_org, Resource.source_updated, Resource.last_updated,
                                   Resource.id)
                            .where(Resource.resource_type == "Patient", Resource.person_id == person_id,
-                                  Resource.deleted.is_(False), _VOUCHED_BY_ITS_SENDER)).all()
+                                  Resource.deleted.is_(False), VOUCHED_BY_ITS_SENDER)).all()
     return registered_practice(rows, own_record_only=True,
                                organisation_codes=lambda ids: _organisation_ods_codes(session, ids))
-
-
-# Some version of the record was written by a message whose feed token named the record's sender. Any version, not
-# the current one: a relink or merge re-points the record with a version another message (or none) wrote, and the
-# record is still the sender's.
-_VOUCHED_BY_ITS_SENDER = (select(ResourceVersion.version_id)
-                          .join(RawMessage, RawMessage.id == ResourceVersion.raw_message_id)
-                          .where(ResourceVersion.resource_type == Resource.resource_type,
-                                 ResourceVersion.id == Resource.id,
-                                 func.upper(func.trim(RawMessage.sender_org)) == func.upper(func.trim(
-                                     Resource.source_org)))
-                          .exists())
 
 
 def _organisation_ods_codes(session: Session, ids: list[str]) -> set[str]:

@@ -36,6 +36,7 @@ from services.record_api.store import (
     person_record_summary,
     provenance_targets,
     sources_with_channels,
+    vouched_sources,
 )
 from shared import roles
 from shared.audit import AuditRecord, write_audits
@@ -44,7 +45,7 @@ from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, Ser
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
 from shared.ods import normalise as normalise_ods
-from shared.registration import registered_practice
+from shared.registration import registered_for_access
 from shared.schema import Person, Resource
 
 log = structlog.get_logger("scr.record_api.enforcement")
@@ -456,17 +457,15 @@ def _describe(grant: Grant, basis: str | None) -> str:
 
 
 def _registered_with(session: Session, sources: Sequence[Resource], ods: str) -> bool:
-    """Is the caller's organisation the practice the person is registered with now: the one the newest of their
-    linked source Patient records naming a practice names, whichever feed sent it (`shared.registration`, the
-    consent service's rule without `own_record_only`). A practice the person has left, still named on an older
-    hospital record, is not (it may still have a `care` relationship, through what it recorded). Any feed's record
-    counts here, unlike for standing over an objection: this only admits the caller to a consent decision, and a
-    practice with no feed of its own would otherwise have to self-claim to see its own patient (RECORD_API.md
-    "Enforcement"). The sources are already loaded for the read: only a practice named by reference to a stored
-    Organization costs a query."""
+    """Is the caller's organisation a practice the person is registered with now (`shared.registration`
+    `registered_for_access`): the one the newest source Patient record naming a practice names, whichever feed sent
+    it, or the one its own vouched record registers, so a newer hospital record naming an old GP does not take the
+    relationship from the practice the consent service lets lift an objection (RECORD_API.md "Enforcement"). The
+    sources are already loaded for the read: a practice named by reference to a stored Organization costs a query,
+    and vouching for a practice's own records one more, asked only when the newest claim does not name the caller."""
     # The caller's code is normalised with its token (shared.auth), the practice's by the rule.
-    return ods in registered_practice(sources, own_record_only=False,
-                                      organisation_codes=lambda ids: _organisation_codes(session, ids))
+    return registered_for_access(sources, ods, vouched=lambda ids: vouched_sources(session, ids),
+                                 organisation_codes=lambda ids: _organisation_codes(session, ids))
 
 
 def _organisation_codes(session: Session, ids: list[str]) -> set[str]:

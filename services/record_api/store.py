@@ -32,6 +32,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from services.record_api.query import Criterion, DateValue, Reference, Token
+from shared.registration import VOUCHED_BY_ITS_SENDER
 from shared.schema import Person, RawMessage, Resource, ResourceVersion, SearchParam
 from shared.search import DATE, REFERENCE, STRING, TOKEN
 
@@ -128,6 +129,15 @@ _SOURCES_WITH_CHANNELS = (select(Resource, _FIRST_CHANNEL)
                           .order_by(Resource.id))
 _RECORD_SUMMARY = (select(Resource.source_org, Resource.labels)
                    .where(Resource.person_id == bindparam("person_id"), Resource.deleted.is_(False)).distinct())
+
+
+def vouched_sources(session: Session, ids: Sequence[str]) -> set[str]:
+    """Which of these source Patient records a feed token vouches for (`shared.registration.VOUCHED_BY_ITS_SENDER`:
+    a practice's own record registers it only then)."""
+    if not ids:
+        return set()
+    return set(session.scalars(select(Resource.id).where(Resource.resource_type == "Patient", Resource.id.in_(ids),
+                                                          VOUCHED_BY_ITS_SENDER)))
 
 
 def organization_ods_codes(session: Session, ids: Sequence[str]) -> dict[str, str]:

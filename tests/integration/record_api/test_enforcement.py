@@ -7,9 +7,12 @@ import re
 
 import pytest
 from fastapi.routing import APIRoute
+from sqlalchemy import select, update
 
 from services.record_api.app import create_app
 from services.record_api.enforcement import guard
+from shared.db import transaction
+from shared.schema import RawMessage, ResourceVersion
 from tests.integration.record_api.helpers import audit_rows, ids, resources, says_items_withheld, source_orgs
 from tests.support import data
 from tests.support.record_store import Scenario
@@ -199,6 +202,50 @@ def test_registered_means_the_practice_the_newest_source_record_names(api, recor
     assert api.get(f"/fhir/Patient/{person}", headers=left).status_code == 403  # a practice the person left
     assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
     assert [r["legitimate_relationship"] for r in pdp.requests] == ["registered"]
+
+
+def test_a_newer_hospital_record_does_not_take_registered_from_the_practices_own_record(api, record_store, callers,
+                                                                                        tokens, pdp) -> None:
+    # The practice's own record says "registered here"; the hospital's record sent since names an old GP (PD1-3).
+    nhs = data.NHS_NUMBERS[4]
+    person = record_store.person(nhs)
+    record_store.source_patient(person, org=data.GP_ODS, system="EMIS", nhs_number=nhs, gp_ods=data.GP_ODS,
+                                local_id=("https://fhir.nhs.uk/Id/emis-patient", "E1"))
+    record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", nhs_number=nhs, gp_ods="B86001",
+                                local_id=("https://fhir.rr8.nhs.uk/Id/mrn", "M1"))
+    named = {"Authorization": f"Bearer {tokens.clinician(ods='B86001')}"}
+    assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
+    assert api.get(f"/fhir/Patient/{person}", headers=named).status_code == 200  # the newer claim counts too
+    assert [r["legitimate_relationship"] for r in pdp.requests] == ["registered", "registered"]
+
+
+def test_a_practices_own_record_registers_it_only_if_vouched_for_and_not_since_superseded(api, record_store, callers,
+                                                                                          tokens, pdp) -> None:
+    nhs = data.NHS_NUMBERS[4]
+    person = record_store.person(nhs)
+    own = record_store.source_patient(person, org=data.GP_ODS, system="EMIS", nhs_number=nhs, gp_ods=data.GP_ODS,
+                                      local_id=("https://fhir.nhs.uk/Id/emis-patient", "E1"))
+    record_store.source_patient(person, org=data.ACUTE_ODS, system="PAS", nhs_number=nhs, gp_ods="B86001",
+                                local_id=("https://fhir.rr8.nhs.uk/Id/mrn", "M1"))
+    _feed_token(record_store, own, None)  # as over MLLP: MSH-4 is only the message's own claim
+    assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
+    # The person has since registered at another practice, whose own record says so: the first practice has left.
+    record_store.source_patient(person, org="A81001", system="EMIS", nhs_number=nhs, gp_ods="A81001",
+                                local_id=("https://fhir.nhs.uk/Id/emis-patient", "E2"))
+    _feed_token(record_store, own, data.GP_ODS)
+    assert api.get(f"/fhir/Patient/{person}", headers=callers.gp()).status_code == 200
+    moved_to = {"Authorization": f"Bearer {tokens.clinician(ods='A81001')}"}
+    assert api.get(f"/fhir/Patient/{person}", headers=moved_to).status_code == 200
+    # The practice's second read is `care` again, so its cached decision: no request of its own.
+    assert [r["legitimate_relationship"] for r in pdp.requests] == ["care", "registered"]
+
+
+def _feed_token(record_store, patient_id: str, sender_org: str | None) -> None:
+    """Every message that wrote this record came with a feed token naming `sender_org` (None: no token)."""
+    with transaction(record_store.sessions) as session:
+        written_by = select(ResourceVersion.raw_message_id).where(ResourceVersion.resource_type == "Patient",
+                                                                  ResourceVersion.id == patient_id)
+        session.execute(update(RawMessage).where(RawMessage.id.in_(written_by)).values(sender_org=sender_org))
 
 
 def test_allowed_types_limit_what_a_role_sees(api, scenario, callers, pdp) -> None:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.fhir import ODS_ORG_SYSTEM
-from shared.registration import registered_practice
+from shared.registration import registered_for_access, registered_practice
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STORED = {"org-1": {"B86001"}}  # the stored Organizations' ODS codes, by id
@@ -84,3 +84,20 @@ def test_a_practice_named_by_reference_is_its_stored_organizations_code() -> Non
     not_stored = _record("gp2", None, sent=T0 + timedelta(days=1), source_org="B86001",
                          generalPractitioner=[{"reference": "Organization/org-2"}])
     assert _registered([by_reference, not_stored]) == set()  # nothing older is trusted in its place
+
+
+def test_registered_for_access_is_the_newest_claim_or_the_practices_own_vouched_record() -> None:
+    asked: list[list[str]] = []
+
+    def registered(records: list[_Record], ods: str, vouched: set[str]) -> bool:
+        return registered_for_access(records, ods, vouched=lambda ids: asked.append(ids) or vouched & set(ids),
+                                     organisation_codes=lambda ids: set())
+
+    own = _record("gp", "Y12345", sent=T0, source_org="Y12345")
+    stale = _record("pas", "B86001", sent=T0 + timedelta(days=1))  # a hospital's PD1-3, sent since
+    assert registered([own, stale], "B86001", {"gp"}) and asked == []  # the newest claim: no vouching asked
+    assert registered([own, stale], "Y12345", {"gp"}) and asked == [["gp"]]
+    assert not registered([own, stale], "Y12345", set())  # its own record came without a feed token
+    assert not registered([own, stale], "RR8", {"gp"}) and len(asked) == 2  # not a practice: nothing asked
+    moved = _record("gp2", "A81001", sent=T0 + timedelta(hours=1), source_org="A81001")
+    assert not registered([own, moved, stale], "Y12345", {"gp", "gp2"})  # registered elsewhere since
