@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import pq
 from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Engine, Table, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
@@ -128,6 +129,26 @@ def transient_conflict(exc: BaseException) -> str | None:
     Takes SQLAlchemy's wrapped errors and psycopg's own (append_rows raises those, IntegrityError aside)."""
     error = exc.orig if isinstance(exc, DBAPIError) else exc
     return TRANSIENT_CONFLICTS.get(getattr(error, "sqlstate", None) or "")
+
+
+# A server going away says so before it closes its connections: admin_shutdown (57P01: a fast stop or restart, or
+# the backend terminated), crash_shutdown (57P02), cannot_connect_now (57P03: starting up or shutting down).
+SERVER_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether `exc` is the database connection failing (the server restarting, a terminated backend, the network),
+    not a fault of the message or the code: SQLAlchemy found the connection dead (`connection_invalidated`), or psycopg
+    reports a connection exception (SQLSTATE class 08), the server going away, or a connection libpq holds broken (a
+    connect refused or timed out). A statement timeout, a missing table or a bug is none of these."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(error, psycopg.OperationalError):
+        return False
+    sqlstate = error.sqlstate or ""
+    broken = error.pgconn is not None and error.pgconn.status == pq.ConnStatus.BAD
+    return sqlstate.startswith("08") or sqlstate in SERVER_GOING_AWAY or broken
 
 
 def conflict_backoff(attempt: int) -> float:

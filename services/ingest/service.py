@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import structlog
-from psycopg import pq
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.ingest import metrics, person_index, store
@@ -33,7 +31,7 @@ from services.ingest.settings import IngestSettings
 from services.ingest.store import Inbound
 from services.ingest.writer import MessageWriter, believe_sender_times
 from shared import outbox
-from shared.db import conflict_backoff, transaction, transient_conflict
+from shared.db import conflict_backoff, connection_lost, transaction, transient_conflict
 from shared.errors import Conflict, NotFound, ScrError
 from shared.events import RECORD_CHANGED, EventBus
 from shared.fhir import Issue
@@ -51,9 +49,6 @@ _ATTEMPTS = 3  # a concurrent first sighting of the same record loses a unique r
 # Why a message failed for a transient database fault (answered 503 with Retry-After, not 500 as a fault here is).
 _COLLIDED = "concurrent changes to the same records kept colliding"
 _CONNECTION_LOST = "the connection to the database was lost"
-# A server going away says so before it closes its connections: admin_shutdown (57P01: a fast stop or restart, or
-# the backend terminated), crash_shutdown (57P02), cannot_connect_now (57P03: starting up or shutting down).
-_SERVER_GOING_AWAY = frozenset({"57P01", "57P02", "57P03"})
 
 
 class _TransientConflict(Exception):
@@ -239,7 +234,7 @@ class Pipeline:
                 raise _TransientConflict(kind, exc) from exc
             # Not retried here: a database that is away stays away for longer than a request should wait.
             return self._failed(raw_id, type(exc).__name__, str(exc),
-                                transient=_CONNECTION_LOST if _connection_lost(exc) else None)
+                                transient=_CONNECTION_LOST if connection_lost(exc) else None)
         self._after_commit([outcome])
         return outcome
 
@@ -491,21 +486,6 @@ def _pause_after(raw_id: str, conflict: _TransientConflict, retry: int) -> None:
     metrics.CONFLICTS_RETRIED.labels(conflict.kind).inc()
     log.info("transient database conflict; processing again", raw_id=raw_id, kind=conflict.kind, retry=retry)
     time.sleep(conflict_backoff(retry))
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    """Whether `exc` is the database connection failing (the server restarting, a terminated backend, the network),
-    not a fault of the message or the code: SQLAlchemy found the connection dead (`connection_invalidated`), or psycopg
-    reports a connection exception (SQLSTATE class 08), the server going away, or a connection libpq holds broken (a
-    connect refused or timed out). A statement timeout, a missing table or a bug is none of these."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    error = exc.orig if isinstance(exc, DBAPIError) else exc
-    if not isinstance(error, psycopg.OperationalError):
-        return False
-    sqlstate = error.sqlstate or ""
-    broken = error.pgconn is not None and error.pgconn.status == pq.ConnStatus.BAD
-    return sqlstate.startswith("08") or sqlstate in _SERVER_GOING_AWAY or broken
 
 
 def _count_if_conflict(exc: Exception) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,12 +72,19 @@ def ingest_settings(tokens: TokenFactory, url: str, **overrides: Any) -> IngestS
     return settings_for(IngestSettings, tokens, url, **({"mllp_port": 0, "consumers_enabled": False} | overrides))
 
 
-@pytest.fixture
-def ingest(pg_url: str, tokens: TokenFactory) -> Iterator[Ingest]:
-    app = create_app(ingest_settings(tokens, pg_url))
+@contextmanager
+def running_ingest(pg_url: str, tokens: TokenFactory, **overrides: Any) -> Iterator[Ingest]:
+    """The ingest app on PostgreSQL, with settings overridden as a test needs."""
+    app = create_app(ingest_settings(tokens, pg_url, **overrides))
     engine = create_db_engine(pg_url)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield Ingest(client, tokens, make_session_factory(engine))
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def ingest(pg_url: str, tokens: TokenFactory) -> Iterator[Ingest]:
+    with running_ingest(pg_url, tokens) as running:
+        yield running

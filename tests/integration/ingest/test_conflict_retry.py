@@ -12,16 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.ingest.app import create_app
-from shared.db import create_db_engine, make_session_factory
 from shared.schema import RawMessage
 from tests.fixtures.ingest import messages
-from tests.integration.ingest.conftest import Ingest, ingest_settings
+from tests.integration.ingest.conftest import Ingest, running_ingest
 from tests.support import data
 
 pytestmark = pytest.mark.integration
@@ -32,13 +29,8 @@ DIABETES = ("44054006", "Diabetes mellitus type 2")
 @pytest.fixture
 def impatient(pg_url, tokens) -> Iterator[Ingest]:
     """Ingest with no retry after a transient conflict: the first deadlock is the last."""
-    app = create_app(ingest_settings(tokens, pg_url, conflict_retries=0))
-    engine = create_db_engine(pg_url)
-    try:
-        with TestClient(app, raise_server_exceptions=False) as client:
-            yield Ingest(client, tokens, make_session_factory(engine))
-    finally:
-        engine.dispose()
+    with running_ingest(pg_url, tokens, conflict_retries=0) as running:
+        yield running
 
 
 def test_a_bundle_that_deadlocks_with_a_concurrent_batch_is_retried_and_stored_once(ingest) -> None:

@@ -8,7 +8,8 @@ import pytest
 from psycopg import errors
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from services.ingest.service import _connection_lost, hl7_sender
+from services.ingest.service import hl7_sender
+from shared.db import connection_lost
 from tests.fixtures.ingest import messages
 
 
@@ -53,10 +54,10 @@ def _wrapped(error: Exception, *, invalidated: bool = False) -> OperationalError
     (RuntimeError("a bug"), False),
 ])
 def test_only_a_lost_connection_is_a_transient_database_fault(exc, lost) -> None:
-    assert _connection_lost(exc) is lost
+    assert connection_lost(exc) is lost
 
 
 def test_a_connection_that_could_not_be_made_is_lost() -> None:
     with pytest.raises(psycopg.OperationalError) as refused:
         psycopg.connect("host=127.0.0.1 port=1 dbname=scr user=scr connect_timeout=2")
-    assert _connection_lost(_wrapped(refused.value))
+    assert connection_lost(_wrapped(refused.value))
