@@ -10,6 +10,7 @@ from operator import attrgetter
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from shared.fhir import ODS_ORG_SYSTEM, canonical_system
 from shared.ods import is_gp_practice
@@ -126,3 +127,14 @@ def _when(record: SourcePatient) -> tuple[datetime, datetime]:
 
 def _sender(record: SourcePatient) -> str:
     return normalise_ods(record.source_org or "")
+
+
+def stored_organisation_codes(session: Session, ids: Sequence[str]) -> set[str]:
+    """The ODS codes (normalised) of the stored Organizations with these ids: a practice a Patient names by reference
+    rather than by ODS identifier. One reading for the consent service and the record API."""
+    if not ids:
+        return set()
+    bodies = session.scalars(select(Resource.body).where(Resource.resource_type == "Organization",
+                                                         Resource.id.in_(ids)))
+    return {normalise_ods(str(i["value"])) for body in bodies for i in body.get("identifier") or []
+            if isinstance(i, dict) and canonical_system(i.get("system")) == ODS_ORG_SYSTEM and i.get("value")}

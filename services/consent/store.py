@@ -11,8 +11,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from services.consent.facts import ods_code, parse_datetime, range_end
-from shared.fhir import ODS_ORG_SYSTEM, canonical_system
-from shared.registration import VOUCHED_BY_ITS_SENDER, registered_practice
+from shared.registration import VOUCHED_BY_ITS_SENDER, registered_practice, stored_organisation_codes
 from shared.schema import AuditEventRow, ConsentRecord, ConsentVersion, Person, RawMessage, Resource, ResourceVersion
 
 
@@ -181,15 +180,6 @@ def registered_practices(session: Session, nhs_number: str) -> set[str]:
                            .where(Resource.resource_type == "Patient", Resource.person_id == person_id,
                                   Resource.deleted.is_(False), VOUCHED_BY_ITS_SENDER)).all()
     return registered_practice(rows, own_record_only=True,
-                               organisation_codes=lambda ids: _organisation_ods_codes(session, ids))
+                               organisation_codes=lambda ids: stored_organisation_codes(session, ids))
 
 
-def _organisation_ods_codes(session: Session, ids: list[str]) -> set[str]:
-    if not ids:
-        return set()
-    found = set()
-    for body in session.scalars(select(Resource.body).where(Resource.resource_type == "Organization",
-                                                            Resource.id.in_(ids))):
-        found |= {ods_code(str(i["value"])) for i in body.get("identifier") or []
-                  if canonical_system(i.get("system")) == ODS_ORG_SYSTEM and i.get("value")}
-    return found

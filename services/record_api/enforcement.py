@@ -32,7 +32,6 @@ from services.record_api.schemas import Actor, DecideRequest, Decision, PatientR
 from services.record_api.settings import RecordApiSettings
 from services.record_api.store import (
     CensusRow,
-    organization_ods_codes,
     person_record_summary,
     provenance_targets,
     sources_with_channels,
@@ -44,8 +43,7 @@ from shared.auth import InsufficientScope, Principal, authenticate
 from shared.errors import Forbidden, Gone, InvalidInput, NotFound, ScrError, ServiceUnavailable
 from shared.fhir import ACT_REASON_SYSTEM, FHIR_JSON, Issue
 from shared.labels import CATEGORIES, CONFIDENTIALITY_CODES, RESTRICTED, VERY_RESTRICTED
-from shared.ods import normalise as normalise_ods
-from shared.registration import registered_for_access
+from shared.registration import registered_for_access, stored_organisation_codes
 from shared.schema import Person, Resource
 
 log = structlog.get_logger("scr.record_api.enforcement")
@@ -465,8 +463,6 @@ def _registered_with(session: Session, sources: Sequence[Resource], ods: str) ->
     and vouching for a practice's own records one more, asked only when the newest claim does not name the caller."""
     # The caller's code is normalised with its token (shared.auth), the practice's by the rule.
     return registered_for_access(sources, ods, vouched=lambda ids: vouched_sources(session, ids),
-                                 organisation_codes=lambda ids: _organisation_codes(session, ids))
+                                 organisation_codes=lambda ids: stored_organisation_codes(session, ids))
 
 
-def _organisation_codes(session: Session, ids: list[str]) -> set[str]:
-    return {normalise_ods(code) for code in organization_ods_codes(session, ids).values()}

@@ -140,19 +140,6 @@ def vouched_sources(session: Session, ids: Sequence[str]) -> set[str]:
                                                           VOUCHED_BY_ITS_SENDER)))
 
 
-def organization_ods_codes(session: Session, ids: Sequence[str]) -> dict[str, str]:
-    """ODS codes of stored Organization resources, by id (for registered-GP references by id)."""
-    if not ids:
-        return {}
-    found = {}
-    for row_id, body in _columns(session, select(Resource.id, Resource.body).where(
-            Resource.resource_type == "Organization", Resource.id.in_(ids))):
-        for identifier in body.get("identifier") or []:
-            if isinstance(identifier, dict) and identifier.get("system", "").endswith("ods-organization-code"):
-                found[row_id] = str(identifier.get("value"))
-    return found
-
-
 # ---------------------------------------------------------------- single resources and versions
 
 
